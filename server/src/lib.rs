@@ -1,0 +1,1 @@
+//! authfetch-server (placeholder; built out in issue 3).

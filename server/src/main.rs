@@ -1,0 +1,2 @@
+//! The `authfetch-server` binary.
+fn main() {}
