@@ -1,8 +1,439 @@
-// Placeholder demo (the full demo lands with issue 6): proves the page loads the package.
-import { ready } from '/pkg/index.js';
+// The authfetch demo: a plain ES module, no bundler, served under a strict CSP (no inline script
+// or style, so every visual state is a class or the `hidden` attribute, set from here).
+//
+// It uses only the package's public API — the same calls an app would make. The access token is
+// never visible here: `claims()` gives its public claims for display, `expiresIn()` the countdown.
+// All text from the network goes through `textContent`, never `innerHTML`.
+import {
+  authFetch,
+  login,
+  logout,
+  logoutEverywhere,
+  ready,
+  isAuthenticated,
+  claims,
+  expiresIn,
+  onAuthStateChange,
+  onRequest,
+} from '/pkg/index.js';
 
-const status = document.getElementById('status');
-ready().then(
-  (signedIn) => { status.textContent = signedIn ? 'signed in' : 'signed out'; },
-  (err) => { status.textContent = `error: ${err.code ?? err}`; },
-);
+const $ = (id) => document.getElementById(id);
+const MAX_LOG = 60;
+
+/** Creates an element with optional class and text, and appends children. */
+function el(tag, className, text, ...children) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  for (const child of children) if (child) node.append(child);
+  return node;
+}
+
+const clock = () => new Date().toLocaleTimeString([], { hour12: false });
+
+function errorText(err) {
+  if (err && typeof err === 'object' && err.code) return `${err.code}: ${err.message}`;
+  return String(err && err.message ? err.message : err);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signed-in state
+
+const state = { lastClaims: null, username: null };
+
+/** Renders the panel for the current state of the module (called on every auth event). */
+function render(phase) {
+  const signedIn = phase === 'loading' ? false : isAuthenticated();
+  const pill = $('state-pill');
+  pill.classList.remove('pill-loading', 'pill-in', 'pill-out');
+  if (phase === 'loading') {
+    pill.classList.add('pill-loading');
+    pill.textContent = 'starting…';
+  } else if (signedIn) {
+    pill.classList.add('pill-in');
+    pill.textContent = 'signed in';
+  } else {
+    pill.classList.add('pill-out');
+    pill.textContent = 'signed out';
+  }
+  $('signin-card').hidden = phase === 'loading' || signedIn;
+  $('session-card').hidden = !signedIn;
+  document.body.classList.toggle('is-signed-in', signedIn);
+  if (signedIn) renderClaims(claims());
+  else {
+    state.lastClaims = null;
+    state.username = null;
+    $('response').hidden = true;
+  }
+  updateTheftButtons();
+}
+
+const CLAIM_NOTES = {
+  sub: 'subject: the user id',
+  iss: 'issuer',
+  aud: 'audience',
+  iat: 'issued at',
+  exp: 'expires at',
+  nbf: 'not before',
+  jti: 'token id (for revocation)',
+  fam: 'session family',
+  sid: 'session id',
+};
+
+function renderClaims(c) {
+  state.lastClaims = c;
+  const dl = $('claims');
+  dl.replaceChildren();
+  if (!c) return;
+  const who = state.username || c.username || c.name || c.preferred_username;
+  $('who').textContent = who || c.sub;
+  if (!who) learnUsername();
+  for (const [key, value] of Object.entries(c)) {
+    let shown = typeof value === 'object' ? JSON.stringify(value) : String(value);
+    if ((key === 'iat' || key === 'exp' || key === 'nbf') && typeof value === 'number') {
+      shown = `${value} · ${new Date(value * 1000).toLocaleTimeString([], { hour12: false })}`;
+    }
+    const dt = el('dt', null, key);
+    if (CLAIM_NOTES[key]) dt.title = CLAIM_NOTES[key];
+    dl.append(dt, el('dd', null, shown));
+  }
+}
+
+/** Another tab signed in, or the page was reloaded: ask the API who we are (one ordinary call). */
+let learning = null;
+function learnUsername() {
+  if (learning) return;
+  learning = authFetch('/api/me')
+    .then((res) => (res.ok ? res.json() : null))
+    .then((me) => {
+      if (me && me.username && isAuthenticated()) {
+        state.username = me.username;
+        $('who').textContent = me.username;
+      }
+    })
+    .catch(() => {})
+    .finally(() => { learning = null; });
+}
+
+/** The countdown: polled, because it is a clock, not an event. */
+function tick() {
+  const ms = isAuthenticated() ? expiresIn() : null;
+  const out = $('countdown');
+  const bar = $('ttl-bar');
+  if (ms === null || ms === undefined) {
+    out.textContent = '–';
+    bar.value = 0;
+    return;
+  }
+  const c = state.lastClaims;
+  const lifetime = c && c.exp && c.iat ? (c.exp - c.iat) * 1000 : 20_000;
+  out.textContent = `${(Math.max(0, ms) / 1000).toFixed(1)} s`;
+  out.classList.toggle('soon', ms < Math.min(5000, lifetime / 4));
+  bar.max = lifetime;
+  bar.value = Math.max(0, Math.min(lifetime, ms));
+  // Claims change on every refresh (new iat/exp/jti); keep the panel current.
+  const now = claims();
+  if (now && c && now.jti !== c.jti) renderClaims(now);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logs
+
+function pushLog(list, emptyNote, item) {
+  list.prepend(item);
+  while (list.children.length > MAX_LOG) list.lastElementChild.remove();
+  emptyNote.hidden = true;
+}
+
+function stepClass(step) {
+  const s = String(step);
+  if (/^2\d\d$/.test(s)) return 'step step-ok';
+  if (/^(401|403)$/.test(s)) return 'step step-warn';
+  if (/^[45]\d\d$/.test(s)) return 'step step-bad';
+  if (/fail|error|expired|signed_out/.test(s)) return 'step step-bad';
+  return 'step step-info';
+}
+
+function logRequest(trace) {
+  let path = trace.url;
+  try {
+    const u = new URL(trace.url, location.href);
+    path = u.origin === location.origin ? u.pathname + u.search : u.href;
+  } catch { /* keep it as given */ }
+  const steps = el('span', 'steps');
+  const list = Array.isArray(trace.steps) && trace.steps.length ? trace.steps : [String(trace.status ?? '?')];
+  list.forEach((step, i) => {
+    if (i > 0) steps.append(el('span', 'arrow', '→'));
+    steps.append(el('span', stepClass(step), step));
+  });
+  const item = el(
+    'li',
+    'log-item',
+    null,
+    el('span', 'time', clock()),
+    el('span', 'method', trace.method || 'GET'),
+    el('span', 'url', path),
+    trace.bearer ? el('span', 'badge', 'bearer') : el('span', 'badge badge-muted', 'no bearer'),
+    steps,
+  );
+  item.dataset.steps = list.join(' ');
+  pushLog($('request-log'), $('request-empty'), item);
+}
+
+const EVENT_TEXT = {
+  signed_in: 'Signed in: a new session (refresh-token family) started.',
+  refreshed: 'Silent refresh: new access token; the refresh cookie rotated.',
+  signed_out: 'Signed out: the token is gone from memory, in every tab.',
+  session_expired: 'Session ended by the server (expired or revoked): signed out.',
+  refresh_failed: 'A refresh failed (network?): still holding the session, will retry.',
+};
+
+function logEvent(event) {
+  const type = event && event.type ? event.type : String(event);
+  const text = EVENT_TEXT[type] || '';
+  const item = el(
+    'li',
+    `log-item event-${type}`,
+    null,
+    el('span', 'time', clock()),
+    el('span', `event-type ${stepClass(type)}`, type),
+    el('span', 'event-text', text),
+  );
+  item.dataset.type = type;
+  pushLog($('event-log'), $('event-empty'), item);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Calls
+
+async function showResponse(label, promise) {
+  const box = $('response');
+  const status = $('response-status');
+  try {
+    const res = await promise;
+    const text = await res.text();
+    let body = text;
+    try { body = JSON.stringify(JSON.parse(text), null, 2); } catch { /* not JSON */ }
+    status.textContent = `${res.status} ${res.statusText}`.trim();
+    status.className = res.ok ? 'status status-ok' : 'status status-bad';
+    $('response-body').textContent = body || '(empty body)';
+  } catch (err) {
+    status.textContent = 'rejected';
+    status.className = 'status status-bad';
+    $('response-body').textContent = errorText(err);
+  }
+  $('response-url').textContent = label;
+  box.hidden = false;
+}
+
+function wireCalls() {
+  $('get-me').addEventListener('click', () => showResponse('GET /api/me', authFetch('/api/me')));
+  $('get-forbidden').addEventListener('click', () =>
+    showResponse('GET /api/forbidden', authFetch('/api/forbidden')));
+  $('echo-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const body = $('echo-body').value;
+    let type = 'text/plain;charset=utf-8';
+    try { JSON.parse(body); type = 'application/json'; } catch { /* send as text */ }
+    showResponse('POST /api/echo', authFetch('/api/echo', { method: 'POST', headers: { 'content-type': type }, body }));
+  });
+
+  for (const button of document.querySelectorAll('[data-fill]')) {
+    button.addEventListener('click', () => {
+      const name = button.dataset.fill;
+      $('username').value = name;
+      $('password').value = `${name}-password`;
+      $('login-button').focus();
+    });
+  }
+
+  $('login-form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const error = $('login-error');
+    const button = $('login-button');
+    error.hidden = true;
+    button.disabled = true;
+    try {
+      const username = $('username').value.trim();
+      await login({ username, password: $('password').value });
+      state.username = username;
+      $('password').value = '';
+      render('ready');
+      $('who').textContent = username;
+    } catch (err) {
+      error.textContent = err && err.code === 'ERR_INVALID_CREDENTIALS'
+        ? 'Wrong username or password.'
+        : `Sign-in failed — ${errorText(err)}`;
+      error.hidden = false;
+    } finally {
+      button.disabled = false;
+    }
+  });
+
+  $('logout-button').addEventListener('click', () => logout().catch((err) => logEvent({ type: errorText(err) })));
+  $('logout-all-button').addEventListener('click', () =>
+    logoutEverywhere().catch((err) => logEvent({ type: errorText(err) })));
+
+  $('clear-requests').addEventListener('click', () => {
+    $('request-log').replaceChildren();
+    $('request-empty').hidden = false;
+  });
+  $('clear-events').addEventListener('click', () => {
+    $('event-log').replaceChildren();
+    $('event-empty').hidden = false;
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stolen refresh token. The page cannot read the HttpOnly cookie, so the demo server (only with
+// --demo) offers POST /debug/steal, which snapshots the cookie server-side and returns an opaque
+// ticket, and POST /debug/replay {ticket}, which replays the snapshot against the refresh
+// endpoint as an attacker would and reports the outcome. Without those routes the card explains
+// how to do it by hand with DevTools and curl.
+
+const theft = { ticket: null, stolenAt: 0, refreshedSince: false };
+const DEBUG_HEADERS = { 'x-authfetch': '1', 'content-type': 'application/json' };
+
+async function probeTheftRoutes() {
+  try {
+    // A GET on a POST-only route: 405 means the route exists; 404 means this server lacks it.
+    const res = await fetch('/debug/steal', { method: 'GET', cache: 'no-store' });
+    return res.status !== 404;
+  } catch {
+    return false;
+  }
+}
+
+function theftStatus(text, tone = 'info') {
+  const p = $('theft-status');
+  p.textContent = text;
+  p.className = `theft-status theft-${tone}`;
+}
+
+function updateTheftButtons() {
+  const signedIn = isAuthenticated();
+  $('steal-button').disabled = !signedIn;
+  $('replay-button').disabled = !theft.ticket;
+  if (!signedIn && !theft.ticket) theftStatus('Sign in first.', 'info');
+}
+
+function wireTheft(live) {
+  $('theft-live').hidden = !live;
+  $('curl-snippet').textContent = [
+    `curl -i -X POST ${location.origin}/auth/refresh \\`,
+    `  -H 'x-authfetch: 1' -H 'origin: ${location.origin}' \\`,
+    "  -H 'cookie: __Host-authfetch_rt=<the value you copied>'",
+  ].join('\n');
+  if (!live) return;
+  $('steal-button').addEventListener('click', async () => {
+    try {
+      const res = await fetch('/debug/steal', { method: 'POST', headers: DEBUG_HEADERS, credentials: 'same-origin' });
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      const body = await res.json();
+      theft.ticket = body.ticket ?? 'stolen';
+      theft.stolenAt = Date.now();
+      theft.refreshedSince = false;
+      theftStatus('Cookie copied. Now keep using the app until the event log shows "refreshed" — the cookie rotates, '
+        + 'and the copy becomes an old token.', 'info');
+    } catch (err) {
+      theftStatus(`Could not snapshot the cookie: ${errorText(err)}`, 'bad');
+    }
+    updateTheftButtons();
+  });
+  $('replay-button').addEventListener('click', async () => {
+    try {
+      const res = await fetch('/debug/replay', {
+        method: 'POST',
+        headers: DEBUG_HEADERS,
+        body: JSON.stringify({ ticket: theft.ticket }),
+      });
+      const body = await res.json().catch(() => ({}));
+      const status = body.status ?? res.status;
+      if (status === 401) {
+        theft.ticket = null;
+        theftStatus('The server saw an old refresh token come back: reuse detected, the whole session is revoked. '
+          + 'Every tab signs out at its next request or refresh — try GET /api/me.', 'bad');
+      } else {
+        theftStatus(theft.refreshedSince
+          ? `Replay answered ${status}: still inside the grace window that forgives racing tabs. Wait a few seconds and replay again.`
+          : `Replay answered ${status}: the copy was still the current token, so the thief got in — and now your own `
+            + 'next refresh presents an old token, which kills the session for both. Try waiting for a refresh first.',
+        'warn');
+      }
+    } catch (err) {
+      theftStatus(`Replay failed: ${errorText(err)}`, 'bad');
+    }
+    updateTheftButtons();
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server counters (demo server only: GET /debug/stats). Plain fetch: it carries no credentials.
+
+const STAT_LABELS = {
+  login: 'logins',
+  refresh: 'refreshes',
+  refresh_grace: 'grace-window refreshes',
+  reuse_detected: 'reuse detected',
+  refresh_failed: 'refreshes refused',
+  logout: 'logouts',
+  logout_all: 'logouts everywhere',
+};
+
+async function pollStats() {
+  if (document.visibilityState !== 'visible') return true;
+  try {
+    const res = await fetch('/debug/stats', { cache: 'no-store' });
+    if (!res.ok) return false;
+    const stats = await res.json();
+    const dl = $('stats');
+    dl.replaceChildren();
+    for (const [key, value] of Object.entries(stats)) {
+      const wrap = el('div', `stat${key === 'reuse_detected' && value > 0 ? ' stat-alarm' : ''}`);
+      wrap.append(el('dt', null, STAT_LABELS[key] || key), el('dd', null, value));
+      wrap.dataset.stat = key;
+      dl.append(wrap);
+    }
+    $('stats-card').hidden = false;
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Start-up
+
+async function main() {
+  render('loading');
+  onRequest(logRequest);
+  onAuthStateChange((event) => {
+    logEvent(event);
+    if (event && event.type === 'refreshed' && theft.ticket) theft.refreshedSince = true;
+    render('ready');
+  });
+  wireCalls();
+  wireTheft(await probeTheftRoutes());
+
+  let signedIn = false;
+  try {
+    signedIn = await ready(); // the start-up silent refresh: is there a session cookie?
+  } catch (err) {
+    logEvent({ type: errorText(err) });
+  }
+  render('ready');
+  if (!signedIn) $('username').focus();
+  document.body.dataset.ready = 'true';
+
+  setInterval(tick, 100);
+  tick();
+  if (await pollStats()) {
+    setInterval(pollStats, 1000);
+  }
+}
+
+main().catch((err) => {
+  const pill = $('state-pill');
+  pill.className = 'pill pill-out';
+  pill.textContent = `error: ${errorText(err)}`;
+});

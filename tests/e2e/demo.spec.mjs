@@ -1,0 +1,280 @@
+// The demo app (www/), driven as a person would: typing, clicking, a second tab, a second device.
+// The real authfetch-server serves it under its strict CSP; access tokens live 3 s, so refreshes
+// happen within each test. Screenshots for the README go to docs/screenshots/ (stable names).
+import { test, expect } from './fixtures.mjs';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { ROOT } from './fixtures.mjs';
+
+const SHOTS = join(ROOT, 'docs', 'screenshots');
+mkdirSync(SHOTS, { recursive: true });
+const COOKIE = '__Host-authfetch_rt';
+const GRACE_S = 2;
+
+// A short grace window so the theft test can wait it out without a long sleep.
+test.use({
+  serverArgs: ['--access-ttl', '3s', '--grace', `${GRACE_S}s`, '--demo', '--debug-stats'],
+  viewport: { width: 1280, height: 860 },
+});
+
+/**
+ * Collects CSP violations, uncaught errors and console errors. Chromium's "Failed to load
+ * resource" lines are left out: a 401 from a refresh with no cookie, or the 404 of the optional
+ * theft route, is the app working as designed.
+ */
+function watchForProblems(page) {
+  const problems = [];
+  page.on('pageerror', (e) => problems.push(`pageerror: ${e}`));
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) problems.push(`console: ${m.text()}`);
+  });
+  return problems;
+}
+
+async function open(page, url) {
+  const res = await page.goto(url);
+  await expect(page.locator('body[data-ready="true"]')).toBeAttached();
+  return res;
+}
+
+/** Signs in through the form by typing, as a person would. */
+async function signIn(page, user = 'alice') {
+  await expect(page.getByTestId('state')).toHaveText('signed out');
+  await page.getByLabel('Username').pressSequentially(user);
+  await page.getByLabel('Password').pressSequentially(`${user}-password`);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await expect(page.getByTestId('state')).toHaveText('signed in');
+  await expect(page.getByTestId('who')).toHaveText(user);
+}
+
+/** Clicks "GET /api/me" unless the tab already noticed it was signed out (its panel is gone then). */
+async function callIfSignedIn(page) {
+  const button = page.getByRole('button', { name: 'GET /api/me' });
+  if (await button.isVisible()) await button.click({ timeout: 2000 }).catch(() => {});
+}
+
+const requestLog = (page) => page.getByTestId('request-log').locator('li');
+const eventTypes = (page) => page.getByTestId('event-log').locator('li').evaluateAll((lis) => lis.map((li) => li.dataset.type));
+
+test('sign in, see the public claims and a countdown, call the API, watch a silent refresh', async ({ page, server }) => {
+  const problems = watchForProblems(page);
+  const res = await open(page, `${server.url}/`);
+  const csp = res.headers()['content-security-policy'];
+  expect(csp).toContain("script-src 'self' 'wasm-unsafe-eval'");
+  expect(csp).not.toContain('unsafe-inline');
+  await expect(page.getByText('alice-password')).toBeVisible(); // the demo users are on the page
+  await page.screenshot({ path: join(SHOTS, 'demo-signed-out.png') });
+
+  // A wrong password first: a clear message, still signed out.
+  await page.getByLabel('Username').pressSequentially('alice');
+  await page.getByLabel('Password').pressSequentially('not-her-password');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await expect(page.getByRole('alert')).toContainText(/wrong username or password|sign-in failed/i);
+  await page.getByLabel('Username').fill('');
+  await page.getByLabel('Password').fill('');
+
+  const loginResponse = page.waitForResponse((r) => r.url().endsWith('/auth/login') && r.status() === 200);
+  await signIn(page);
+  const accessToken = (await (await loginResponse).json()).access_token;
+  expect(typeof accessToken).toBe('string');
+
+  // Claims and countdown, never the token.
+  const claims = page.getByTestId('claims');
+  await expect(claims).toContainText('sub');
+  await expect(claims).toContainText('exp');
+  await expect(page.getByTestId('countdown')).toHaveText(/^\d+\.\d s$/);
+  const first = Number.parseFloat(await page.getByTestId('countdown').textContent());
+  expect(first).toBeGreaterThan(0);
+  expect(first).toBeLessThanOrEqual(3.1);
+
+  // A protected GET.
+  await page.getByRole('button', { name: 'GET /api/me' }).click();
+  await expect(page.getByTestId('response')).toContainText('200');
+  await expect(page.getByTestId('response')).toContainText('"username": "alice"');
+  await expect(requestLog(page).first()).toContainText('/api/me');
+  await expect(requestLog(page).first()).toContainText('200');
+  await expect(requestLog(page).first()).toContainText('bearer');
+
+  // A POST with a body the person typed.
+  const body = page.getByLabel(/Body for/);
+  await body.fill('');
+  await body.pressSequentially('{"note": "typed in the demo"}');
+  await page.getByRole('button', { name: 'POST /api/echo' }).click();
+  await expect(page.getByTestId('response')).toContainText('"method": "POST"');
+  await expect(page.getByTestId('response')).toContainText('typed in the demo');
+  await expect(page.getByTestId('response')).toContainText('sha256');
+  await expect(requestLog(page).first()).toContainText('POST');
+
+  // A 403 is not an expired token: no refresh.
+  const refreshesBefore = (await server.stats()).refresh;
+  await page.getByRole('button', { name: 'GET /api/forbidden' }).click();
+  await expect(requestLog(page).first()).toContainText('403');
+  expect(await requestLog(page).first().getAttribute('data-steps')).toBe('403');
+  expect((await server.stats()).refresh).toBe(refreshesBefore);
+
+  // Let the 3-second token run out, then call again: authfetch refreshes (before expiry or on the
+  // 401) and the call succeeds; the event log shows the refresh, the claims show a new token.
+  const jti = await claims.textContent();
+  await page.waitForFunction(() => {
+    const t = Number.parseFloat(document.getElementById('countdown').textContent);
+    return !(t > 0.3) || document.querySelector('#event-log [data-type="refreshed"]');
+  }, null, { timeout: 6000 });
+  await page.getByRole('button', { name: 'GET /api/me' }).click();
+  await expect(page.getByTestId('event-log').locator('[data-type="refreshed"]').first()).toBeVisible({ timeout: 8000 });
+  await expect(requestLog(page).first()).toContainText('200');
+  await expect(claims).not.toHaveText(jti);
+  expect((await server.stats()).refresh).toBeGreaterThan(refreshesBefore);
+
+  // The page shows the claims, never the token; nothing is kept in web storage either.
+  const visible = await page.evaluate(() => document.documentElement.outerHTML + document.body.innerText);
+  const tail = accessToken.slice(-40); // the end of the signature: unique to this token
+  expect(visible).not.toContain(accessToken);
+  expect(visible).not.toContain(tail);
+  const stored = await page.evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }) + document.cookie);
+  expect(stored).not.toContain(tail);
+
+  await expect(page.getByTestId('stats')).toContainText('refreshes');
+  await page.screenshot({ path: join(SHOTS, 'demo-signed-in.png'), fullPage: true });
+  expect(problems).toEqual([]);
+});
+
+test('a request whose token the server rejects shows 401 → refreshed → retried → 200', async ({ page, server }) => {
+  const problems = watchForProblems(page);
+  await open(page, `${server.url}/`);
+  await signIn(page);
+  // Make the next /api/me answer 401 as a server does for a revoked or expired token; the refresh
+  // and the retry then go to the real server.
+  let rejected = 0;
+  await page.route('**/api/me', async (route) => {
+    if (rejected++ === 0) {
+      await route.fulfill({ status: 401, headers: { 'www-authenticate': 'Bearer error="invalid_token"' }, body: '' });
+    } else {
+      await route.continue();
+    }
+  });
+  const before = (await server.stats()).refresh;
+  await page.getByRole('button', { name: 'GET /api/me' }).click();
+  await expect(page.getByTestId('response')).toContainText('"username": "alice"');
+  const steps = await requestLog(page).first().getAttribute('data-steps');
+  expect(steps).toBe('401 refreshed retried 200');
+  await expect(requestLog(page).first()).toContainText(/401\s*→\s*refreshed\s*→\s*retried\s*→\s*200/);
+  expect((await server.stats()).refresh).toBe(before + 1);
+  expect(problems).toEqual([]);
+});
+
+test('a second tab opened from the hint shares the session and follows a logout', async ({ page, context, server }) => {
+  const problems = watchForProblems(page);
+  await open(page, `${server.url}/`);
+  await signIn(page);
+
+  // The person follows the hint and opens a second tab: it signs in silently from the cookie.
+  const [second] = await Promise.all([context.waitForEvent('page'), page.getByRole('link', { name: 'second tab' }).click()]);
+  await expect(second.locator('body[data-ready="true"]')).toBeAttached();
+  await expect(second.getByTestId('state')).toHaveText('signed in');
+  await expect(second.getByTestId('who')).toHaveText('alice');
+  await second.getByRole('button', { name: 'GET /api/me' }).click();
+  await expect(second.getByTestId('response')).toContainText('"username": "alice"');
+
+  // Both tabs keep working across several 3-second lifetimes without logging each other out.
+  for (let i = 0; i < 3; i++) {
+    await page.waitForTimeout(1500);
+    await page.getByRole('button', { name: 'GET /api/me' }).click();
+    await second.getByRole('button', { name: 'GET /api/me' }).click();
+    await expect(page.getByTestId('state')).toHaveText('signed in');
+    await expect(second.getByTestId('state')).toHaveText('signed in');
+  }
+  expect((await server.stats()).reuse_detected).toBe(0);
+
+  // Log out in the first tab: the second follows without being touched.
+  await page.getByRole('button', { name: 'Log out', exact: true }).click();
+  await expect(page.getByTestId('state')).toHaveText('signed out');
+  await expect(second.getByTestId('state')).toHaveText('signed out');
+  expect(await eventTypes(second)).toContain('signed_out');
+  expect(problems).toEqual([]);
+});
+
+test('log out everywhere ends the session on another device too', async ({ browser, page, server }) => {
+  await open(page, `${server.url}/`);
+  await signIn(page);
+  // A second device: a separate browser context, its own cookie, its own session family.
+  const device = await browser.newContext();
+  const other = await device.newPage();
+  try {
+    await open(other, `${server.url}/`);
+    await signIn(other);
+
+    await page.getByRole('button', { name: 'Log out everywhere' }).click();
+    await expect(page.getByTestId('state')).toHaveText('signed out');
+    expect((await server.stats()).logout_all).toBe(1);
+
+    // The other device finds out at its next call (its token and its refresh cookie are revoked).
+    await callIfSignedIn(other);
+    await expect(other.getByTestId('state')).toHaveText('signed out', { timeout: 8000 });
+    const types = await eventTypes(other);
+    expect(types.some((t) => t === 'session_expired' || t === 'signed_out')).toBe(true);
+    // And its cookie no longer refreshes.
+    const res = await other.evaluate(async () => (await fetch('/auth/refresh', { method: 'POST', headers: { 'x-authfetch': '1' } })).status);
+    expect(res).toBe(401);
+  } finally {
+    await device.close();
+  }
+});
+
+test('a replayed old refresh cookie kills the session in every tab', async ({ page, context, server }) => {
+  await open(page, `${server.url}/`);
+  await signIn(page);
+  const second = await context.newPage();
+  await open(second, `${server.url}/`);
+  await expect(second.getByTestId('state')).toHaveText('signed in');
+
+  // The attacker's copy: page scripts cannot read this HttpOnly cookie, but a thief with the
+  // browser profile can. (The test reads it from outside the page, as such a thief would.)
+  const cookieOf = async () => (await context.cookies(server.url)).find((c) => c.name === COOKIE);
+  const stolen = await cookieOf();
+  expect(stolen.httpOnly).toBe(true);
+  expect(stolen.sameSite).toBe('Strict');
+  expect(await page.evaluate(() => document.cookie)).not.toContain('authfetch_rt');
+
+  // The person keeps using the app: after the token runs out, authfetch refreshes and the cookie rotates.
+  await page.waitForTimeout(3200);
+  await page.getByRole('button', { name: 'GET /api/me' }).click();
+  await expect(page.getByTestId('event-log').locator('[data-type="refreshed"]').first()).toBeVisible({ timeout: 8000 });
+  await expect.poll(async () => (await cookieOf()).value).not.toBe(stolen.value);
+
+  // Past the grace window, the thief replays the old cookie from another machine.
+  await page.waitForTimeout(GRACE_S * 1000 + 500);
+  const replay = await fetch(`${server.url}/auth/refresh`, {
+    method: 'POST',
+    headers: { 'x-authfetch': '1', origin: server.url, cookie: `${COOKIE}=${stolen.value}` },
+  });
+  expect(replay.status).toBe(401);
+  expect((await server.stats()).reuse_detected).toBe(1);
+
+  // The server revoked the whole family: the next call in either tab signs every tab out.
+  await callIfSignedIn(second);
+  await expect(second.getByTestId('state')).toHaveText('signed out', { timeout: 8000 });
+  await expect(page.getByTestId('state')).toHaveText('signed out', { timeout: 8000 });
+  const types = await eventTypes(page);
+  expect(types.some((t) => t === 'session_expired' || t === 'signed_out')).toBe(true);
+  await expect(page.getByTestId('stats').locator('[data-stat="reuse_detected"] dd')).toHaveText('1');
+  await page.getByTestId('stats').scrollIntoViewIfNeeded();
+  await page.screenshot({ path: join(SHOTS, 'demo-reuse-detected.png'), fullPage: true });
+});
+
+test('the in-page theft demonstration, when the demo server offers /debug/steal', async ({ page, server }) => {
+  const probe = await fetch(`${server.url}/debug/steal`);
+  test.skip(probe.status === 404, 'this authfetch-server has no /debug/steal route; the test above covers the replay');
+  await open(page, `${server.url}/`);
+  await signIn(page);
+  await page.getByRole('button', { name: /Steal the cookie/ }).click();
+  await expect(page.getByTestId('theft-status')).toContainText('Cookie copied');
+  await page.waitForTimeout(3200);
+  await page.getByRole('button', { name: 'GET /api/me' }).click();
+  await expect(page.getByTestId('event-log').locator('[data-type="refreshed"]').first()).toBeVisible({ timeout: 8000 });
+  await page.waitForTimeout(GRACE_S * 1000 + 500);
+  await page.getByRole('button', { name: /Replay it as the attacker/ }).click();
+  await expect(page.getByTestId('theft-status')).toContainText('reuse detected');
+  await expect.poll(async () => (await server.stats()).reuse_detected).toBe(1);
+  await callIfSignedIn(page);
+  await expect(page.getByTestId('state')).toHaveText('signed out', { timeout: 8000 });
+});
