@@ -1,8 +1,8 @@
-//! authfetch: the wasm client (placeholder; built out in issue 4).
-use wasm_bindgen::prelude::*;
+//! authfetch (placeholder docs, rewritten below)
+#![no_std]
+extern crate alloc;
 
-/// Returns the crate version; proves the module loads and can be called.
-#[wasm_bindgen]
-pub fn version() -> String {
-    env!("CARGO_PKG_VERSION").into()
-}
+pub mod config;
+pub mod error;
+pub mod jwt;
+pub mod session;

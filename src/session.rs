@@ -1,0 +1,799 @@
+//! The session core: token state, single-flight refresh, retry once, expiry schedule and the
+//! cross-tab protocol, written against the small [`Env`] trait so it runs under native
+//! `cargo test` with a fake clock, a fake transport and a hand-driven executor.
+//!
+//! # Invariants
+//! * At most one refresh per tab is in flight ([`Inner::flight`]); everyone who needs a token
+//!   while it runs awaits the same [`Flight`] (panva/jose `reload`).
+//! * [`Inner::epoch`] is the generation counter: sign-out and login bump it, and a refresh that
+//!   started in an older epoch is discarded when it lands, so a late refresh cannot resurrect a
+//!   session the user has just left.
+//! * [`Inner::version`] bumps on every token change; a 401 for a token that has already been
+//!   replaced is retried with the new one instead of refreshing again.
+//! * No `RefCell` borrow is held across an `.await` or across a call into [`Env`]
+//!   (events run arbitrary JS listeners, which may call back into the session).
+
+use crate::config::Config;
+use crate::error::Error;
+use alloc::boxed::Box;
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+use core::fmt;
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll, Waker};
+
+/// A boxed local task, as handed to [`Env::spawn`].
+pub type Task = Pin<Box<dyn Future<Output = ()>>>;
+
+/// How long a new tab waits for a live tab to answer `Hello` before refreshing itself.
+pub const HELLO_WAIT_MS: f64 = 150.0;
+/// Longest back-off between refresh attempts after repeated failures.
+pub const MAX_BACKOFF_MS: f64 = 30_000.0;
+
+/// An access token. `Debug` prints `[redacted]`; the text is reached only through
+/// [`Secret::expose`], and the bytes are overwritten when it is dropped (best effort: the
+/// allocator may have copied them while the string grew).
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a token.
+    pub fn new(s: String) -> Self {
+        Secret(s)
+    }
+    /// The token text, for building the `Authorization` header at the last moment.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        let mut bytes = core::mem::take(&mut self.0).into_bytes();
+        bytes.fill(0);
+        core::hint::black_box(&bytes);
+    }
+}
+
+/// A successful token response, already validated by the transport.
+#[derive(Debug)]
+pub struct Grant {
+    /// The access token.
+    pub token: Secret,
+    /// `expires_in` from the server, in milliseconds.
+    pub expires_in_ms: f64,
+}
+
+/// A call to one of the auth endpoints.
+#[derive(Debug)]
+pub enum AuthCall<'a> {
+    /// `POST /auth/refresh` with the cookie.
+    Refresh,
+    /// `POST /auth/login`.
+    Login {
+        /// Account name.
+        username: &'a str,
+        /// Password; never stored.
+        password: &'a str,
+    },
+    /// `POST /auth/logout` (`everywhere = false`) or `/auth/logout-all`, with the bearer if we
+    /// still had one (so the server can deny-list it).
+    Logout {
+        /// Which endpoint.
+        everywhere: bool,
+        /// The access token being given up.
+        bearer: Option<Secret>,
+    },
+}
+
+/// Auth-state events, delivered to `onAuthStateChange` listeners.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A session started in this tab: login, start-up refresh, or a token from another tab.
+    SignedIn,
+    /// The access token was replaced.
+    Refreshed,
+    /// The user signed out (here or in another tab).
+    SignedOut,
+    /// The server no longer accepts the refresh cookie.
+    SessionExpired,
+    /// A refresh failed for a transient reason; the session is kept.
+    RefreshFailed,
+}
+
+impl Event {
+    /// The JS spelling (`event.type`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Event::SignedIn => "signed_in",
+            Event::Refreshed => "refreshed",
+            Event::SignedOut => "signed_out",
+            Event::SessionExpired => "session_expired",
+            Event::RefreshFailed => "refresh_failed",
+        }
+    }
+}
+
+/// Cross-tab messages (BroadcastChannel). Nothing here is ever persisted.
+#[derive(Debug)]
+pub enum Message<'a> {
+    /// A new tab asks live tabs for the current token.
+    Hello,
+    /// The current token and how long it has left (each tab has its own monotonic clock).
+    Token {
+        /// The access token.
+        token: &'a str,
+        /// Milliseconds until it expires, measured by the sender.
+        remaining_ms: f64,
+        /// `true` when it comes from a login (adopted even by a signed-out tab).
+        login: bool,
+    },
+    /// The session ended: every tab clears its token and rejects its queued calls.
+    SignedOut {
+        /// `true` when the server refused the refresh cookie (`session_expired`).
+        expired: bool,
+    },
+}
+
+/// What the session needs from a response.
+pub trait Reply {
+    /// HTTP status.
+    fn status(&self) -> u16;
+    /// The `WWW-Authenticate` header, if present and readable.
+    fn www_authenticate(&self) -> Option<String>;
+}
+
+/// The platform: clock, tasks, timers, the auth endpoints, events and the other tabs.
+pub trait Env: 'static {
+    /// Proof of holding the cross-tab refresh lock; released on drop.
+    type Guard;
+    /// Milliseconds on a monotonic clock (`performance.now()`).
+    fn now(&self) -> f64;
+    /// Runs a task to completion independently of whoever started it.
+    fn spawn(&self, task: Task);
+    /// Completes after `ms` milliseconds.
+    fn sleep(&self, ms: f64) -> impl Future<Output = ()> + 'static;
+    /// Acquires the cross-tab refresh lock, or gives up after `timeout_ms` (`None`; also
+    /// `None` at once where the platform has no Web Locks).
+    fn lock(&self, timeout_ms: f64) -> impl Future<Output = Option<Self::Guard>> + 'static;
+    /// Performs an auth call. Refresh and login yield a [`Grant`]; logout yields `None`.
+    ///
+    /// # Errors
+    /// [`Error::SessionExpired`] when the server refuses the refresh cookie,
+    /// [`Error::InvalidCredentials`] for a refused login, [`Error::Network`],
+    /// [`Error::RateLimited`] or [`Error::InvalidResponse`] otherwise.
+    fn auth(&self, call: AuthCall<'_>) -> impl Future<Output = Result<Option<Grant>, Error>>;
+    /// Delivers an auth-state event.
+    fn emit(&self, event: Event);
+    /// Posts a message to the other tabs.
+    fn broadcast(&self, msg: Message<'_>);
+}
+
+/// Whether the session believes a session exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Before the start-up refresh has answered.
+    Unknown,
+    /// A token is held (it may be about to expire).
+    SignedIn,
+    /// No session.
+    SignedOut,
+}
+
+/// A step of one `authFetch` call, for `onRequest` traces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// A response arrived with this status.
+    Status(u16),
+    /// The request went out without our bearer (not allowed, or no session).
+    NoBearer,
+    /// The request waited for a refresh before it was sent.
+    Waited,
+    /// A refresh completed after a 401.
+    Refreshed,
+    /// The request was replayed once.
+    Retried,
+}
+
+/// How `authFetch` can fail: a typed auth failure, or the caller's own request failing
+/// (network error, abort), passed through unchanged.
+#[derive(Debug)]
+pub enum Failure<X> {
+    /// A typed auth failure.
+    Auth(Error),
+    /// The request itself failed; the platform's value is passed through.
+    Request(X),
+}
+
+/// Is this response a reason to refresh? Only a 401 (never a 403, K4), and not when the
+/// server's challenge names an error other than `invalid_token`.
+pub fn wants_refresh(status: u16, www_authenticate: Option<&str>) -> bool {
+    status == 401
+        && www_authenticate.is_none_or(|h| !h.contains("error=") || h.contains("invalid_token"))
+}
+
+fn backoff_ms(failures: u32) -> f64 {
+    let mut ms = 500.0;
+    for _ in 1..failures.min(16) {
+        ms *= 2.0;
+    }
+    if ms > MAX_BACKOFF_MS {
+        MAX_BACKOFF_MS
+    } else {
+        ms
+    }
+}
+
+struct Token {
+    secret: Secret,
+    expires_at: f64,
+    refresh_at: f64,
+}
+
+struct Inner {
+    state: State,
+    token: Option<Token>,
+    version: u64,
+    epoch: u64,
+    flight: Option<Rc<Flight>>,
+    failures: u32,
+    retry_at: f64,
+}
+
+/// One in-flight refresh, awaited by every caller that needs its outcome.
+#[derive(Default)]
+struct Flight {
+    outcome: RefCell<Option<Result<(), Error>>>,
+    wakers: RefCell<Vec<Waker>>,
+}
+
+impl Flight {
+    fn done(outcome: Result<(), Error>) -> Rc<Flight> {
+        let f = Rc::new(Flight::default());
+        f.complete(outcome);
+        f
+    }
+
+    /// Sets the outcome once (later calls are ignored) and wakes every waiter.
+    fn complete(&self, outcome: Result<(), Error>) {
+        {
+            let mut o = self.outcome.borrow_mut();
+            if o.is_some() {
+                return;
+            }
+            *o = Some(outcome);
+        }
+        let wakers = core::mem::take(&mut *self.wakers.borrow_mut());
+        for w in wakers {
+            w.wake();
+        }
+    }
+}
+
+struct Wait(Rc<Flight>);
+
+impl Future for Wait {
+    type Output = Result<(), Error>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(o) = self.0.outcome.borrow().as_ref() {
+            return Poll::Ready(o.clone());
+        }
+        self.0.wakers.borrow_mut().push(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// One client's session (one per `createAuthClient`, per tab).
+pub struct Session<E: Env> {
+    env: E,
+    config: Config,
+    inner: RefCell<Inner>,
+}
+
+impl<E: Env> Session<E> {
+    /// A new session in [`State::Unknown`]; nothing happens until the first use.
+    pub fn new(env: E, config: Config) -> Rc<Self> {
+        Rc::new(Session {
+            env,
+            config,
+            inner: RefCell::new(Inner {
+                state: State::Unknown,
+                token: None,
+                version: 0,
+                epoch: 0,
+                flight: None,
+                failures: 0,
+                retry_at: 0.0,
+            }),
+        })
+    }
+
+    /// The options this session was built with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The platform.
+    pub fn env(&self) -> &E {
+        &self.env
+    }
+
+    /// Current state.
+    pub fn state(&self) -> State {
+        self.inner.borrow().state
+    }
+
+    /// Milliseconds until the held token expires on the monotonic clock (negative once it
+    /// has), or `None` without a token.
+    pub fn expires_in(&self) -> Option<f64> {
+        let now = self.env.now();
+        let i = self.inner.borrow();
+        i.token.as_ref().map(|t| t.expires_at - now)
+    }
+
+    /// Runs `f` on the held token (for decoding its public claims); `None` without one.
+    pub fn with_token<R>(&self, f: impl FnOnce(&str) -> R) -> Option<R> {
+        let i = self.inner.borrow();
+        i.token.as_ref().map(|t| f(t.secret.expose()))
+    }
+
+    /// Resolves once the start-up refresh (or whatever refresh is running) has answered.
+    /// `true` if a session is held.
+    pub async fn ready(self: &Rc<Self>) -> bool {
+        let _ = self.bearer(&mut Vec::new()).await;
+        self.state() == State::SignedIn
+    }
+
+    /// Stores a grant. Returns the event to emit. Caller holds the borrow.
+    fn install(&self, i: &mut Inner, token: Secret, lifetime_ms: f64) -> Event {
+        let now = self.env.now();
+        let ahead = self.config.refresh_ahead_ms.min(lifetime_ms / 2.0);
+        i.token = Some(Token {
+            secret: token,
+            expires_at: now + lifetime_ms,
+            refresh_at: now + lifetime_ms - ahead,
+        });
+        i.version += 1;
+        i.failures = 0;
+        i.retry_at = 0.0;
+        let was = core::mem::replace(&mut i.state, State::SignedIn);
+        if was == State::SignedIn {
+            Event::Refreshed
+        } else {
+            Event::SignedIn
+        }
+    }
+
+    /// Sets the refresh-ahead timer for the token now held (a no-op when the option is 0).
+    fn schedule(self: &Rc<Self>) {
+        if self.config.refresh_ahead_ms <= 0.0 {
+            return;
+        }
+        let now = self.env.now();
+        let Some((version, delay)) = ({
+            let i = self.inner.borrow();
+            i.token.as_ref().map(|t| (i.version, t.refresh_at - now))
+        }) else {
+            return;
+        };
+        let this = Rc::clone(self);
+        let sleep = self.env.sleep(delay.max(0.0));
+        self.env.spawn(Box::pin(async move {
+            sleep.await;
+            let due = {
+                let i = this.inner.borrow();
+                i.version == version && i.state == State::SignedIn && i.flight.is_none()
+            };
+            if due {
+                let _ = this.refresh();
+            }
+        }));
+    }
+
+    /// Joins the in-flight refresh or starts one (single flight). The refresh runs as its own
+    /// task, so a caller that gives up (abort) does not cancel it.
+    fn refresh(self: &Rc<Self>) -> Rc<Flight> {
+        let (flight, epoch, v0) = {
+            let mut i = self.inner.borrow_mut();
+            if let Some(f) = &i.flight {
+                return Rc::clone(f);
+            }
+            if i.failures > 0 && self.env.now() < i.retry_at {
+                return Flight::done(Err(Error::RefreshBackoff));
+            }
+            let f = Rc::new(Flight::default());
+            i.flight = Some(Rc::clone(&f));
+            (f, i.epoch, i.version)
+        };
+        let this = Rc::clone(self);
+        let task = Rc::clone(&flight);
+        self.env.spawn(Box::pin(
+            async move { this.run_refresh(epoch, v0, task).await },
+        ));
+        flight
+    }
+
+    /// Did a token arrive (from another tab) since version `v0`? If so, finish `flight`.
+    fn adopted_since(&self, v0: u64, flight: &Rc<Flight>) -> bool {
+        let adopted = {
+            let mut i = self.inner.borrow_mut();
+            let fresh = i.version != v0
+                && i.state == State::SignedIn
+                && i.token
+                    .as_ref()
+                    .is_some_and(|t| self.env.now() < t.expires_at);
+            if fresh && i.flight.as_ref().is_some_and(|f| Rc::ptr_eq(f, flight)) {
+                i.flight = None;
+            }
+            fresh
+        };
+        if adopted {
+            flight.complete(Ok(()));
+        }
+        adopted
+    }
+
+    async fn run_refresh(self: Rc<Self>, epoch: u64, v0: u64, flight: Rc<Flight>) {
+        if !self.config.cross_tab {
+            let result = self.env.auth(AuthCall::Refresh).await;
+            self.finish_refresh(epoch, &flight, result);
+            return;
+        }
+        // Layer 2: a new tab first asks the live tabs, then refreshes under the Web Lock; the
+        // winner broadcasts, and a tab that waited for the lock finds the token already here.
+        if self.state() == State::Unknown {
+            self.tell(Message::Hello);
+            self.env.sleep(HELLO_WAIT_MS).await;
+            if self.adopted_since(v0, &flight) {
+                return;
+            }
+        }
+        let guard = self.env.lock(self.config.lock_timeout_ms).await;
+        if self.adopted_since(v0, &flight) {
+            return;
+        }
+        let result = self.env.auth(AuthCall::Refresh).await;
+        self.finish_refresh(epoch, &flight, result);
+        drop(guard);
+    }
+
+    fn finish_refresh(
+        self: &Rc<Self>,
+        epoch: u64,
+        flight: &Rc<Flight>,
+        result: Result<Option<Grant>, Error>,
+    ) {
+        let mut event = None;
+        let mut share = false;
+        let mut expired = false;
+        let outcome = {
+            let mut i = self.inner.borrow_mut();
+            if i.flight.as_ref().is_some_and(|f| Rc::ptr_eq(f, flight)) {
+                i.flight = None;
+            }
+            if i.epoch != epoch {
+                // Generation guard: signed out (or signed in afresh) while this refresh ran.
+                Err(Error::SignedOut)
+            } else {
+                match result {
+                    Ok(Some(g)) => {
+                        event = Some(self.install(&mut i, g.token, g.expires_in_ms));
+                        share = true;
+                        Ok(())
+                    }
+                    Err(Error::SessionExpired) => {
+                        let was = i.state;
+                        i.token = None;
+                        i.version += 1;
+                        i.epoch += 1;
+                        i.state = State::SignedOut;
+                        if was == State::Unknown {
+                            // Start-up: the cookie simply holds no session.
+                            Ok(())
+                        } else {
+                            event = Some(Event::SessionExpired);
+                            expired = true;
+                            Err(Error::SessionExpired)
+                        }
+                    }
+                    other => {
+                        i.failures += 1;
+                        i.retry_at = self.env.now() + backoff_ms(i.failures);
+                        event = Some(Event::RefreshFailed);
+                        let cause = match other {
+                            Err(e) => e.cause().cloned(),
+                            Ok(_) => None,
+                        };
+                        Err(Error::RefreshFailed(cause))
+                    }
+                }
+            }
+        };
+        if let Some(e) = event {
+            self.env.emit(e);
+        }
+        if share {
+            self.share(false);
+            self.schedule();
+        }
+        if expired {
+            self.tell(Message::SignedOut { expired: true });
+        }
+        flight.complete(outcome);
+    }
+
+    /// Posts a message to the other tabs when cross-tab coordination is on.
+    fn tell(&self, msg: Message<'_>) {
+        if self.config.cross_tab {
+            self.env.broadcast(msg);
+        }
+    }
+
+    /// Posts the held token to the other tabs.
+    fn share(&self, login: bool) {
+        if !self.config.cross_tab {
+            return;
+        }
+        let now = self.env.now();
+        let token = {
+            let i = self.inner.borrow();
+            i.token
+                .as_ref()
+                .map(|t| (t.secret.clone(), t.expires_at - now))
+        };
+        if let Some((secret, remaining_ms)) = token {
+            self.tell(Message::Token {
+                token: secret.expose(),
+                remaining_ms,
+                login,
+            });
+        }
+    }
+
+    /// The bearer to send now, waiting for a refresh if one is needed or running.
+    /// `Ok(None)`: no session, send without a bearer.
+    async fn bearer(
+        self: &Rc<Self>,
+        trace: &mut Vec<Step>,
+    ) -> Result<Option<(Secret, u64)>, Error> {
+        for _ in 0..2 {
+            let flight = {
+                let now = self.env.now();
+                let i = self.inner.borrow();
+                match (&i.flight, i.state, &i.token) {
+                    (Some(f), _, _) => Some(Rc::clone(f)),
+                    (None, State::SignedOut, _) => return Ok(None),
+                    (None, State::SignedIn, Some(t)) if now < t.expires_at => {
+                        let ahead = now >= t.refresh_at && self.config.refresh_ahead_ms > 0.0;
+                        let out = (t.secret.clone(), i.version);
+                        drop(i);
+                        if ahead {
+                            let _ = self.refresh();
+                        }
+                        return Ok(Some(out));
+                    }
+                    _ => None,
+                }
+            };
+            let flight = match flight {
+                Some(f) => f,
+                None => self.refresh(),
+            };
+            trace.push(Step::Waited);
+            Wait(flight).await?;
+        }
+        let i = self.inner.borrow();
+        Ok(match (&i.token, i.state) {
+            (Some(t), State::SignedIn) => Some((t.secret.clone(), i.version)),
+            _ => None,
+        })
+    }
+
+    /// `authFetch`: sends with our bearer when `attach` (the URL is allowed), refreshes once on
+    /// a 401 that answered our bearer, and replays once. `send` must build each attempt from a
+    /// clone of the original request taken before the first send (K5).
+    ///
+    /// # Errors
+    /// [`Failure::Request`] when `send` fails (network, abort): passed through unchanged.
+    /// [`Failure::Auth`] with [`Error::SignedOut`] when the session ended while the call
+    /// waited, [`Error::SessionExpired`] when the server refused the refresh,
+    /// [`Error::RefreshFailed`] / [`Error::RefreshBackoff`] when the refresh could not be done.
+    pub async fn fetch<R, X, F, Fut>(
+        self: &Rc<Self>,
+        attach: bool,
+        trace: &mut Vec<Step>,
+        mut send: F,
+    ) -> Result<R, Failure<X>>
+    where
+        R: Reply,
+        F: FnMut(Option<&str>) -> Fut,
+        Fut: Future<Output = Result<R, X>>,
+    {
+        let held = if attach {
+            self.bearer(trace).await.map_err(Failure::Auth)?
+        } else {
+            None
+        };
+        let Some((secret, version)) = held else {
+            trace.push(Step::NoBearer);
+            let r = send(None).await.map_err(Failure::Request)?;
+            trace.push(Step::Status(r.status()));
+            return Ok(r);
+        };
+        let r = send(Some(secret.expose()))
+            .await
+            .map_err(Failure::Request)?;
+        trace.push(Step::Status(r.status()));
+        if !wants_refresh(r.status(), r.www_authenticate().as_deref()) {
+            return Ok(r);
+        }
+        // Already replaced by a refresh that ran while this request was out? Use that one.
+        let newer = {
+            let i = self.inner.borrow();
+            match (&i.token, i.state) {
+                (Some(t), State::SignedIn) if i.version != version => Some(t.secret.clone()),
+                _ => None,
+            }
+        };
+        let next = match newer {
+            Some(s) => s,
+            None => {
+                Wait(self.refresh()).await.map_err(Failure::Auth)?;
+                trace.push(Step::Refreshed);
+                let i = self.inner.borrow();
+                match (&i.token, i.state) {
+                    (Some(t), State::SignedIn) => t.secret.clone(),
+                    _ => return Err(Failure::Auth(Error::SignedOut)),
+                }
+            }
+        };
+        trace.push(Step::Retried);
+        let r = send(Some(next.expose())).await.map_err(Failure::Request)?;
+        trace.push(Step::Status(r.status()));
+        Ok(r)
+    }
+
+    /// Signs in with a username and password. Starts a new generation: a refresh still in
+    /// flight from before is discarded, and callers waiting on it proceed with the new token.
+    ///
+    /// # Errors
+    /// [`Error::InvalidCredentials`], [`Error::RateLimited`], [`Error::Network`],
+    /// [`Error::InvalidResponse`].
+    pub async fn login(self: &Rc<Self>, username: &str, password: &str) -> Result<(), Error> {
+        let grant = self
+            .env
+            .auth(AuthCall::Login { username, password })
+            .await?
+            .ok_or(Error::InvalidResponse)?;
+        let (event, flight) = {
+            let mut i = self.inner.borrow_mut();
+            i.epoch += 1;
+            i.state = State::SignedOut;
+            let e = self.install(&mut i, grant.token, grant.expires_in_ms);
+            (e, i.flight.take())
+        };
+        if let Some(f) = flight {
+            f.complete(Ok(()));
+        }
+        self.env.emit(event);
+        self.share(true);
+        self.schedule();
+        Ok(())
+    }
+
+    /// Ends the session locally at once (every queued call is rejected with
+    /// [`Error::SignedOut`], the other tabs are told), then tells the server.
+    ///
+    /// # Errors
+    /// The server call's error ([`Error::Network`] …); the local sign-out has happened anyway.
+    pub async fn logout(self: &Rc<Self>, everywhere: bool) -> Result<(), Error> {
+        let bearer = self.sign_out(false, true);
+        self.env
+            .auth(AuthCall::Logout { everywhere, bearer })
+            .await
+            .map(|_| ())
+    }
+
+    /// Clears the token, bumps the generation, rejects waiters; returns the token given up.
+    fn sign_out(&self, expired: bool, tell_tabs: bool) -> Option<Secret> {
+        let (token, flight, was) = {
+            let mut i = self.inner.borrow_mut();
+            i.epoch += 1;
+            i.version += 1;
+            i.failures = 0;
+            i.retry_at = 0.0;
+            let was = core::mem::replace(&mut i.state, State::SignedOut);
+            (i.token.take(), i.flight.take(), was)
+        };
+        let err = if expired {
+            Error::SessionExpired
+        } else {
+            Error::SignedOut
+        };
+        if let Some(f) = flight {
+            f.complete(Err(err));
+        }
+        if was != State::SignedOut {
+            self.env.emit(if expired {
+                Event::SessionExpired
+            } else {
+                Event::SignedOut
+            });
+        }
+        if tell_tabs {
+            self.tell(Message::SignedOut { expired });
+        }
+        token.map(|t| t.secret)
+    }
+
+    /// Handles a message from another tab.
+    pub fn on_message(self: &Rc<Self>, msg: Message<'_>) {
+        match msg {
+            Message::Hello => {
+                let live = {
+                    let i = self.inner.borrow();
+                    i.state == State::SignedIn
+                        && i.token
+                            .as_ref()
+                            .is_some_and(|t| self.env.now() < t.expires_at)
+                };
+                if live {
+                    self.share(false);
+                }
+            }
+            Message::SignedOut { expired } => {
+                let _ = self.sign_out(expired, false);
+            }
+            Message::Token {
+                token,
+                remaining_ms,
+                login,
+            } => self.adopt(token, remaining_ms, login),
+        }
+    }
+
+    /// Takes a token shared by another tab, unless ours lasts at least as long, or this tab
+    /// is signed out and the token is not from a login (a refresh that raced a logout).
+    fn adopt(self: &Rc<Self>, token: &str, remaining_ms: f64, login: bool) {
+        // `!(x > 0)` also rejects NaN.
+        if !(remaining_ms > 0.0) || token.is_empty() {
+            return;
+        }
+        let now = self.env.now();
+        let (event, flight) = {
+            let mut i = self.inner.borrow_mut();
+            if i.state == State::SignedOut && !login {
+                return;
+            }
+            if !login
+                && i.token
+                    .as_ref()
+                    .is_some_and(|t| t.expires_at >= now + remaining_ms)
+            {
+                return;
+            }
+            if login {
+                i.epoch += 1;
+            }
+            let e = self.install(&mut i, Secret::new(String::from(token)), remaining_ms);
+            (e, i.flight.take())
+        };
+        if let Some(f) = flight {
+            f.complete(Ok(()));
+        }
+        self.env.emit(event);
+        self.schedule();
+    }
+}
+
+#[cfg(test)]
+mod tests;
