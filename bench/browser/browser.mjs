@@ -1,0 +1,279 @@
+// Benchmarks 2 and 3, in headless Chromium (Debian's /usr/bin/chromium, driven by Playwright):
+//
+// 2. Per-call overhead of authFetch against raw fetch and against axios + axios-auth-refresh.
+// 3. Refresh coalescing: N concurrent calls with an expired token → refreshes and added latency.
+//
+// How the network is stubbed (so that only library overhead is measured): an init script,
+// which runs before any script of the page and so before authfetch's module initialises and
+// captures `fetch`, replaces `globalThis.fetch` with an in-page stub that answers /api/* and
+// /auth/* synchronously with a fresh `Response` (everything else — the page, the module, the
+// .wasm — goes to the real fetch). raw fetch, authFetch and axios (with its `fetch` adapter, so
+// it reaches the same stub; axios's default XHR adapter cannot be stubbed the same way) all
+// end in that one stub, so `library − raw` is the library's own cost per call: argument
+// handling, header merge, token attach, the WASM boundary, response checks, interceptors.
+// Each call reads its JSON body (axios always does), so the raw baseline does too.
+//
+//   node bench/browser/browser.mjs [--out bench/results/browser.json] [--quick]
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
+import * as esbuild from 'esbuild';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const bench = path.resolve(here, '..');
+const root = path.resolve(bench, '..');
+const args = process.argv.slice(2);
+const outPath = args.includes('--out') ? args[args.indexOf('--out') + 1] : null;
+const quick = args.includes('--quick');
+const rootRequire = createRequire(path.join(root, 'package.json'));
+const { chromium } = rootRequire('@playwright/test');
+
+const ROUNDS = quick ? 2 : 5;
+const CALLS = quick ? 2000 : 10000;
+const WARMUP = quick ? 500 : 3000;
+const NS = [1, 10, 100, 1000];
+const COALESCE_REPS = quick ? 2 : 5;
+
+// --- assets: the authfetch package as built (pkg/), axios + axios-auth-refresh bundled by esbuild.
+const assets = path.join(bench, 'results', 'browser-assets');
+fs.mkdirSync(assets, { recursive: true });
+await esbuild.build({
+  stdin: {
+    contents: `export { default as axios } from 'axios';\nexport { default as createAuthRefreshInterceptor } from 'axios-auth-refresh';`,
+    resolveDir: bench, sourcefile: 'axios-entry.js',
+  },
+  bundle: true, minify: true, format: 'esm', platform: 'browser', target: 'es2020',
+  outfile: path.join(assets, 'axios.js'), logLevel: 'silent',
+  define: { 'process.env.NODE_ENV': '"production"' },
+});
+const pkgDir = process.env.AUTHFETCH_PKG_DIR ? path.resolve(process.env.AUTHFETCH_PKG_DIR) : path.join(root, 'pkg');
+const pkgJson = JSON.parse(fs.readFileSync(path.join(pkgDir, 'package.json'), 'utf8'));
+const pkgEntry = (typeof pkgJson.exports === 'object' && (pkgJson.exports['.']?.import ?? pkgJson.exports['.']?.default ?? pkgJson.exports.import))
+  || pkgJson.module || pkgJson.main || 'authfetch.js';
+
+const PAGE = `<!doctype html><meta charset="utf-8"><title>authfetch bench</title>
+<script type="module">
+  import * as authfetch from '/pkg/${pkgEntry.replace(/^\.\//, '')}';
+  import { axios, createAuthRefreshInterceptor } from '/assets/axios.js';
+  window.__libs = { authfetch, axios, createAuthRefreshInterceptor };
+  window.__ready = true;
+</script>`;
+
+const TYPES = { '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm', '.json': 'application/json', '.html': 'text/html' };
+function serveFile(res, file) {
+  fs.readFile(file, (err, data) => {
+    if (err) { res.writeHead(404); res.end(); return; }
+    res.writeHead(200, { 'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream', 'cache-control': 'no-store' });
+    res.end(data);
+  });
+}
+const server = http.createServer((req, res) => {
+  const u = new URL(req.url, 'http://x');
+  if (u.pathname === '/') { res.writeHead(200, { 'content-type': 'text/html' }); res.end(PAGE); return; }
+  const safe = (base, rel) => { const p = path.resolve(base, '.' + rel); return p.startsWith(base) ? p : null; };
+  if (u.pathname.startsWith('/pkg/')) { const f = safe(pkgDir, u.pathname.slice(4)); if (f) return serveFile(res, f); }
+  if (u.pathname.startsWith('/assets/')) { const f = safe(assets, u.pathname.slice(7)); if (f) return serveFile(res, f); }
+  if (u.pathname === '/favicon.ico') { res.writeHead(204); res.end(); return; }
+  // Anything that reaches the real network here (it should not: /api and /auth are stubbed).
+  console.error(`browser bench: unstubbed request ${req.method} ${u.pathname}`);
+  res.writeHead(599); res.end('not stubbed');
+});
+await new Promise((r) => server.listen(0, '127.0.0.1', r));
+const origin = `http://127.0.0.1:${server.address().port}`;
+
+// The in-page network stub. Installed by addInitScript: before every other script.
+function installStub() {
+  const realFetch = globalThis.fetch.bind(globalThis);
+  const s = { valid: null, issued: 0, refreshes: 0, logins: 0, apiCalls: 0, check: false, expiresIn: 900, lastAuth: null, record: false };
+  globalThis.__stub = s;
+  const json = { 'content-type': 'application/json' };
+  const unauthorized = { 'content-type': 'application/json', 'www-authenticate': 'Bearer error="invalid_token"' };
+  function authOf(input, init) {
+    const h = init && init.headers;
+    if (h) return h instanceof Headers ? h.get('authorization') : (h.Authorization ?? h.authorization ?? new Headers(h).get('authorization'));
+    return input instanceof Request ? input.headers.get('authorization') : null;
+  }
+  globalThis.fetch = function fetch(input, init) {
+    const url = typeof input === 'string' ? input : input instanceof Request ? input.url : String(input);
+    const api = url.includes('/api/');
+    if (!api && !url.includes('/auth/')) return realFetch(input, init);
+    if (api) {
+      s.apiCalls++;
+      if (s.check || s.record) {
+        const a = authOf(input, init);
+        if (s.record) s.lastAuth = a;
+        if (s.check && a !== 'Bearer ' + s.valid) {
+          return Promise.resolve(new Response('{"error":"invalid_token"}', { status: 401, headers: unauthorized }));
+        }
+      }
+      return Promise.resolve(new Response('{"sub":"alice"}', { status: 200, headers: json }));
+    }
+    if (url.includes('/auth/refresh')) s.refreshes++;
+    else if (url.includes('/auth/login')) s.logins++;
+    else return Promise.resolve(new Response('{}', { status: 200, headers: json }));
+    const t = 'tok' + (++s.issued);
+    s.valid = t;
+    return Promise.resolve(new Response(JSON.stringify({ access_token: t, token_type: 'Bearer', expires_in: s.expiresIn }),
+      { status: 200, headers: json }));
+  };
+}
+
+// Everything below runs inside the page.
+async function pageBench({ ROUNDS, CALLS, WARMUP, NS, COALESCE_REPS }) {
+  const { authfetch, axios, createAuthRefreshInterceptor } = window.__libs;
+  const s = window.__stub;
+  const out = { checks: {}, overhead: {}, coalesce: {} };
+
+  // authfetch: sign in through the stub (token tok1).
+  await authfetch.login({ username: 'alice', password: 'alice-password' });
+  // axios + axios-auth-refresh, wired the way their READMEs show.
+  let axiosToken = null;
+  const ax = axios.create({ adapter: 'fetch' });
+  ax.interceptors.request.use((config) => {
+    if (axiosToken) config.headers.Authorization = 'Bearer ' + axiosToken;
+    return config;
+  });
+  const refreshLogic = (failed) =>
+    ax.post('/auth/refresh', null, { headers: { 'x-authfetch': '1' }, skipAuthRefresh: true }).then((r) => {
+      axiosToken = r.data.access_token;
+      failed.response.config.headers.Authorization = 'Bearer ' + axiosToken;
+    });
+  createAuthRefreshInterceptor(ax, refreshLogic);
+  // The same, with deduplicateRefresh off: by default, 401s that come back while a refresh is
+  // running are rejected instead of retried (only requests *sent* during it are queued).
+  const ax2 = axios.create({ adapter: 'fetch' });
+  ax2.interceptors.request.use((config) => {
+    if (axiosToken) config.headers.Authorization = 'Bearer ' + axiosToken;
+    return config;
+  });
+  createAuthRefreshInterceptor(ax2, (failed) =>
+    ax2.post('/auth/refresh', null, { headers: { 'x-authfetch': '1' }, skipAuthRefresh: true }).then((r) => {
+      axiosToken = r.data.access_token;
+      failed.response.config.headers.Authorization = 'Bearer ' + axiosToken;
+    }), { deduplicateRefresh: false });
+  const axLogin = await ax.post('/auth/login', { username: 'alice', password: 'alice-password' }, { headers: { 'x-authfetch': '1' } });
+  axiosToken = axLogin.data.access_token;
+  // authfetch's token was issued first; re-login so both hold *a* token the stub accepts when
+  // checking is on (the stub accepts only the latest token: each library refreshes on its own).
+  const rawToken = 'raw';
+
+  const libs = {
+    fetch: async () => { const r = await fetch('/api/me', { headers: { Authorization: 'Bearer ' + rawToken } }); await r.json(); },
+    authFetch: async () => { const r = await authfetch.authFetch('/api/me'); await r.json(); },
+    'axios + axios-auth-refresh': async () => { await ax.get('/api/me'); },
+  };
+  const bare = {
+    fetch: () => fetch('/api/me', { headers: { Authorization: 'Bearer ' + rawToken } }),
+    authFetch: () => authfetch.authFetch('/api/me'),
+  };
+
+  // Correctness of the set-up: each library really attaches its bearer.
+  s.record = true;
+  for (const [k, f] of Object.entries(libs)) { s.lastAuth = null; await f(); out.checks[k] = s.lastAuth; }
+  s.record = false;
+
+  async function loop(f, n) {
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) await f();
+    return ((performance.now() - t0) / n) * 1000; // µs per call
+  }
+  for (const [group, set] of [['withBody', libs], ['callOnly', bare]]) {
+    const names = Object.keys(set);
+    for (const k of names) await loop(set[k], WARMUP);
+    const per = Object.fromEntries(names.map((k) => [k, []]));
+    for (let r = 0; r < ROUNDS; r++) {
+      // rotate the order every round so that no library always runs first/last
+      const order = names.map((_, i) => names[(i + r) % names.length]);
+      for (const k of order) per[k].push(await loop(set[k], CALLS));
+    }
+    out.overhead[group] = per;
+  }
+
+  // Coalescing: N concurrent calls, all sent with a token the server no longer accepts.
+  s.check = true;
+  const one = {
+    authFetch: () => authfetch.authFetch('/api/me').then((r) => r.status),
+    'axios + axios-auth-refresh': () => ax.get('/api/me').then((r) => r.status, (e) => e.response?.status ?? 0),
+    'axios + axios-auth-refresh (deduplicateRefresh: false)': () => ax2.get('/api/me').then((r) => r.status, (e) => e.response?.status ?? 0),
+  };
+  for (const [k, f] of Object.entries(one)) {
+    out.coalesce[k] = {};
+    for (const N of NS) {
+      const reps = [];
+      for (let rep = 0; rep < COALESCE_REPS; rep++) {
+        s.valid = null; await f(); // makes the library refresh once and hold the valid token
+        let t0 = performance.now();
+        let st = await Promise.all(Array.from({ length: N }, f));
+        const baseMs = performance.now() - t0;
+        const okBase = st.every((x) => x === 200);
+        s.valid = 'revoked'; // every token held so far is now rejected with 401 invalid_token
+        const r0 = s.refreshes, a0 = s.apiCalls;
+        t0 = performance.now();
+        st = await Promise.all(Array.from({ length: N }, f));
+        const expMs = performance.now() - t0;
+        reps.push({ baseMs, expMs, addedMs: expMs - baseMs, refreshes: s.refreshes - r0, apiCalls: s.apiCalls - a0,
+          ok: st.filter((x) => x === 200).length, okBase });
+      }
+      out.coalesce[k][N] = reps;
+    }
+  }
+  s.check = false;
+  return out;
+}
+
+const browser = await chromium.launch({
+  executablePath: '/usr/bin/chromium',
+  args: ['--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync'],
+});
+let result;
+try {
+  const page = await browser.newPage();
+  page.on('console', (m) => { if (m.type() === 'error') console.error('[page]', m.text()); });
+  page.on('pageerror', (e) => console.error('[page error]', e.message));
+  await page.addInitScript(installStub);
+  await page.goto(origin + '/');
+  await page.waitForFunction(() => window.__ready === true, null, { timeout: 30000 });
+  result = await page.evaluate(pageBench, { ROUNDS, CALLS, WARMUP, NS, COALESCE_REPS });
+  result.chromium = browser.version();
+} finally {
+  await browser.close();
+  server.close();
+}
+
+const med = (xs) => { const a = [...xs].sort((x, y) => x - y); const m = a.length >> 1; return a.length % 2 ? a[m] : (a[m - 1] + a[m]) / 2; };
+const summary = { chromium: result.chromium, rounds: ROUNDS, callsPerRound: CALLS, checks: result.checks, overhead: {}, coalesce: {} };
+for (const [group, per] of Object.entries(result.overhead)) {
+  const base = per.fetch;
+  summary.overhead[group] = {};
+  for (const [k, xs] of Object.entries(per)) {
+    const over = xs.map((x, i) => x - base[i]);
+    summary.overhead[group][k] = { medianUs: med(xs), overheadUs: med(over), ratio: med(xs.map((x, i) => x / base[i])), runsUs: xs };
+  }
+}
+for (const [k, byN] of Object.entries(result.coalesce)) {
+  summary.coalesce[k] = {};
+  for (const [N, reps] of Object.entries(byN)) {
+    summary.coalesce[k][N] = {
+      refreshes: med(reps.map((r) => r.refreshes)), maxRefreshes: Math.max(...reps.map((r) => r.refreshes)),
+      ok: Math.min(...reps.map((r) => r.ok)), apiCalls: med(reps.map((r) => r.apiCalls)),
+      baseMs: med(reps.map((r) => r.baseMs)), expiredMs: med(reps.map((r) => r.expMs)), addedMs: med(reps.map((r) => r.addedMs)),
+    };
+  }
+}
+if (outPath) { fs.mkdirSync(path.dirname(outPath), { recursive: true }); fs.writeFileSync(outPath, JSON.stringify({ summary, raw: result }, null, 2)); }
+console.log(`Chromium ${summary.chromium}; bearer attached: ${JSON.stringify(summary.checks)}`);
+for (const [group, rows] of Object.entries(summary.overhead)) {
+  console.log(`per call (${group}, median of ${ROUNDS} × ${CALLS}):`);
+  for (const [k, v] of Object.entries(rows)) {
+    console.log(`  ${k.padEnd(28)} ${v.medianUs.toFixed(2).padStart(8)} µs   overhead ${v.overheadUs.toFixed(2).padStart(7)} µs   ×${v.ratio.toFixed(2)}`);
+  }
+}
+for (const [k, byN] of Object.entries(summary.coalesce)) {
+  console.log(`coalescing, ${k}:`);
+  for (const [N, v] of Object.entries(byN)) {
+    console.log(`  N=${String(N).padStart(4)}  refreshes ${v.refreshes} (max ${v.maxRefreshes})  ok ${v.ok}/${N}  added ${v.addedMs.toFixed(2)} ms (valid ${v.baseMs.toFixed(2)} ms, expired ${v.expiredMs.toFixed(2)} ms)`);
+  }
+}
