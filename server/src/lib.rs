@@ -1,1 +1,254 @@
-//! authfetch-server (placeholder; built out in issue 3).
+//! The authfetch token server: password login, rotating refresh cookies with reuse
+//! detection, logout (one session or everywhere), a JWKS, and a verification layer that other
+//! Rust services can use.
+//!
+//! The wire contract (paths, the CSRF header, the cookie name, error codes, JSON bodies) lives
+//! in the `authfetch-protocol` crate; `docs/PROTOCOL.md` explains it for client authors.
+//!
+//! # Layout
+//!
+//! ```text
+//! main.rs      thin: `cli::main()`
+//! cli.rs       clap flags/env vars → Config; `serve`, `user add`, `keys rotate`
+//! lib.rs       this map; AppState; `open` (store + keys + service); `app` (the Router); `serve`
+//! routes.rs    HTTP handlers, the CSRF guard (X2–X7), cookies (C1, C5), demo resources
+//! service.rs   TokenService: login (P1–P3, S3), refresh (R1, R2), logout, logout-all (R4),
+//!              rate limits (R9), audit events; knows nothing about HTTP
+//! store/       the Store trait (mod.rs), SQLite (sqlite.rs), Redis (redis.rs)
+//! verify.rs    Verifier + VerifyLayer + Authenticated extractor (J1–J14); local keys or JWKS URL
+//! jwt.rs       strict compact-JWS parsing and encoding
+//! keys.rs      signing keys: generation, 0600 persistence, rotation, JWK Set
+//! password.rs  Argon2id with a concurrency bound and a dummy hash
+//! secret.rs    secret newtypes whose Debug prints [redacted]; refresh-token sealing
+//! error.rs     AppError → RFC 6749/6750-shaped responses
+//! ratelimit.rs stats.rs clock.rs config.rs
+//! ```
+//!
+//! # How a request flows
+//!
+//! `POST /auth/refresh` with the cookie: the security-headers layer wraps everything →
+//! `routes::csrf_guard` checks method, `x-authfetch`, `Sec-Fetch-Site`/`Origin`, content type →
+//! `routes::refresh` reads the cookie → `TokenService::refresh` rate-limits, generates a
+//! candidate successor, seals it under the presented token → `Store::rotate` decides atomically
+//! (rotate / same successor within grace / reuse → revoke / unknown) → the service signs a new
+//! access token with the `KeyRing` → the route answers JSON + `Set-Cookie`, `Cache-Control:
+//! no-store`.
+//!
+//! `GET /api/me` with a bearer: `VerifyLayer` parses and verifies the JWT, asks the store
+//! whether its `jti`, family or user was revoked, and inserts [`verify::Authenticated`] →
+//! the handler reads the claims.
+//!
+//! Data flows one way: route → service → store. The store only ever sees hashes of refresh
+//! tokens.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod jwt;
+pub mod keys;
+pub mod password;
+pub mod ratelimit;
+pub mod routes;
+pub mod secret;
+pub mod service;
+pub mod stats;
+pub mod store;
+pub mod verify;
+
+pub use authfetch_protocol as protocol;
+pub use config::Config;
+
+use axum::http::{header, HeaderName, HeaderValue};
+use axum::Router;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{StoreKind, MAX_SKEW};
+use crate::keys::KeyRing;
+use crate::service::TokenService;
+use crate::store::Store;
+
+/// The Content-Security-Policy sent with every response.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
+
+/// Errors that stop the server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The data directory or a file in it.
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The store could not be opened.
+    #[error("store: {0}")]
+    Store(#[from] store::StoreError),
+    /// The signing keys could not be loaded or created.
+    #[error("keys: {0}")]
+    Keys(#[from] keys::KeyError),
+    /// Bad password-hash parameters.
+    #[error("password hashing: {0}")]
+    Hash(#[from] password::HashError),
+    /// Seeding the demo users failed.
+    #[error("demo users: {0}")]
+    Seed(#[from] error::AppError),
+}
+
+/// Shared state of all handlers. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The token service (and through it: config, store, keys, verifier, stats).
+    pub service: Arc<TokenService>,
+}
+
+impl AppState {
+    /// Wires a state from explicit parts (tests inject an in-memory store or a manual clock).
+    ///
+    /// # Errors
+    /// Bad Argon2 parameters.
+    pub fn new(config: Config, store: Arc<dyn Store>, keys: Arc<KeyRing>, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
+        Ok(Self { service: Arc::new(TokenService::new(config, store, keys, clock)?) })
+    }
+}
+
+/// Creates `dir` (and parents) with mode 0700 if missing.
+///
+/// # Errors
+/// I/O errors.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        b.mode(0o700);
+    }
+    b.create(dir)
+}
+
+/// Opens the configured store (SQLite in the data directory, or Redis).
+///
+/// # Errors
+/// The store could not be opened.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartupError> {
+    Ok(match &config.store {
+        StoreKind::Sqlite => {
+            create_private_dir(&config.data_dir)?;
+            Arc::new(store::sqlite::SqliteStore::open(&config.data_dir)?)
+        }
+        StoreKind::Redis(url) => Arc::new(store::redis::RedisStore::connect(url).await?),
+    })
+}
+
+/// Opens the store and the signing keys in `config.data_dir` (creating both on first start),
+/// and seeds the demo users if asked to.
+///
+/// # Errors
+/// See [`StartupError`].
+pub async fn open(config: Config) -> Result<AppState, StartupError> {
+    open_with_clock(config, Arc::new(SystemClock)).await
+}
+
+/// [`open`] with an injected clock.
+///
+/// # Errors
+/// See [`StartupError`].
+pub async fn open_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, StartupError> {
+    let store = open_store(&config).await?;
+    create_private_dir(&config.data_dir)?;
+    let keys = KeyRing::load_or_create(&config.data_dir, config.alg, config.access_ttl + MAX_SKEW, clock.now_ms())?;
+    let demo = config.demo_users;
+    let state = AppState::new(config, store, Arc::new(keys), clock)?;
+    if demo {
+        state.service.seed_demo_users().await?;
+    }
+    Ok(state)
+}
+
+/// The whole HTTP application: API routes, static demo files, security headers.
+pub fn app(state: AppState) -> Router {
+    let config = state.service.config();
+    let mut router = routes::api(&state);
+    if let Some(pkg) = &config.pkg_dir {
+        router = router.nest_service("/pkg", ServeDir::new(pkg));
+    }
+    if let Some(www) = &config.www_dir {
+        router = router.fallback_service(ServeDir::new(www));
+    }
+    let h = |name: HeaderName, value: &'static str| SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value));
+    router
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .with_state(state)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            axum::response::IntoResponse::into_response(error::AppError::Internal("handler panicked".into()))
+        }))
+        .layer(h(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
+        .layer(h(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(h(header::REFERRER_POLICY, "no-referrer"))
+        .layer(h(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// The origins allowed by default: the loopback names of the bound port.
+pub fn default_origins(addr: SocketAddr) -> Vec<String> {
+    let port = addr.port();
+    vec![format!("http://127.0.0.1:{port}"), format!("http://localhost:{port}")]
+}
+
+/// Runs the server on `listener` until Ctrl-C / SIGTERM. Prints the line
+/// `authfetch-server listening on http://ADDR` on stdout once it accepts connections.
+///
+/// # Errors
+/// Start-up failures and fatal I/O errors.
+pub async fn serve(mut config: Config, listener: tokio::net::TcpListener) -> Result<(), StartupError> {
+    let addr = listener.local_addr()?;
+    if config.allowed_origins.is_empty() {
+        config.allowed_origins = default_origins(addr);
+    }
+    let grace = config.grace;
+    let state = open(config).await?;
+    let service = Arc::clone(&state.service);
+    let purge = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+        loop {
+            tick.tick().await;
+            let now = service.clock().now_ms();
+            if let Err(e) = service.store().purge(now, clock::ms(grace)).await {
+                tracing::warn!(error = %e, "purge failed");
+            }
+        }
+    });
+    let router = app(state);
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "authfetch-server listening on http://{addr}")?;
+        out.flush()?;
+    }
+    tracing::info!(%addr, "listening");
+    let result = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    purge.abort();
+    result.map_err(StartupError::Io)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}

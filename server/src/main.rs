@@ -1,2 +1,5 @@
-//! The `authfetch-server` binary.
-fn main() {}
+//! The `authfetch-server` binary. Everything lives in the library; see `cli.rs`.
+
+fn main() -> std::process::ExitCode {
+    authfetch_server::cli::main()
+}

@@ -1,0 +1,234 @@
+//! Command line and environment: `authfetch-server [serve flags]`, `authfetch-server user add
+//! NAME` (password on stdin), `authfetch-server user passwd NAME`, `authfetch-server keys rotate`.
+//!
+//! Every flag has an `AUTHFETCH_*` environment variable; durations accept `N` (seconds) or
+//! `Ns`, `Nm`, `Nh`, `Nd`.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::io::BufRead as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{parse_duration, Config, StoreKind, DEMO_ACCESS_TTL, MAX_SKEW};
+use crate::jwt::Alg;
+use crate::keys::KeyRing;
+use crate::secret::Password;
+
+/// Signing algorithm on the command line.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum AlgArg {
+    /// ECDSA P-256 (default).
+    #[value(name = "ES256")]
+    Es256,
+    /// Ed25519.
+    #[value(name = "EdDSA")]
+    EdDsa,
+}
+
+/// The authfetch token server.
+#[derive(Debug, Parser)]
+#[command(name = "authfetch-server", version, about)]
+pub struct Cli {
+    /// Address to listen on (`127.0.0.1:0` picks a free port).
+    #[arg(long, env = "AUTHFETCH_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Directory for the database and the signing keys (created 0700).
+    #[arg(long, env = "AUTHFETCH_DATA_DIR", default_value = "authfetch-data", global = true)]
+    pub data_dir: PathBuf,
+    /// Session store: `sqlite` (in the data directory) or `redis://HOST:PORT`.
+    #[arg(long, env = "AUTHFETCH_STORE", default_value = "sqlite", global = true)]
+    pub store: String,
+    /// Access-token lifetime (default 15m; 20s with --demo).
+    #[arg(long, env = "AUTHFETCH_ACCESS_TTL", value_parser = parse_duration)]
+    pub access_ttl: Option<Duration>,
+    /// Grace window for the immediate parent refresh token.
+    #[arg(long, env = "AUTHFETCH_GRACE", value_parser = parse_duration, default_value = "15s")]
+    pub grace: Duration,
+    /// Absolute session (refresh family) lifetime.
+    #[arg(long, env = "AUTHFETCH_SESSION_TTL", value_parser = parse_duration, default_value = "7d")]
+    pub session_ttl: Duration,
+    /// Idle session lifetime.
+    #[arg(long, env = "AUTHFETCH_IDLE_TTL", value_parser = parse_duration, default_value = "24h")]
+    pub idle_ttl: Duration,
+    /// Exact origin allowed on cookie POSTs (repeatable; env: comma-separated). Default: the
+    /// `http://127.0.0.1:PORT` and `http://localhost:PORT` of the bound port.
+    #[arg(long = "allowed-origin", env = "AUTHFETCH_ALLOWED_ORIGIN", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// `iss` of issued access tokens.
+    #[arg(long, env = "AUTHFETCH_ISSUER", default_value = "authfetch")]
+    pub issuer: String,
+    /// `aud` of issued access tokens.
+    #[arg(long, env = "AUTHFETCH_AUDIENCE", default_value = "authfetch-api")]
+    pub audience: String,
+    /// Signing algorithm for new keys.
+    #[arg(long, env = "AUTHFETCH_ALG", value_enum, default_value = "ES256", global = true)]
+    pub alg: AlgArg,
+    /// Demo mode: seeds alice/alice-password and bob/bob-password, 20s access tokens unless
+    /// --access-ttl is given, and implies --debug-stats.
+    #[arg(long, env = "AUTHFETCH_DEMO")]
+    pub demo: bool,
+    /// Serve `GET /debug/stats` (audit counters).
+    #[arg(long, env = "AUTHFETCH_DEBUG_STATS")]
+    pub debug_stats: bool,
+    /// Static files served at `/`.
+    #[arg(long, env = "AUTHFETCH_WWW", default_value = "www")]
+    pub www: PathBuf,
+    /// The npm package served at `/pkg/`.
+    #[arg(long, env = "AUTHFETCH_PKG", default_value = "pkg")]
+    pub pkg: PathBuf,
+    /// Subcommand (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage users.
+    User {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: UserCommand,
+    },
+    /// Manage signing keys.
+    Keys {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: KeysCommand,
+    },
+}
+
+/// `user …`
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user; the password is read from the first line of stdin.
+    Add {
+        /// User name.
+        username: String,
+    },
+    /// Change a user's password (read from stdin) and revoke all their sessions.
+    Passwd {
+        /// User name.
+        username: String,
+    },
+}
+
+/// `keys …`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Add a new signing key and make it active. Run while the server is stopped; the old
+    /// public key stays in the JWKS for the access-token lifetime plus skew.
+    Rotate,
+}
+
+impl Cli {
+    /// The server configuration these flags describe.
+    ///
+    /// # Errors
+    /// An unusable `--store` value.
+    pub fn config(&self) -> Result<Config, String> {
+        let mut c = Config::new(&self.data_dir);
+        c.store = match self.store.as_str() {
+            "sqlite" | "" => StoreKind::Sqlite,
+            s if s.starts_with("redis://") => StoreKind::Redis(s.to_owned()),
+            s => return Err(format!("--store must be sqlite or redis://HOST:PORT, got {s:?}")),
+        };
+        c.issuer = self.issuer.clone();
+        c.audience = self.audience.clone();
+        c.alg = match self.alg {
+            AlgArg::Es256 => Alg::Es256,
+            AlgArg::EdDsa => Alg::EdDsa,
+        };
+        c.access_ttl = self.access_ttl.unwrap_or(if self.demo { DEMO_ACCESS_TTL } else { c.access_ttl });
+        if c.access_ttl < Duration::from_secs(1) {
+            return Err("--access-ttl must be at least 1s".into());
+        }
+        c.grace = self.grace;
+        c.session_ttl = self.session_ttl;
+        c.idle_ttl = self.idle_ttl;
+        c.allowed_origins = self.allowed_origins.iter().map(|o| o.trim().trim_end_matches('/').to_owned()).filter(|o| !o.is_empty()).collect();
+        c.debug_stats = self.debug_stats || self.demo;
+        c.demo_users = self.demo;
+        c.www_dir = Some(self.www.clone());
+        c.pkg_dir = Some(self.pkg.clone());
+        Ok(c)
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Logs go to stderr: stdout carries only the "listening on" line that harnesses parse.
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn read_password() -> Result<Password, String> {
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).map_err(|e| format!("reading stdin: {e}"))?;
+    let pw = line.strip_suffix('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).unwrap_or(&line);
+    if pw.is_empty() {
+        return Err("empty password on stdin".into());
+    }
+    Ok(Password::new(pw.to_owned()))
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("authfetch-server: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("authfetch-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let mut config = cli.config()?;
+    match &cli.command {
+        None => {
+            let listener = tokio::net::TcpListener::bind(&cli.listen)
+                .await
+                .map_err(|e| format!("cannot listen on {}: {e}", cli.listen))?;
+            crate::serve(config, listener).await.map_err(|e| e.to_string())
+        }
+        Some(Command::User { cmd }) => {
+            config.demo_users = false;
+            let pw = read_password()?;
+            let state = crate::open(config).await.map_err(|e| e.to_string())?;
+            match cmd {
+                UserCommand::Add { username } => {
+                    let u = state.service.add_user(username, pw).await.map_err(|e| e.to_string())?;
+                    println!("created user {} (id {})", u.username, u.id);
+                }
+                UserCommand::Passwd { username } => {
+                    state.service.set_password(username, pw).await.map_err(|e| e.to_string())?;
+                    println!("password changed; all sessions of {username} revoked");
+                }
+            }
+            Ok(())
+        }
+        Some(Command::Keys { cmd: KeysCommand::Rotate }) => {
+            let now = SystemClock.now_ms();
+            crate::create_private_dir(&config.data_dir).map_err(|e| e.to_string())?;
+            let ring = KeyRing::load_or_create(&config.data_dir, config.alg, config.access_ttl + MAX_SKEW, now)
+                .map_err(|e| e.to_string())?;
+            let kid = ring.rotate(config.alg, now, Duration::ZERO).map_err(|e| e.to_string())?;
+            let _ = Arc::new(ring);
+            println!("new active key {kid}");
+            Ok(())
+        }
+    }
+}

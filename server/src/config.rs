@@ -1,0 +1,197 @@
+//! Server configuration: one plain struct with safe defaults, filled by the CLI (`cli.rs`) or
+//! directly by tests.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::jwt::Alg;
+
+/// Default access-token lifetime (J14: 5–15 min).
+pub const DEFAULT_ACCESS_TTL: Duration = Duration::from_secs(15 * 60);
+/// Access-token lifetime in `--demo` mode when `--access-ttl` is not given, so refreshes are visible.
+pub const DEMO_ACCESS_TTL: Duration = Duration::from_secs(20);
+/// Default refresh grace window (SECURITY.md rotation rule 4: 10–30 s).
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(15);
+/// Default absolute family lifetime (never extended by rotation, R2).
+pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Default idle family lifetime (R2).
+pub const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Allowed clock skew for `iat`/`nbf` (J8) and kept on top of the access TTL for retired keys (J12).
+pub const MAX_SKEW: Duration = Duration::from_secs(60);
+/// Longest accepted password in bytes (P2): Argon2 cost must not be steerable by the client.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// Longest accepted user name in bytes.
+pub const MAX_USERNAME_BYTES: usize = 64;
+
+/// Where sessions, users and the denylist live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    /// Embedded SQLite file `authfetch.sqlite3` in the data directory (the default).
+    Sqlite,
+    /// A Redis server, e.g. `redis://127.0.0.1:6379`.
+    Redis(String),
+}
+
+/// Argon2id cost parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PasswordParams {
+    /// Memory in KiB.
+    pub m_cost: u32,
+    /// Iterations.
+    pub t_cost: u32,
+    /// Lanes.
+    pub p_cost: u32,
+}
+
+impl PasswordParams {
+    /// OWASP / SECURITY.md P1: Argon2id m=19456 KiB, t=2, p=1. The binary always uses these.
+    pub const P1: PasswordParams = PasswordParams { m_cost: 19456, t_cost: 2, p_cost: 1 };
+
+    /// Cheap parameters for unit tests only: never use them for real passwords.
+    pub const INSECURE_FOR_TESTS: PasswordParams = PasswordParams { m_cost: 64, t_cost: 1, p_cost: 1 };
+}
+
+impl Default for PasswordParams {
+    fn default() -> Self {
+        Self::P1
+    }
+}
+
+/// A fixed-window rate limit: at most `max` events per `window` per key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limit {
+    /// Events allowed per window.
+    pub max: u32,
+    /// Window length.
+    pub window: Duration,
+}
+
+/// Rate limits (R9). All in-memory, per server process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Login attempts per client IP.
+    pub login_per_ip: Limit,
+    /// Login attempts per account name (existing or not).
+    pub login_per_account: Limit,
+    /// Refresh attempts per client IP. Generous: every tab of every user behind one NAT refreshes.
+    pub refresh_per_ip: Limit,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        let minute = Duration::from_secs(60);
+        Self {
+            login_per_ip: Limit { max: 30, window: minute },
+            login_per_account: Limit { max: 10, window: minute },
+            refresh_per_ip: Limit { max: 600, window: minute },
+        }
+    }
+}
+
+/// Everything the server needs to run. [`Config::new`] gives the safe defaults.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Directory for the SQLite database and the signing keys (created 0700 if missing).
+    pub data_dir: PathBuf,
+    /// Session store.
+    pub store: StoreKind,
+    /// `iss` of issued tokens, checked exactly by the verification layer.
+    pub issuer: String,
+    /// `aud` of issued tokens.
+    pub audience: String,
+    /// Signing algorithm for new keys.
+    pub alg: Alg,
+    /// Access-token lifetime.
+    pub access_ttl: Duration,
+    /// Window in which the immediate parent refresh token yields the same successor.
+    pub grace: Duration,
+    /// Absolute family lifetime.
+    pub session_ttl: Duration,
+    /// Idle family lifetime.
+    pub idle_ttl: Duration,
+    /// Exact origins (`scheme://host[:port]`) allowed on cookie-authenticated POSTs.
+    pub allowed_origins: Vec<String>,
+    /// Serve `GET /debug/stats`.
+    pub debug_stats: bool,
+    /// Seed the demo users `alice` and `bob` at start-up.
+    pub demo_users: bool,
+    /// Static demo files served at `/` (`None`: no static files).
+    pub www_dir: Option<PathBuf>,
+    /// The npm package served at `/pkg/` (`None`: not served).
+    pub pkg_dir: Option<PathBuf>,
+    /// Argon2id parameters for new hashes.
+    pub password_params: PasswordParams,
+    /// Concurrent Argon2 computations (P2); the rest wait.
+    pub max_concurrent_hashes: usize,
+    /// Rate limits.
+    pub rate_limits: RateLimits,
+}
+
+impl Config {
+    /// Safe defaults with the given data directory.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            store: StoreKind::Sqlite,
+            issuer: "authfetch".to_owned(),
+            audience: "authfetch-api".to_owned(),
+            alg: Alg::Es256,
+            access_ttl: DEFAULT_ACCESS_TTL,
+            grace: DEFAULT_GRACE,
+            session_ttl: DEFAULT_SESSION_TTL,
+            idle_ttl: DEFAULT_IDLE_TTL,
+            allowed_origins: Vec::new(),
+            debug_stats: false,
+            demo_users: false,
+            www_dir: None,
+            pkg_dir: None,
+            password_params: PasswordParams::P1,
+            max_concurrent_hashes: std::thread::available_parallelism().map_or(2, |n| n.get()).max(1),
+            rate_limits: RateLimits::default(),
+        }
+    }
+}
+
+/// Parses `N` (seconds) or `Ns`, `Nm`, `Nh`, `Nd`, and `Nms` for tests.
+///
+/// # Errors
+/// A human-readable message for anything else (empty, negative, overflow, unknown unit).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    if num.is_empty() {
+        return Err(format!("invalid duration {s:?}: expected N, Ns, Nm, Nh or Nd"));
+    }
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}: number too large"))?;
+    let mul = match unit {
+        "" | "s" => 1000,
+        "ms" => 1,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("invalid duration {s:?}: unknown unit {unit:?}")),
+    };
+    n.checked_mul(mul)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("invalid duration {s:?}: too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_the_documented_forms() {
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        for bad in ["", "s", "-1", "1.5s", "1 s", "1x", "99999999999999999999"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,480 @@
+//! Signing keys: generation (OS CSPRNG, J11), persistence (`signing-keys.json`, mode 0600),
+//! rotation with a publication lead and a retention tail (J12), and the public JWK Set.
+//!
+//! A key is *published* (in the JWKS and accepted by the verifier) from the moment it is
+//! created, *used for signing* from its `activate_ms`, and stays published until
+//! `retain` (access-token lifetime + skew) after the next key took over. So a verifier that
+//! caches the JWKS always sees a key before the first token signed with it, and every
+//! outstanding token stays verifiable until it expires.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use std::time::Duration;
+
+use crate::clock::ms;
+use crate::jwt::{self, Alg, IssuedClaims};
+
+/// File name of the persisted key ring inside the data directory.
+pub const KEY_FILE: &str = "signing-keys.json";
+
+/// Errors loading, storing or using keys.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// Reading or writing the key file failed.
+    #[error("key file I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The key file or a JWK is not what we wrote / accept.
+    #[error("invalid key material: {0}")]
+    Invalid(&'static str),
+    /// JSON encoding failed.
+    #[error("key JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// A public verification key. Each key has exactly one algorithm (J1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PublicKey {
+    /// P-256 ECDSA (ES256).
+    Es256(p256::ecdsa::VerifyingKey),
+    /// Ed25519 (EdDSA).
+    EdDsa(ed25519_dalek::VerifyingKey),
+}
+
+/// One JSON Web Key (RFC 7517), public members only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Jwk {
+    /// `EC` or `OKP`.
+    pub kty: String,
+    /// `P-256` or `Ed25519`.
+    pub crv: String,
+    /// x coordinate (EC, exactly 32 bytes) or the public key (OKP), base64url.
+    pub x: String,
+    /// y coordinate (EC only, exactly 32 bytes), base64url.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub y: Option<String>,
+    /// `ES256` or `EdDSA`: the only algorithm this key verifies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alg: Option<String>,
+    /// Always `sig`.
+    #[serde(rename = "use", default, skip_serializing_if = "Option::is_none")]
+    pub use_: Option<String>,
+    /// Key id (the RFC 7638 thumbprint for keys we make).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+}
+
+/// A JWK Set: the body of `GET /.well-known/jwks.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JwkSet {
+    /// The published keys.
+    pub keys: Vec<Jwk>,
+}
+
+fn decode32(s: &str) -> Result<[u8; 32], KeyError> {
+    let v = URL_SAFE_NO_PAD.decode(s).map_err(|_| KeyError::Invalid("coordinate is not base64url"))?;
+    v.try_into().map_err(|_| KeyError::Invalid("coordinate is not exactly 32 bytes"))
+}
+
+impl PublicKey {
+    /// The key's one algorithm.
+    pub fn alg(&self) -> Alg {
+        match self {
+            PublicKey::Es256(_) => Alg::Es256,
+            PublicKey::EdDsa(_) => Alg::EdDsa,
+        }
+    }
+
+    /// The JWK (J12: `kid kty crv x y alg use`, coordinates left-padded to 32 bytes).
+    pub fn to_jwk(&self, kid: &str) -> Jwk {
+        match self {
+            PublicKey::Es256(vk) => {
+                let p = vk.to_encoded_point(false);
+                // An uncompressed point always has both coordinates, each a 32-byte field element
+                // (already left-padded with zeros).
+                let x = p.x().map(|x| URL_SAFE_NO_PAD.encode(x)).unwrap_or_default();
+                let y = p.y().map(|y| URL_SAFE_NO_PAD.encode(y));
+                Jwk {
+                    kty: "EC".into(),
+                    crv: "P-256".into(),
+                    x,
+                    y,
+                    alg: Some("ES256".into()),
+                    use_: Some("sig".into()),
+                    kid: Some(kid.into()),
+                }
+            }
+            PublicKey::EdDsa(vk) => Jwk {
+                kty: "OKP".into(),
+                crv: "Ed25519".into(),
+                x: URL_SAFE_NO_PAD.encode(vk.to_bytes()),
+                y: None,
+                alg: Some("EdDSA".into()),
+                use_: Some("sig".into()),
+                kid: Some(kid.into()),
+            },
+        }
+    }
+
+    /// Reads a public JWK. The JWK must name its algorithm and it must match `kty`/`crv` (J1).
+    ///
+    /// # Errors
+    /// [`KeyError::Invalid`] for anything but a P-256 ES256 or Ed25519 EdDSA signing key.
+    pub fn from_jwk(jwk: &Jwk) -> Result<PublicKey, KeyError> {
+        if let Some(u) = &jwk.use_ {
+            if u != "sig" {
+                return Err(KeyError::Invalid("use is not sig"));
+            }
+        }
+        match (jwk.kty.as_str(), jwk.crv.as_str(), jwk.alg.as_deref()) {
+            ("EC", "P-256", Some("ES256")) => {
+                let x = decode32(&jwk.x)?;
+                let y = decode32(jwk.y.as_deref().ok_or(KeyError::Invalid("missing y"))?)?;
+                let point = p256::EncodedPoint::from_affine_coordinates(&x.into(), &y.into(), false);
+                p256::ecdsa::VerifyingKey::from_encoded_point(&point)
+                    .map(PublicKey::Es256)
+                    .map_err(|_| KeyError::Invalid("point not on curve"))
+            }
+            ("OKP", "Ed25519", Some("EdDSA")) => {
+                if jwk.y.is_some() {
+                    return Err(KeyError::Invalid("OKP key with y"));
+                }
+                let x = decode32(&jwk.x)?;
+                ed25519_dalek::VerifyingKey::from_bytes(&x)
+                    .map(PublicKey::EdDsa)
+                    .map_err(|_| KeyError::Invalid("bad Ed25519 key"))
+            }
+            _ => Err(KeyError::Invalid("unsupported kty/crv/alg")),
+        }
+    }
+
+    /// RFC 7638 JWK thumbprint, base64url: the `kid` of keys we generate.
+    pub fn thumbprint(&self) -> String {
+        let j = self.to_jwk("");
+        let canonical = match self {
+            PublicKey::Es256(_) => format!(
+                r#"{{"crv":"{}","kty":"{}","x":"{}","y":"{}"}}"#,
+                j.crv,
+                j.kty,
+                j.x,
+                j.y.unwrap_or_default()
+            ),
+            PublicKey::EdDsa(_) => format!(r#"{{"crv":"{}","kty":"{}","x":"{}"}}"#, j.crv, j.kty, j.x),
+        };
+        URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
+    }
+
+    /// Verifies `sig` over `msg`. ES256 signatures must be exactly 64 raw bytes `r‖s` with
+    /// 0 < r, s < n (`Signature::from_slice` enforces the range; J4, CVE-2022-21449); DER is
+    /// rejected by the length check. Ed25519 uses `verify_strict` (no small-order keys, canonical S).
+    pub(crate) fn verify(&self, msg: &[u8], sig: &[u8]) -> bool {
+        match self {
+            PublicKey::Es256(vk) => {
+                use p256::ecdsa::signature::Verifier as _;
+                if sig.len() != 64 {
+                    return false;
+                }
+                let Ok(s) = p256::ecdsa::Signature::from_slice(sig) else {
+                    return false;
+                };
+                vk.verify(msg, &s).is_ok()
+            }
+            PublicKey::EdDsa(vk) => {
+                let Ok(arr) = <[u8; 64]>::try_from(sig) else {
+                    return false;
+                };
+                vk.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(&arr)).is_ok()
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
+enum PrivateKey {
+    Es256(p256::ecdsa::SigningKey),
+    EdDsa(ed25519_dalek::SigningKey),
+}
+
+impl PrivateKey {
+    fn generate(alg: Alg) -> Self {
+        let mut rng = rand::rngs::OsRng;
+        match alg {
+            Alg::Es256 => PrivateKey::Es256(p256::ecdsa::SigningKey::random(&mut rng)),
+            Alg::EdDsa => PrivateKey::EdDsa(ed25519_dalek::SigningKey::generate(&mut rng)),
+        }
+    }
+    fn public(&self) -> PublicKey {
+        match self {
+            PrivateKey::Es256(k) => PublicKey::Es256(*k.verifying_key()),
+            PrivateKey::EdDsa(k) => PublicKey::EdDsa(k.verifying_key()),
+        }
+    }
+    fn alg(&self) -> Alg {
+        self.public().alg()
+    }
+    fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            PrivateKey::Es256(k) => k.to_bytes().to_vec(),
+            PrivateKey::EdDsa(k) => k.to_bytes().to_vec(),
+        }
+    }
+    fn from_bytes(alg: Alg, b: &[u8]) -> Result<Self, KeyError> {
+        match alg {
+            Alg::Es256 => p256::ecdsa::SigningKey::from_slice(b)
+                .map(PrivateKey::Es256)
+                .map_err(|_| KeyError::Invalid("bad P-256 private key")),
+            Alg::EdDsa => {
+                let arr: [u8; 32] = b.try_into().map_err(|_| KeyError::Invalid("bad Ed25519 private key"))?;
+                Ok(PrivateKey::EdDsa(ed25519_dalek::SigningKey::from_bytes(&arr)))
+            }
+        }
+    }
+    fn sign(&self, msg: &[u8]) -> Vec<u8> {
+        match self {
+            PrivateKey::Es256(k) => {
+                use p256::ecdsa::signature::Signer as _;
+                let s: p256::ecdsa::Signature = k.sign(msg);
+                s.to_bytes().to_vec()
+            }
+            PrivateKey::EdDsa(k) => {
+                use ed25519_dalek::Signer as _;
+                k.sign(msg).to_bytes().to_vec()
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
+struct KeyEntry {
+    kid: String,
+    private: PrivateKey,
+    public: PublicKey,
+    created_ms: i64,
+    activate_ms: i64,
+}
+
+/// On-disk form. `d` is the private scalar / seed: the file is created with mode 0600.
+#[derive(Serialize, Deserialize)]
+struct KeyFile {
+    version: u32,
+    keys: Vec<KeyFileEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeyFileEntry {
+    kid: String,
+    alg: String,
+    d: String,
+    created_ms: i64,
+    activate_ms: i64,
+}
+
+/// The server's signing keys. Private keys never leave this type except into the key file.
+pub struct KeyRing {
+    keys: RwLock<Vec<KeyEntry>>,
+    path: Option<PathBuf>,
+    retain_ms: i64,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRing").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl KeyRing {
+    /// An in-memory ring with one fresh active key (for tests and embedded use).
+    /// `retain` is how long a superseded key stays published (access TTL + skew).
+    pub fn ephemeral(alg: Alg, retain: Duration, now_ms: i64) -> Self {
+        let ring = KeyRing { keys: RwLock::new(Vec::new()), path: None, retain_ms: ms(retain) };
+        ring.push(alg, now_ms, now_ms);
+        ring
+    }
+
+    /// Loads `dir/signing-keys.json`, or creates it with one fresh key. If the active key's
+    /// algorithm differs from `alg`, a new key of `alg` is added and activated at once.
+    ///
+    /// # Errors
+    /// I/O errors, or a key file we cannot read.
+    pub fn load_or_create(dir: &Path, alg: Alg, retain: Duration, now_ms: i64) -> Result<Self, KeyError> {
+        let path = dir.join(KEY_FILE);
+        let mut ring = KeyRing { keys: RwLock::new(Vec::new()), path: Some(path.clone()), retain_ms: ms(retain) };
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                restrict_permissions(&path)?;
+                let file: KeyFile = serde_json::from_slice(&bytes)?;
+                let mut entries = Vec::new();
+                for e in file.keys {
+                    let a = Alg::parse(&e.alg).ok_or(KeyError::Invalid("unknown alg in key file"))?;
+                    let d = URL_SAFE_NO_PAD.decode(&e.d).map_err(|_| KeyError::Invalid("bad d"))?;
+                    let private = PrivateKey::from_bytes(a, &d)?;
+                    let public = private.public();
+                    entries.push(KeyEntry { kid: e.kid, private, public, created_ms: e.created_ms, activate_ms: e.activate_ms });
+                }
+                ring.keys = RwLock::new(entries);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        let needs_key = ring.active(now_ms).is_none_or(|k| k.private.alg() != alg);
+        if needs_key {
+            ring.push(alg, now_ms, now_ms);
+            ring.persist()?;
+        }
+        Ok(ring)
+    }
+
+    /// Adds a new key of `alg`, published now and used for signing from `now + lead`; the
+    /// previous key stays published for `retain` after that. Persists the ring. Returns the new
+    /// `kid`.
+    ///
+    /// # Errors
+    /// Writing the key file failed.
+    pub fn rotate(&self, alg: Alg, now_ms: i64, lead: Duration) -> Result<String, KeyError> {
+        let kid = self.push(alg, now_ms, now_ms.saturating_add(ms(lead)));
+        self.prune(now_ms);
+        self.persist()?;
+        Ok(kid)
+    }
+
+    fn push(&self, alg: Alg, now_ms: i64, activate_ms: i64) -> String {
+        let private = PrivateKey::generate(alg);
+        let public = private.public();
+        let kid = public.thumbprint();
+        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        keys.push(KeyEntry { kid: kid.clone(), private, public, created_ms: now_ms, activate_ms });
+        keys.sort_by_key(|k| k.activate_ms);
+        kid
+    }
+
+    /// Drops keys whose successor took over more than `retain` ago.
+    fn prune(&self, now_ms: i64) {
+        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        let activations: Vec<i64> = keys.iter().map(|k| k.activate_ms).collect();
+        let retain = self.retain_ms;
+        let mut i = 0;
+        keys.retain(|_| {
+            let next = activations.get(i + 1).copied();
+            i += 1;
+            next.is_none_or(|n| n > now_ms || now_ms < n.saturating_add(retain))
+        });
+    }
+
+    fn active(&self, now_ms: i64) -> Option<KeyEntry> {
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        keys.iter().rev().find(|k| k.activate_ms <= now_ms).or_else(|| keys.first()).cloned()
+    }
+
+    /// Whether the key at `idx` is still published at `now_ms`.
+    fn published(keys: &[KeyEntry], idx: usize, now_ms: i64, retain_ms: i64) -> bool {
+        // Superseded = the next key has activated; then published for `retain` more.
+        match keys.get(idx + 1) {
+            Some(next) if next.activate_ms <= now_ms => now_ms < next.activate_ms.saturating_add(retain_ms),
+            _ => true,
+        }
+    }
+
+    /// The published public key with this `kid`, if any.
+    pub fn public_key(&self, kid: &str, now_ms: i64) -> Option<PublicKey> {
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        keys.iter()
+            .enumerate()
+            .find(|(i, k)| k.kid == kid && Self::published(&keys, *i, now_ms, self.retain_ms))
+            .map(|(_, k)| k.public.clone())
+    }
+
+    /// The public JWK Set (never private material, J11).
+    pub fn jwks(&self, now_ms: i64) -> JwkSet {
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        let keys = keys
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Self::published(&keys, *i, now_ms, self.retain_ms))
+            .map(|(_, k)| k.public.to_jwk(&k.kid))
+            .collect();
+        JwkSet { keys }
+    }
+
+    /// The `kid` currently used for signing.
+    pub fn active_kid(&self, now_ms: i64) -> Option<String> {
+        self.active(now_ms).map(|k| k.kid)
+    }
+
+    /// Signs an access token with the active key.
+    ///
+    /// # Errors
+    /// No key at all (cannot happen after construction), or JSON encoding failed.
+    pub(crate) fn sign(&self, claims: &IssuedClaims, now_ms: i64) -> Result<String, KeyError> {
+        let key = self.active(now_ms).ok_or(KeyError::Invalid("no signing key"))?;
+        let input = jwt::signing_input(key.public.alg(), &key.kid, claims)?;
+        let sig = key.private.sign(input.as_bytes());
+        Ok(jwt::finish(input, &sig))
+    }
+
+    fn persist(&self) -> Result<(), KeyError> {
+        let Some(path) = &self.path else { return Ok(()) };
+        let file = {
+            let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+            KeyFile {
+                version: 1,
+                keys: keys
+                    .iter()
+                    .map(|k| KeyFileEntry {
+                        kid: k.kid.clone(),
+                        alg: k.public.alg().as_str().into(),
+                        d: URL_SAFE_NO_PAD.encode(k.private.to_bytes()),
+                        created_ms: k.created_ms,
+                        activate_ms: k.activate_ms,
+                    })
+                    .collect(),
+            }
+        };
+        let bytes = serde_json::to_vec_pretty(&file)?;
+        if let Some(dir) = path.parent() {
+            crate::create_private_dir(dir)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = private_file_options().open(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    }
+}
+
+#[cfg(unix)]
+fn private_file_options() -> std::fs::OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true).mode(0o600);
+    o
+}
+
+#[cfg(not(unix))]
+fn private_file_options() -> std::fs::OpenOptions {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    o
+}
+
+#[cfg(unix)]
+fn restrict_permissions(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+    if mode != 0o600 {
+        tracing::warn!(path = %path.display(), mode = format_args!("{mode:o}"), "key file permissions were too open; set to 0600");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn restrict_permissions(_: &Path) -> std::io::Result<()> {
+    Ok(())
+}

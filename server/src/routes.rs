@@ -1,0 +1,391 @@
+//! HTTP: routes, the CSRF guard, cookies, and the demo resources. Handlers only translate
+//! between HTTP and [`TokenService`](crate::service::TokenService).
+
+use authfetch_protocol::{
+    LoginRequest, TokenResponse, CSRF_HEADER, CSRF_HEADER_VALUE, JWKS_PATH, LOGIN_PATH, LOGOUT_ALL_PATH,
+    LOGOUT_PATH, REFRESH_COOKIE, REFRESH_PATH, TOKEN_TYPE,
+};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Request, State};
+use axum::http::{header, request::Parts, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use sha2::{Digest, Sha256};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use crate::error::AppError;
+use crate::secret::{hex, Password, RefreshToken};
+use crate::verify::{AccessClaims, Authenticated};
+use crate::AppState;
+
+/// Body limit on `/auth/*` (a login body is tiny).
+pub const AUTH_BODY_LIMIT: usize = 16 * 1024;
+/// Body limit on `POST /api/echo`.
+pub const ECHO_BODY_LIMIT: usize = 1024 * 1024;
+/// Path of the demo "who am I" resource.
+pub const ME_PATH: &str = "/api/me";
+/// Path of the demo echo resource.
+pub const ECHO_PATH: &str = "/api/echo";
+/// Path of the demo resource that always answers 403.
+pub const FORBIDDEN_PATH: &str = "/api/forbidden";
+/// Path of the debug counters (only with `--debug-stats`).
+pub const STATS_PATH: &str = "/debug/stats";
+
+/// The API routes (auth, JWKS, demo resources, optional stats); static files are added in `app`.
+pub(crate) fn api(state: &AppState) -> Router<AppState> {
+    let auth = Router::new()
+        .route(LOGIN_PATH, post(login))
+        .route(REFRESH_PATH, post(refresh))
+        .route(LOGOUT_PATH, post(logout))
+        .route(LOGOUT_ALL_PATH, post(logout_all))
+        .route_layer(middleware::from_fn_with_state(state.clone(), csrf_guard))
+        .layer(DefaultBodyLimit::max(AUTH_BODY_LIMIT));
+    let demo = Router::new()
+        .route(ME_PATH, get(me))
+        .route(ECHO_PATH, post(echo))
+        .route(FORBIDDEN_PATH, get(forbidden))
+        .route_layer(state.service.verifier().layer())
+        .layer(DefaultBodyLimit::max(ECHO_BODY_LIMIT));
+    let mut r = Router::new().merge(auth).merge(demo).route(JWKS_PATH, get(jwks));
+    if state.service.config().debug_stats {
+        r = r.route(STATS_PATH, get(stats));
+    }
+    r
+}
+
+/// The client's IP address when the server runs with connect info (always, via `serve`);
+/// `"unknown"` under `oneshot` tests. `X-Forwarded-For` is deliberately not trusted.
+#[derive(Clone, Debug)]
+pub struct ClientIp(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(ClientIp(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string()),
+        ))
+    }
+}
+
+/// What the request carried in the refresh cookie.
+#[derive(Debug)]
+enum CookieToken {
+    Absent,
+    Garbage,
+    Token(RefreshToken),
+}
+
+impl CookieToken {
+    fn from_headers(h: &HeaderMap) -> Self {
+        let mut found: Vec<&str> = Vec::new();
+        for v in h.get_all(header::COOKIE) {
+            let Ok(v) = v.to_str() else { return CookieToken::Garbage };
+            for pair in v.split(';') {
+                if let Some((name, value)) = pair.trim().split_once('=') {
+                    if name.trim() == REFRESH_COOKIE {
+                        found.push(value.trim());
+                    }
+                }
+            }
+        }
+        match found.as_slice() {
+            [] => CookieToken::Absent,
+            // Two different values (a tossed cookie?) are not resolved by guessing.
+            [v, rest @ ..] if rest.iter().all(|r| r == v) => {
+                RefreshToken::parse(v).map_or(CookieToken::Garbage, CookieToken::Token)
+            }
+            _ => CookieToken::Garbage,
+        }
+    }
+
+    fn token(self) -> Option<RefreshToken> {
+        match self {
+            CookieToken::Token(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// C1: the refresh cookie.
+fn set_cookie(token: &RefreshToken, max_age: u64) -> HeaderValue {
+    let v = format!("{REFRESH_COOKIE}={}; Secure; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}", token.secret());
+    // Base64url and digits only: always a valid header value.
+    HeaderValue::from_str(&v).unwrap_or_else(|_| clear_cookie())
+}
+
+/// C5: deletion repeats every attribute, with `Max-Age=0`.
+fn clear_cookie() -> HeaderValue {
+    HeaderValue::from_static(const_format_clear())
+}
+
+const fn const_format_clear() -> &'static str {
+    // Spelled out because `REFRESH_COOKIE` cannot be concatenated in a const without a macro;
+    // a unit test checks it starts with the protocol's cookie name.
+    "__Host-authfetch_rt=; Secure; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"
+}
+
+fn no_store(resp: &mut Response) {
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
+fn with_cookie(mut resp: Response, cookie: HeaderValue) -> Response {
+    resp.headers_mut().append(header::SET_COOKIE, cookie);
+    no_store(&mut resp);
+    resp
+}
+
+fn token_response(issued: crate::service::Issued) -> Response {
+    let body = TokenResponse {
+        access_token: issued.access_token.secret().to_owned(),
+        token_type: TOKEN_TYPE.to_owned(),
+        expires_in: issued.expires_in,
+    };
+    with_cookie(Json(body).into_response(), set_cookie(&issued.refresh, issued.cookie_max_age))
+}
+
+fn body_or_error(body: Result<Bytes, BytesRejection>) -> Result<Bytes, AppError> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            AppError::PayloadTooLarge
+        } else {
+            AppError::InvalidRequest("could not read the body")
+        }
+    })
+}
+
+fn has_body(h: &HeaderMap) -> bool {
+    h.contains_key(header::TRANSFER_ENCODING)
+        || h.get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0")
+}
+
+fn is_json(h: &HeaderMap) -> bool {
+    let mut it = h.get_all(header::CONTENT_TYPE).iter();
+    let (Some(v), None) = (it.next(), it.next()) else { return false };
+    let Ok(v) = v.to_str() else { return false };
+    let essence = v.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json")
+}
+
+fn single<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a HeaderValue>, ()> {
+    let mut it = h.get_all(name).iter();
+    match (it.next(), it.next()) {
+        (None, _) => Ok(None),
+        (Some(v), None) => Ok(Some(v)),
+        _ => Err(()),
+    }
+}
+
+/// CSRF defences for every cookie-authenticated POST (X2–X7). Runs before the handler.
+///
+/// Order: POST only (X7) → `x-authfetch: 1` (X2) → `Sec-Fetch-Site` is `same-origin` when
+/// present (X4) → `Origin` is an exact allowed origin when present (X5) → a body must be
+/// `application/json` (X3). A request with neither `Origin` nor `Sec-Fetch-Site` comes from a
+/// non-browser client (curl, tests, a native app): it is allowed, because it still had to send
+/// the custom header, which no cross-site browser request can do without a CORS preflight that
+/// this server never grants (X6: there is no CORS at all).
+async fn csrf_guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    match csrf_check(&st, req.method(), req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(e) => {
+            let allow = matches!(e, AppError::MethodNotAllowed);
+            let mut r = e.into_response();
+            if allow {
+                r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+            }
+            r
+        }
+    }
+}
+
+fn csrf_check(st: &AppState, method: &Method, h: &HeaderMap) -> Result<(), AppError> {
+    if method != Method::POST {
+        return Err(AppError::MethodNotAllowed);
+    }
+    match single(h, CSRF_HEADER) {
+        Ok(Some(v)) if v.as_bytes() == CSRF_HEADER_VALUE.as_bytes() => {}
+        _ => return Err(AppError::InvalidRequest("the x-authfetch: 1 header is required")),
+    }
+    match single(h, "sec-fetch-site") {
+        Ok(None) => {}
+        Ok(Some(v)) if v.as_bytes() == b"same-origin" => {}
+        _ => return Err(AppError::CrossOrigin("sec-fetch-site")),
+    }
+    match single(h, header::ORIGIN.as_str()) {
+        Ok(None) => {}
+        Ok(Some(v)) => {
+            let ok = v.to_str().is_ok_and(|o| st.service.config().allowed_origins.iter().any(|a| a == o));
+            if !ok {
+                return Err(AppError::CrossOrigin("origin"));
+            }
+        }
+        Err(()) => return Err(AppError::CrossOrigin("several origins")),
+    }
+    if has_body(h) && !is_json(h) {
+        return Err(AppError::UnsupportedMediaType);
+    }
+    Ok(())
+}
+
+/// Verifies an optional bearer (for logout and logout-all). An invalid one is ignored.
+async fn optional_bearer(st: &AppState, h: &HeaderMap) -> Option<AccessClaims> {
+    let v = single(h, header::AUTHORIZATION.as_str()).ok().flatten()?;
+    st.service.verifier().verify_header(Some(v.as_bytes())).await.ok()
+}
+
+async fn login(
+    State(st): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, AppError> {
+    let body = body_or_error(body)?;
+    if body.is_empty() {
+        return Err(AppError::InvalidRequest("a JSON body {username, password} is required"));
+    }
+    let req: LoginRequest =
+        serde_json::from_slice(&body).map_err(|_| AppError::InvalidRequest("the body must be {username, password}"))?;
+    let previous = CookieToken::from_headers(&headers).token();
+    let issued = st.service.login(&req.username, Password::new(req.password), &ip, previous).await?;
+    Ok(token_response(issued))
+}
+
+async fn refresh(
+    State(st): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if let Err(e) = body_or_error(body) {
+        return e.into_response();
+    }
+    let presented = CookieToken::from_headers(&headers).token();
+    match st.service.refresh(presented, &ip).await {
+        Ok(issued) => token_response(issued),
+        // A refused cookie is cleared so the browser stops sending it; a rate limit or a
+        // server error says nothing about the cookie, so it is kept.
+        Err(e @ AppError::RefreshRejected(_)) => with_cookie(e.into_response(), clear_cookie()),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn logout(State(st): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+    if let Err(e) = body_or_error(body) {
+        return e.into_response();
+    }
+    let cookie = CookieToken::from_headers(&headers).token();
+    let bearer = optional_bearer(&st, &headers).await;
+    let r = match st.service.logout(cookie, bearer).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => e.into_response(),
+    };
+    with_cookie(r, clear_cookie())
+}
+
+async fn logout_all(State(st): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+    if let Err(e) = body_or_error(body) {
+        return e.into_response();
+    }
+    let cookie = CookieToken::from_headers(&headers).token();
+    let bearer = optional_bearer(&st, &headers).await;
+    let r = match st.service.logout_all(cookie, bearer).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => e.into_response(),
+    };
+    with_cookie(r, clear_cookie())
+}
+
+async fn jwks(State(st): State<AppState>) -> Response {
+    let set = st.service.keys().jwks(st.service.clock().now_ms());
+    let mut r = Json(set).into_response();
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    r
+}
+
+async fn stats(State(st): State<AppState>) -> Response {
+    let mut r = Json(st.service.stats().snapshot()).into_response();
+    no_store(&mut r);
+    r
+}
+
+/// Body of `GET /api/me`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct MeResponse {
+    /// User id.
+    pub sub: String,
+    /// User name.
+    pub username: String,
+    /// Access-token expiry (Unix seconds).
+    pub exp: i64,
+    /// Access-token issue time (Unix seconds).
+    pub iat: i64,
+}
+
+async fn me(State(st): State<AppState>, Authenticated(c): Authenticated) -> Result<Response, AppError> {
+    let user = st.service.store().user_by_id(&c.sub).await?.ok_or(AppError::MissingToken)?;
+    let mut r = Json(MeResponse { sub: c.sub, username: user.username, exp: c.exp, iat: c.iat }).into_response();
+    no_store(&mut r);
+    Ok(r)
+}
+
+/// Body of `POST /api/echo`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct EchoResponse {
+    /// Request method.
+    pub method: String,
+    /// Request `Content-Type`, if any.
+    pub content_type: Option<String>,
+    /// Body length in bytes.
+    pub length: usize,
+    /// Body as UTF-8 (invalid sequences replaced).
+    pub body: String,
+    /// Lower-case hex SHA-256 of the body bytes.
+    pub sha256: String,
+}
+
+async fn echo(
+    method: Method,
+    _auth: Authenticated,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, AppError> {
+    let body = body_or_error(body)?;
+    let content_type = headers.get(header::CONTENT_TYPE).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let mut r = Json(EchoResponse {
+        method: method.to_string(),
+        content_type,
+        length: body.len(),
+        body: String::from_utf8_lossy(&body).into_owned(),
+        sha256: hex(&Sha256::digest(&body)),
+    })
+    .into_response();
+    no_store(&mut r);
+    Ok(r)
+}
+
+async fn forbidden(_auth: Authenticated) -> AppError {
+    AppError::InsufficientScope
+}
+
+/// JSON 405 for routes that exist with another method.
+pub(crate) async fn method_not_allowed() -> AppError {
+    AppError::MethodNotAllowed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clear_cookie_uses_the_protocol_name() {
+        assert!(const_format_clear().starts_with(&format!("{REFRESH_COOKIE}=;")));
+    }
+}

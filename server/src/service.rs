@@ -1,0 +1,346 @@
+//! The token service: every auth decision, independent of HTTP. Routes call it; it calls the
+//! store, the key ring and the password hasher.
+
+use async_trait::async_trait;
+use std::sync::Arc;
+
+use crate::clock::{ms, Clock};
+use crate::config::{Config, MAX_USERNAME_BYTES};
+use crate::error::AppError;
+use crate::jwt::IssuedClaims;
+use crate::keys::KeyRing;
+use crate::password::PasswordHasher;
+use crate::ratelimit::RateLimiter;
+use crate::secret::{random_id, AccessToken, Password, RefreshToken};
+use crate::stats::Stats;
+use crate::store::{AccessCheck, NewFamily, RotateOutcome, RotateRequest, Store, StoreError, User};
+use crate::verify::{AccessClaims, RevocationCheck, Verifier, VerifierConfig};
+
+/// Target of audit events in the log (`RUST_LOG=authfetch::audit=info`).
+pub const AUDIT: &str = "authfetch::audit";
+
+/// The demo accounts seeded by `--demo` (user name, password). Documented in `docs/PROTOCOL.md`.
+pub const DEMO_USERS: [(&str, &str); 2] = [("alice", "alice-password"), ("bob", "bob-password")];
+
+/// A successful login or refresh.
+#[derive(Debug)]
+pub struct Issued {
+    /// The new access token.
+    pub access_token: AccessToken,
+    /// Its lifetime in seconds.
+    pub expires_in: u64,
+    /// The refresh token to set in the cookie.
+    pub refresh: RefreshToken,
+    /// Cookie `Max-Age`: what is left of the family's absolute lifetime.
+    pub cookie_max_age: u64,
+}
+
+/// Checks access tokens against the store (denylist, family, user `not_before`).
+struct StoreRevocation {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+}
+
+#[async_trait]
+impl RevocationCheck for StoreRevocation {
+    async fn is_revoked(&self, c: &AccessClaims) -> Result<bool, String> {
+        let q = AccessCheck { iss: &c.iss, jti: &c.jti, sub: &c.sub, sid: c.sid.as_deref(), iat: c.iat };
+        self.store.is_access_revoked(q, self.clock.now_ms()).await.map_err(|e| e.to_string())
+    }
+}
+
+/// Login, refresh, logout, logout-everywhere, user management.
+pub struct TokenService {
+    config: Config,
+    store: Arc<dyn Store>,
+    keys: Arc<KeyRing>,
+    verifier: Verifier,
+    clock: Arc<dyn Clock>,
+    passwords: PasswordHasher,
+    stats: Stats,
+    login_ip: RateLimiter,
+    login_account: RateLimiter,
+    refresh_ip: RateLimiter,
+}
+
+impl std::fmt::Debug for TokenService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenService").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl TokenService {
+    /// Wires a service from its parts.
+    ///
+    /// # Errors
+    /// Argon2 refused the configured parameters.
+    pub fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        keys: Arc<KeyRing>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, crate::password::HashError> {
+        let passwords = PasswordHasher::new(config.password_params, config.max_concurrent_hashes)?;
+        let verifier = Verifier::with_key_ring(VerifierConfig::new(&config.issuer, &config.audience), Arc::clone(&keys))
+            .revocation(Arc::new(StoreRevocation { store: Arc::clone(&store), clock: Arc::clone(&clock) }))
+            .clock(Arc::clone(&clock));
+        let rl = config.rate_limits;
+        Ok(Self {
+            login_ip: RateLimiter::new(rl.login_per_ip),
+            login_account: RateLimiter::new(rl.login_per_account),
+            refresh_ip: RateLimiter::new(rl.refresh_per_ip),
+            config,
+            store,
+            keys,
+            verifier,
+            clock,
+            passwords,
+            stats: Stats::default(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+    /// The signing keys.
+    pub fn keys(&self) -> &Arc<KeyRing> {
+        &self.keys
+    }
+    /// The verifier for this server's own access tokens (with revocation).
+    pub fn verifier(&self) -> &Verifier {
+        &self.verifier
+    }
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+    /// The password hasher.
+    pub fn passwords(&self) -> &PasswordHasher {
+        &self.passwords
+    }
+    /// The audit counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Creates a user with an Argon2id hash of `password`.
+    ///
+    /// # Errors
+    /// Bad name or password length, name taken, or a storage failure.
+    pub async fn add_user(&self, username: &str, password: Password) -> Result<User, AppError> {
+        if username.is_empty() || username.len() > MAX_USERNAME_BYTES || username.chars().any(char::is_control) {
+            return Err(AppError::InvalidRequest("user name must be 1-64 bytes without control characters"));
+        }
+        if !PasswordHasher::acceptable_length(&password) {
+            return Err(AppError::InvalidRequest("password must be 1-1024 bytes"));
+        }
+        let hash = self.passwords.hash(password).await?;
+        match self.store.create_user(username, &hash, self.clock.now_ms()).await {
+            Ok(u) => Ok(u),
+            Err(StoreError::UserExists) => Err(AppError::InvalidRequest("user already exists")),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Creates the demo users if they do not exist yet.
+    ///
+    /// # Errors
+    /// A storage or hashing failure.
+    pub async fn seed_demo_users(&self) -> Result<(), AppError> {
+        for (name, pw) in DEMO_USERS {
+            if self.store.user_by_name(name).await?.is_none() {
+                self.add_user(name, Password::new(pw.to_owned())).await?;
+                tracing::info!(target: AUDIT, event = "demo_user_seeded", username = name);
+            }
+        }
+        Ok(())
+    }
+
+    /// Password login: a new family (S3) and its first tokens. `previous` is a refresh cookie
+    /// the browser still sent: its family is revoked.
+    ///
+    /// # Errors
+    /// [`AppError::BadCredentials`] for an unknown user or a wrong password (same message, same
+    /// cost: P3); [`AppError::RateLimited`]; storage failures.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: Password,
+        ip: &str,
+        previous: Option<RefreshToken>,
+    ) -> Result<Issued, AppError> {
+        if username.is_empty() || username.len() > MAX_USERNAME_BYTES {
+            return Err(AppError::InvalidRequest("user name must be 1-64 bytes"));
+        }
+        if !PasswordHasher::acceptable_length(&password) {
+            return Err(AppError::InvalidRequest("password must be 1-1024 bytes"));
+        }
+        let now = self.clock.now_ms();
+        self.login_ip.check(ip, now).map_err(AppError::RateLimited)?;
+        self.login_account.check(&username.to_lowercase(), now).map_err(AppError::RateLimited)?;
+
+        let user = self.store.user_by_name(username).await?;
+        let ok = self.passwords.verify(password, user.as_ref().map(|u| u.password_hash.clone())).await?;
+        let user = match user {
+            Some(u) if ok => u,
+            _ => {
+                tracing::warn!(target: AUDIT, event = "login_failed", %ip);
+                return Err(AppError::BadCredentials);
+            }
+        };
+        if let Some(prev) = previous {
+            if let Some(f) = self.store.revoke_family_of(&prev.hash(), now).await? {
+                tracing::info!(target: AUDIT, event = "family_replaced_at_login", family = %f.family_id, user = %f.user_id);
+            }
+        }
+        let token = RefreshToken::generate();
+        let family_id = random_id();
+        let absolute = now.saturating_add(ms(self.config.session_ttl));
+        self.store
+            .create_family(NewFamily {
+                family_id: family_id.clone(),
+                user_id: user.id.clone(),
+                token_hash: token.hash(),
+                now_ms: now,
+                absolute_exp_ms: absolute,
+                idle_exp_ms: now.saturating_add(ms(self.config.idle_ttl)).min(absolute),
+            })
+            .await?;
+        Stats::bump(&self.stats.login);
+        tracing::info!(target: AUDIT, event = "login", user = %user.id, family = %family_id, %ip);
+        self.issue(&user.id, &family_id, token, absolute, now)
+    }
+
+    /// Rotates the refresh token (R1 and the rules in SECURITY.md).
+    ///
+    /// # Errors
+    /// [`AppError::RefreshRejected`] for a missing, unknown, expired, revoked or reused token
+    /// (reuse also revokes the family); [`AppError::RateLimited`]; storage failures.
+    pub async fn refresh(&self, presented: Option<RefreshToken>, ip: &str) -> Result<Issued, AppError> {
+        let now = self.clock.now_ms();
+        self.refresh_ip.check(ip, now).map_err(AppError::RateLimited)?;
+        let result = self.rotate(presented, now).await;
+        if matches!(result, Err(AppError::RefreshRejected(_))) {
+            Stats::bump(&self.stats.refresh_failed);
+        }
+        result
+    }
+
+    async fn rotate(&self, presented: Option<RefreshToken>, now: i64) -> Result<Issued, AppError> {
+        let presented = presented.ok_or(AppError::RefreshRejected("no refresh cookie"))?;
+        let candidate = RefreshToken::generate();
+        let req = RotateRequest {
+            presented: presented.hash(),
+            successor: candidate.hash(),
+            successor_sealed: presented.seal(&candidate),
+            now_ms: now,
+            grace_ms: ms(self.config.grace),
+            idle_ttl_ms: ms(self.config.idle_ttl),
+        };
+        match self.store.rotate(req).await? {
+            RotateOutcome::Rotated(f) => {
+                Stats::bump(&self.stats.refresh);
+                tracing::info!(target: AUDIT, event = "refresh", user = %f.user_id, family = %f.family_id);
+                self.issue(&f.user_id, &f.family_id, candidate, f.absolute_exp_ms, now)
+            }
+            RotateOutcome::Grace { family: f, successor, sealed } => {
+                let s = presented.unseal(&sealed);
+                if s.hash() != successor {
+                    return Err(AppError::Internal("sealed successor does not match its hash".into()));
+                }
+                Stats::bump(&self.stats.refresh_grace);
+                tracing::info!(target: AUDIT, event = "refresh_grace", user = %f.user_id, family = %f.family_id);
+                self.issue(&f.user_id, &f.family_id, s, f.absolute_exp_ms, now)
+            }
+            RotateOutcome::Reuse(f) => {
+                Stats::bump(&self.stats.reuse_detected);
+                tracing::warn!(target: AUDIT, event = "reuse_detected", user = %f.user_id, family = %f.family_id, "refresh token reuse: family revoked");
+                Err(AppError::RefreshRejected("reuse detected"))
+            }
+            RotateOutcome::Dead(f) => {
+                tracing::info!(target: AUDIT, event = "refresh_dead_family", user = %f.user_id, family = %f.family_id);
+                Err(AppError::RefreshRejected("family expired or revoked"))
+            }
+            RotateOutcome::Unknown => Err(AppError::RefreshRejected("unknown refresh token")),
+        }
+    }
+
+    /// Logout: revokes the cookie's family and denylists the bearer's `jti` until it expires.
+    /// Idempotent.
+    ///
+    /// # Errors
+    /// Storage failures only.
+    pub async fn logout(&self, cookie: Option<RefreshToken>, bearer: Option<AccessClaims>) -> Result<(), AppError> {
+        let now = self.clock.now_ms();
+        if let Some(t) = cookie {
+            if let Some(f) = self.store.revoke_family_of(&t.hash(), now).await? {
+                tracing::info!(target: AUDIT, event = "logout", user = %f.user_id, family = %f.family_id);
+            }
+        }
+        if let Some(c) = bearer {
+            self.store.deny_jti(&c.iss, &c.jti, c.exp.saturating_mul(1000)).await?;
+        }
+        Stats::bump(&self.stats.logout);
+        Ok(())
+    }
+
+    /// Logout everywhere (R4): revokes every family of the user identified by the bearer or,
+    /// failing that, the cookie. Idempotent; does nothing when neither identifies a user.
+    ///
+    /// # Errors
+    /// Storage failures only.
+    pub async fn logout_all(&self, cookie: Option<RefreshToken>, bearer: Option<AccessClaims>) -> Result<(), AppError> {
+        let now = self.clock.now_ms();
+        let user = match (bearer, cookie) {
+            (Some(c), _) => Some(c.sub),
+            (None, Some(t)) => self.store.live_family_of(&t.hash(), now).await?.map(|f| f.user_id),
+            (None, None) => None,
+        };
+        if let Some(user) = user {
+            let n = self.store.revoke_user(&user, now).await?;
+            Stats::bump(&self.stats.logout_all);
+            tracing::info!(target: AUDIT, event = "logout_all", %user, families = n);
+        }
+        Ok(())
+    }
+
+    /// Changes a password and revokes every session of the user (R4).
+    ///
+    /// # Errors
+    /// Bad length, unknown user, storage or hashing failures.
+    pub async fn set_password(&self, username: &str, password: Password) -> Result<(), AppError> {
+        if !PasswordHasher::acceptable_length(&password) {
+            return Err(AppError::InvalidRequest("password must be 1-1024 bytes"));
+        }
+        let user = self.store.user_by_name(username).await?.ok_or(AppError::InvalidRequest("no such user"))?;
+        let hash = self.passwords.hash(password).await?;
+        self.store.set_password(&user.id, &hash, self.clock.now_ms()).await?;
+        tracing::info!(target: AUDIT, event = "password_changed", user = %user.id);
+        Ok(())
+    }
+
+    fn issue(&self, user_id: &str, family_id: &str, refresh: RefreshToken, absolute_exp_ms: i64, now_ms: i64) -> Result<Issued, AppError> {
+        let ttl = self.config.access_ttl.as_secs().max(1);
+        let iat = now_ms.div_euclid(1000);
+        let claims = IssuedClaims {
+            iss: self.config.issuer.clone(),
+            aud: self.config.audience.clone(),
+            sub: user_id.to_owned(),
+            iat,
+            exp: iat.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX)),
+            jti: random_id(),
+            sid: family_id.to_owned(),
+        };
+        let jwt = self.keys.sign(&claims, now_ms)?;
+        // Counted from now, rounded down: `exp` is in whole seconds, so the token may live up
+        // to a second less than `ttl`, and the client must not believe otherwise.
+        let expires_in = u64::try_from((claims.exp.saturating_mul(1000) - now_ms).div_euclid(1000)).unwrap_or(0).max(1);
+        let left = u64::try_from(absolute_exp_ms.saturating_sub(now_ms).div_euclid(1000)).unwrap_or(0);
+        Ok(Issued { access_token: AccessToken::new(jwt), expires_in, refresh, cookie_max_age: left })
+    }
+}
