@@ -1,0 +1,25 @@
+// No bundler: import the package's entry file by URL. `npm run build` copies the installed package
+// (index.js, its glue and the .wasm, which it finds next to itself) to dist/vendor/authfetch/.
+// (An import map would let you write 'authfetch', but it is an inline script: a strict CSP blocks it.)
+import { authFetch, login, ready } from './vendor/authfetch/index.js';
+
+const out = document.getElementById('out');
+const form = document.getElementById('login');
+
+ready().then((signedIn) => { if (signedIn) showMe(); });
+
+form.addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const data = new FormData(form);
+  try {
+    await login({ username: data.get('username'), password: data.get('password') });
+    await showMe();
+  } catch (err) {
+    out.textContent = `sign-in failed: ${err.code ?? err}`;
+  }
+});
+
+async function showMe() {
+  const res = await authFetch('/api/me'); // a real Response, like fetch
+  out.textContent = `${res.status} ${JSON.stringify(await res.json())}`;
+}
