@@ -1,4 +1,4 @@
-//! authfetch (placeholder docs, rewritten below)
+//! authfetch (docs below)
 #![no_std]
 extern crate alloc;
 
@@ -6,3 +6,16 @@ pub mod config;
 pub mod error;
 pub mod jwt;
 pub mod session;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
+
+#[cfg(all(feature = "tiny", target_arch = "wasm32", not(feature = "std")))]
+mod tiny {
+    #[global_allocator]
+    static ALLOC: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
+    #[panic_handler]
+    fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+        core::arch::wasm32::unreachable()
+    }
+}

@@ -36,7 +36,12 @@ pub struct Cli {
     #[arg(long, env = "AUTHFETCH_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
     /// Directory for the database and the signing keys (created 0700).
-    #[arg(long, env = "AUTHFETCH_DATA_DIR", default_value = "authfetch-data", global = true)]
+    #[arg(
+        long,
+        env = "AUTHFETCH_DATA_DIR",
+        default_value = "authfetch-data",
+        global = true
+    )]
     pub data_dir: PathBuf,
     /// Session store: `sqlite` (in the data directory) or `redis://HOST:PORT`.
     #[arg(long, env = "AUTHFETCH_STORE", default_value = "sqlite", global = true)]
@@ -55,7 +60,11 @@ pub struct Cli {
     pub idle_ttl: Duration,
     /// Exact origin allowed on cookie POSTs (repeatable; env: comma-separated). Default: the
     /// `http://127.0.0.1:PORT` and `http://localhost:PORT` of the bound port.
-    #[arg(long = "allowed-origin", env = "AUTHFETCH_ALLOWED_ORIGIN", value_delimiter = ',')]
+    #[arg(
+        long = "allowed-origin",
+        env = "AUTHFETCH_ALLOWED_ORIGIN",
+        value_delimiter = ','
+    )]
     pub allowed_origins: Vec<String>,
     /// `iss` of issued access tokens.
     #[arg(long, env = "AUTHFETCH_ISSUER", default_value = "authfetch")]
@@ -64,7 +73,13 @@ pub struct Cli {
     #[arg(long, env = "AUTHFETCH_AUDIENCE", default_value = "authfetch-api")]
     pub audience: String,
     /// Signing algorithm for new keys.
-    #[arg(long, env = "AUTHFETCH_ALG", value_enum, default_value = "ES256", global = true)]
+    #[arg(
+        long,
+        env = "AUTHFETCH_ALG",
+        value_enum,
+        default_value = "ES256",
+        global = true
+    )]
     pub alg: AlgArg,
     /// Demo mode: seeds alice/alice-password and bob/bob-password, 20s access tokens unless
     /// --access-ttl is given, and implies --debug-stats.
@@ -134,7 +149,11 @@ impl Cli {
         c.store = match self.store.as_str() {
             "sqlite" | "" => StoreKind::Sqlite,
             s if s.starts_with("redis://") => StoreKind::Redis(s.to_owned()),
-            s => return Err(format!("--store must be sqlite or redis://HOST:PORT, got {s:?}")),
+            s => {
+                return Err(format!(
+                    "--store must be sqlite or redis://HOST:PORT, got {s:?}"
+                ))
+            }
         };
         c.issuer = self.issuer.clone();
         c.audience = self.audience.clone();
@@ -142,14 +161,23 @@ impl Cli {
             AlgArg::Es256 => Alg::Es256,
             AlgArg::EdDsa => Alg::EdDsa,
         };
-        c.access_ttl = self.access_ttl.unwrap_or(if self.demo { DEMO_ACCESS_TTL } else { c.access_ttl });
+        c.access_ttl = self.access_ttl.unwrap_or(if self.demo {
+            DEMO_ACCESS_TTL
+        } else {
+            c.access_ttl
+        });
         if c.access_ttl < Duration::from_secs(1) {
             return Err("--access-ttl must be at least 1s".into());
         }
         c.grace = self.grace;
         c.session_ttl = self.session_ttl;
         c.idle_ttl = self.idle_ttl;
-        c.allowed_origins = self.allowed_origins.iter().map(|o| o.trim().trim_end_matches('/').to_owned()).filter(|o| !o.is_empty()).collect();
+        c.allowed_origins = self
+            .allowed_origins
+            .iter()
+            .map(|o| o.trim().trim_end_matches('/').to_owned())
+            .filter(|o| !o.is_empty())
+            .collect();
         c.debug_stats = self.debug_stats || self.demo;
         c.demo_users = self.demo;
         c.www_dir = Some(self.www.clone());
@@ -162,13 +190,22 @@ fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Logs go to stderr: stdout carries only the "listening on" line that harnesses parse.
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn read_password() -> Result<Password, String> {
     let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).map_err(|e| format!("reading stdin: {e}"))?;
-    let pw = line.strip_suffix('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).unwrap_or(&line);
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| format!("reading stdin: {e}"))?;
+    let pw = line
+        .strip_suffix('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .unwrap_or(&line);
     if pw.is_empty() {
         return Err("empty password on stdin".into());
     }
@@ -179,7 +216,10 @@ fn read_password() -> Result<Password, String> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("authfetch-server: cannot start the runtime: {e}");
@@ -202,7 +242,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             let listener = tokio::net::TcpListener::bind(&cli.listen)
                 .await
                 .map_err(|e| format!("cannot listen on {}: {e}", cli.listen))?;
-            crate::serve(config, listener).await.map_err(|e| e.to_string())
+            crate::serve(config, listener)
+                .await
+                .map_err(|e| e.to_string())
         }
         Some(Command::User { cmd }) => {
             config.demo_users = false;
@@ -210,22 +252,39 @@ async fn run(cli: Cli) -> Result<(), String> {
             let state = crate::open(config).await.map_err(|e| e.to_string())?;
             match cmd {
                 UserCommand::Add { username } => {
-                    let u = state.service.add_user(username, pw).await.map_err(|e| e.to_string())?;
+                    let u = state
+                        .service
+                        .add_user(username, pw)
+                        .await
+                        .map_err(|e| e.to_string())?;
                     println!("created user {} (id {})", u.username, u.id);
                 }
                 UserCommand::Passwd { username } => {
-                    state.service.set_password(username, pw).await.map_err(|e| e.to_string())?;
+                    state
+                        .service
+                        .set_password(username, pw)
+                        .await
+                        .map_err(|e| e.to_string())?;
                     println!("password changed; all sessions of {username} revoked");
                 }
             }
             Ok(())
         }
-        Some(Command::Keys { cmd: KeysCommand::Rotate }) => {
+        Some(Command::Keys {
+            cmd: KeysCommand::Rotate,
+        }) => {
             let now = SystemClock.now_ms();
             crate::create_private_dir(&config.data_dir).map_err(|e| e.to_string())?;
-            let ring = KeyRing::load_or_create(&config.data_dir, config.alg, config.access_ttl + MAX_SKEW, now)
+            let ring = KeyRing::load_or_create(
+                &config.data_dir,
+                config.alg,
+                config.access_ttl + MAX_SKEW,
+                now,
+            )
+            .map_err(|e| e.to_string())?;
+            let kid = ring
+                .rotate(config.alg, now, Duration::ZERO)
                 .map_err(|e| e.to_string())?;
-            let kid = ring.rotate(config.alg, now, Duration::ZERO).map_err(|e| e.to_string())?;
             let _ = Arc::new(ring);
             println!("new active key {kid}");
             Ok(())

@@ -45,10 +45,18 @@ pub struct PasswordParams {
 
 impl PasswordParams {
     /// OWASP / SECURITY.md P1: Argon2id m=19456 KiB, t=2, p=1. The binary always uses these.
-    pub const P1: PasswordParams = PasswordParams { m_cost: 19456, t_cost: 2, p_cost: 1 };
+    pub const P1: PasswordParams = PasswordParams {
+        m_cost: 19456,
+        t_cost: 2,
+        p_cost: 1,
+    };
 
     /// Cheap parameters for unit tests only: never use them for real passwords.
-    pub const INSECURE_FOR_TESTS: PasswordParams = PasswordParams { m_cost: 64, t_cost: 1, p_cost: 1 };
+    pub const INSECURE_FOR_TESTS: PasswordParams = PasswordParams {
+        m_cost: 64,
+        t_cost: 1,
+        p_cost: 1,
+    };
 }
 
 impl Default for PasswordParams {
@@ -81,9 +89,18 @@ impl Default for RateLimits {
     fn default() -> Self {
         let minute = Duration::from_secs(60);
         Self {
-            login_per_ip: Limit { max: 30, window: minute },
-            login_per_account: Limit { max: 10, window: minute },
-            refresh_per_ip: Limit { max: 600, window: minute },
+            login_per_ip: Limit {
+                max: 30,
+                window: minute,
+            },
+            login_per_account: Limit {
+                max: 10,
+                window: minute,
+            },
+            refresh_per_ip: Limit {
+                max: 600,
+                window: minute,
+            },
         }
     }
 }
@@ -146,7 +163,9 @@ impl Config {
             www_dir: None,
             pkg_dir: None,
             password_params: PasswordParams::P1,
-            max_concurrent_hashes: std::thread::available_parallelism().map_or(2, |n| n.get()).max(1),
+            max_concurrent_hashes: std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .max(1),
             rate_limits: RateLimits::default(),
         }
     }
@@ -161,9 +180,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     if num.is_empty() {
-        return Err(format!("invalid duration {s:?}: expected N, Ns, Nm, Nh or Nd"));
+        return Err(format!(
+            "invalid duration {s:?}: expected N, Ns, Nm, Nh or Nd"
+        ));
     }
-    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}: number too large"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: number too large"))?;
     let mul = match unit {
         "" | "s" => 1000,
         "ms" => 1,

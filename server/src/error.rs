@@ -120,10 +120,16 @@ impl IntoResponse for AppError {
                 h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             AppError::InvalidToken(_) => {
-                h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(WWW_AUTHENTICATE_INVALID_TOKEN));
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(WWW_AUTHENTICATE_INVALID_TOKEN),
+                );
             }
             AppError::InsufficientScope => {
-                h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"insufficient_scope\""));
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"insufficient_scope\""),
+                );
             }
             AppError::RateLimited(secs) => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(*secs));

@@ -133,7 +133,9 @@ const FORBIDDEN_HEADER: [&str; 7] = ["jwk", "jku", "x5u", "x5c", "x5t", "x5t#S25
 
 fn b64(part: &str) -> Result<Vec<u8>, JwtError> {
     // URL_SAFE_NO_PAD rejects padding, `+`/`/`, whitespace and non-canonical trailing bits.
-    URL_SAFE_NO_PAD.decode(part).map_err(|_| JwtError::Malformed("not unpadded base64url"))
+    URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| JwtError::Malformed("not unpadded base64url"))
 }
 
 /// Checks the form of a compact JWS (J10), its header (J2, J5, J6, J7) and decodes the claims.
@@ -142,7 +144,8 @@ pub(crate) fn parse_compact(token: &str) -> Result<Parsed<'_>, JwtError> {
         return Err(JwtError::Malformed("empty or oversized"));
     }
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(JwtError::Malformed("not three parts"));
     };
@@ -150,8 +153,8 @@ pub(crate) fn parse_compact(token: &str) -> Result<Parsed<'_>, JwtError> {
         return Err(JwtError::Malformed("empty part"));
     }
     let header_bytes = b64(h)?;
-    let StrictObject(header) =
-        serde_json::from_slice(&header_bytes).map_err(|_| JwtError::Malformed("header is not a JSON object"))?;
+    let StrictObject(header) = serde_json::from_slice(&header_bytes)
+        .map_err(|_| JwtError::Malformed("header is not a JSON object"))?;
     for f in FORBIDDEN_HEADER {
         if header.contains_key(f) {
             return Err(JwtError::ForbiddenHeader(f));
@@ -173,11 +176,17 @@ pub(crate) fn parse_compact(token: &str) -> Result<Parsed<'_>, JwtError> {
         _ => return Err(JwtError::Malformed("kid missing or too long")),
     };
     let payload = b64(p)?;
-    let StrictObject(claims) =
-        serde_json::from_slice(&payload).map_err(|_| JwtError::Malformed("payload is not a JSON object"))?;
+    let StrictObject(claims) = serde_json::from_slice(&payload)
+        .map_err(|_| JwtError::Malformed("payload is not a JSON object"))?;
     let signature = b64(s)?;
     let signing_input = &token[..h.len() + 1 + p.len()];
-    Ok(Parsed { alg, kid, signing_input, claims, signature })
+    Ok(Parsed {
+        alg,
+        kid,
+        signing_input,
+        claims,
+        signature,
+    })
 }
 
 /// The claims the server puts in every access token (RFC 9068 plus `sid`, the family id).
@@ -201,7 +210,11 @@ pub struct IssuedClaims {
 }
 
 /// Builds `base64url(header).base64url(payload)` for a key `kid` of algorithm `alg`.
-pub(crate) fn signing_input(alg: Alg, kid: &str, claims: &IssuedClaims) -> Result<String, serde_json::Error> {
+pub(crate) fn signing_input(
+    alg: Alg,
+    kid: &str,
+    claims: &IssuedClaims,
+) -> Result<String, serde_json::Error> {
     let header = serde_json::json!({ "alg": alg.as_str(), "typ": authfetch_protocol::ACCESS_TOKEN_TYP, "kid": kid });
     let h = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?);
     let p = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims)?);

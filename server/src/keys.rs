@@ -76,8 +76,11 @@ pub struct JwkSet {
 }
 
 fn decode32(s: &str) -> Result<[u8; 32], KeyError> {
-    let v = URL_SAFE_NO_PAD.decode(s).map_err(|_| KeyError::Invalid("coordinate is not base64url"))?;
-    v.try_into().map_err(|_| KeyError::Invalid("coordinate is not exactly 32 bytes"))
+    let v = URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|_| KeyError::Invalid("coordinate is not base64url"))?;
+    v.try_into()
+        .map_err(|_| KeyError::Invalid("coordinate is not exactly 32 bytes"))
 }
 
 impl PublicKey {
@@ -134,7 +137,8 @@ impl PublicKey {
             ("EC", "P-256", Some("ES256")) => {
                 let x = decode32(&jwk.x)?;
                 let y = decode32(jwk.y.as_deref().ok_or(KeyError::Invalid("missing y"))?)?;
-                let point = p256::EncodedPoint::from_affine_coordinates(&x.into(), &y.into(), false);
+                let point =
+                    p256::EncodedPoint::from_affine_coordinates(&x.into(), &y.into(), false);
                 p256::ecdsa::VerifyingKey::from_encoded_point(&point)
                     .map(PublicKey::Es256)
                     .map_err(|_| KeyError::Invalid("point not on curve"))
@@ -163,7 +167,9 @@ impl PublicKey {
                 j.x,
                 j.y.unwrap_or_default()
             ),
-            PublicKey::EdDsa(_) => format!(r#"{{"crv":"{}","kty":"{}","x":"{}"}}"#, j.crv, j.kty, j.x),
+            PublicKey::EdDsa(_) => {
+                format!(r#"{{"crv":"{}","kty":"{}","x":"{}"}}"#, j.crv, j.kty, j.x)
+            }
         };
         URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
     }
@@ -187,7 +193,8 @@ impl PublicKey {
                 let Ok(arr) = <[u8; 64]>::try_from(sig) else {
                     return false;
                 };
-                vk.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(&arr)).is_ok()
+                vk.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(&arr))
+                    .is_ok()
             }
         }
     }
@@ -228,8 +235,12 @@ impl PrivateKey {
                 .map(PrivateKey::Es256)
                 .map_err(|_| KeyError::Invalid("bad P-256 private key")),
             Alg::EdDsa => {
-                let arr: [u8; 32] = b.try_into().map_err(|_| KeyError::Invalid("bad Ed25519 private key"))?;
-                Ok(PrivateKey::EdDsa(ed25519_dalek::SigningKey::from_bytes(&arr)))
+                let arr: [u8; 32] = b
+                    .try_into()
+                    .map_err(|_| KeyError::Invalid("bad Ed25519 private key"))?;
+                Ok(PrivateKey::EdDsa(ed25519_dalek::SigningKey::from_bytes(
+                    &arr,
+                )))
             }
         }
     }
@@ -282,7 +293,9 @@ pub struct KeyRing {
 
 impl std::fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyRing").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("KeyRing")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -290,7 +303,11 @@ impl KeyRing {
     /// An in-memory ring with one fresh active key (for tests and embedded use).
     /// `retain` is how long a superseded key stays published (access TTL + skew).
     pub fn ephemeral(alg: Alg, retain: Duration, now_ms: i64) -> Self {
-        let ring = KeyRing { keys: RwLock::new(Vec::new()), path: None, retain_ms: ms(retain) };
+        let ring = KeyRing {
+            keys: RwLock::new(Vec::new()),
+            path: None,
+            retain_ms: ms(retain),
+        };
         ring.push(alg, now_ms, now_ms);
         ring
     }
@@ -300,20 +317,38 @@ impl KeyRing {
     ///
     /// # Errors
     /// I/O errors, or a key file we cannot read.
-    pub fn load_or_create(dir: &Path, alg: Alg, retain: Duration, now_ms: i64) -> Result<Self, KeyError> {
+    pub fn load_or_create(
+        dir: &Path,
+        alg: Alg,
+        retain: Duration,
+        now_ms: i64,
+    ) -> Result<Self, KeyError> {
         let path = dir.join(KEY_FILE);
-        let mut ring = KeyRing { keys: RwLock::new(Vec::new()), path: Some(path.clone()), retain_ms: ms(retain) };
+        let mut ring = KeyRing {
+            keys: RwLock::new(Vec::new()),
+            path: Some(path.clone()),
+            retain_ms: ms(retain),
+        };
         match std::fs::read(&path) {
             Ok(bytes) => {
                 restrict_permissions(&path)?;
                 let file: KeyFile = serde_json::from_slice(&bytes)?;
                 let mut entries = Vec::new();
                 for e in file.keys {
-                    let a = Alg::parse(&e.alg).ok_or(KeyError::Invalid("unknown alg in key file"))?;
-                    let d = URL_SAFE_NO_PAD.decode(&e.d).map_err(|_| KeyError::Invalid("bad d"))?;
+                    let a =
+                        Alg::parse(&e.alg).ok_or(KeyError::Invalid("unknown alg in key file"))?;
+                    let d = URL_SAFE_NO_PAD
+                        .decode(&e.d)
+                        .map_err(|_| KeyError::Invalid("bad d"))?;
                     let private = PrivateKey::from_bytes(a, &d)?;
                     let public = private.public();
-                    entries.push(KeyEntry { kid: e.kid, private, public, created_ms: e.created_ms, activate_ms: e.activate_ms });
+                    entries.push(KeyEntry {
+                        kid: e.kid,
+                        private,
+                        public,
+                        created_ms: e.created_ms,
+                        activate_ms: e.activate_ms,
+                    });
                 }
                 ring.keys = RwLock::new(entries);
             }
@@ -346,7 +381,13 @@ impl KeyRing {
         let public = private.public();
         let kid = public.thumbprint();
         let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
-        keys.push(KeyEntry { kid: kid.clone(), private, public, created_ms: now_ms, activate_ms });
+        keys.push(KeyEntry {
+            kid: kid.clone(),
+            private,
+            public,
+            created_ms: now_ms,
+            activate_ms,
+        });
         keys.sort_by_key(|k| k.activate_ms);
         kid
     }
@@ -366,14 +407,20 @@ impl KeyRing {
 
     fn active(&self, now_ms: i64) -> Option<KeyEntry> {
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
-        keys.iter().rev().find(|k| k.activate_ms <= now_ms).or_else(|| keys.first()).cloned()
+        keys.iter()
+            .rev()
+            .find(|k| k.activate_ms <= now_ms)
+            .or_else(|| keys.first())
+            .cloned()
     }
 
     /// Whether the key at `idx` is still published at `now_ms`.
     fn published(keys: &[KeyEntry], idx: usize, now_ms: i64, retain_ms: i64) -> bool {
         // Superseded = the next key has activated; then published for `retain` more.
         match keys.get(idx + 1) {
-            Some(next) if next.activate_ms <= now_ms => now_ms < next.activate_ms.saturating_add(retain_ms),
+            Some(next) if next.activate_ms <= now_ms => {
+                now_ms < next.activate_ms.saturating_add(retain_ms)
+            }
             _ => true,
         }
     }
@@ -409,14 +456,18 @@ impl KeyRing {
     /// # Errors
     /// No key at all (cannot happen after construction), or JSON encoding failed.
     pub(crate) fn sign(&self, claims: &IssuedClaims, now_ms: i64) -> Result<String, KeyError> {
-        let key = self.active(now_ms).ok_or(KeyError::Invalid("no signing key"))?;
+        let key = self
+            .active(now_ms)
+            .ok_or(KeyError::Invalid("no signing key"))?;
         let input = jwt::signing_input(key.public.alg(), &key.kid, claims)?;
         let sig = key.private.sign(input.as_bytes());
         Ok(jwt::finish(input, &sig))
     }
 
     fn persist(&self) -> Result<(), KeyError> {
-        let Some(path) = &self.path else { return Ok(()) };
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
         let file = {
             let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
             KeyFile {

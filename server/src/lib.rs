@@ -108,8 +108,15 @@ impl AppState {
     ///
     /// # Errors
     /// Bad Argon2 parameters.
-    pub fn new(config: Config, store: Arc<dyn Store>, keys: Arc<KeyRing>, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
-        Ok(Self { service: Arc::new(TokenService::new(config, store, keys, clock)?) })
+    pub fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        keys: Arc<KeyRing>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartupError> {
+        Ok(Self {
+            service: Arc::new(TokenService::new(config, store, keys, clock)?),
+        })
     }
 }
 
@@ -155,10 +162,18 @@ pub async fn open(config: Config) -> Result<AppState, StartupError> {
 ///
 /// # Errors
 /// See [`StartupError`].
-pub async fn open_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, StartupError> {
+pub async fn open_with_clock(
+    config: Config,
+    clock: Arc<dyn Clock>,
+) -> Result<AppState, StartupError> {
     let store = open_store(&config).await?;
     create_private_dir(&config.data_dir)?;
-    let keys = KeyRing::load_or_create(&config.data_dir, config.alg, config.access_ttl + MAX_SKEW, clock.now_ms())?;
+    let keys = KeyRing::load_or_create(
+        &config.data_dir,
+        config.alg,
+        config.access_ttl + MAX_SKEW,
+        clock.now_ms(),
+    )?;
     let demo = config.demo_users;
     let state = AppState::new(config, store, Arc::new(keys), clock)?;
     if demo {
@@ -177,12 +192,16 @@ pub fn app(state: AppState) -> Router {
     if let Some(www) = &config.www_dir {
         router = router.fallback_service(ServeDir::new(www));
     }
-    let h = |name: HeaderName, value: &'static str| SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value));
+    let h = |name: HeaderName, value: &'static str| {
+        SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value))
+    };
     router
         .method_not_allowed_fallback(routes::method_not_allowed)
         .with_state(state)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
-            axum::response::IntoResponse::into_response(error::AppError::Internal("handler panicked".into()))
+            axum::response::IntoResponse::into_response(error::AppError::Internal(
+                "handler panicked".into(),
+            ))
         }))
         .layer(h(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
         .layer(h(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
@@ -194,7 +213,10 @@ pub fn app(state: AppState) -> Router {
 /// The origins allowed by default: the loopback names of the bound port.
 pub fn default_origins(addr: SocketAddr) -> Vec<String> {
     let port = addr.port();
-    vec![format!("http://127.0.0.1:{port}"), format!("http://localhost:{port}")]
+    vec![
+        format!("http://127.0.0.1:{port}"),
+        format!("http://localhost:{port}"),
+    ]
 }
 
 /// Runs the server on `listener` until Ctrl-C / SIGTERM. Prints the line
@@ -202,7 +224,10 @@ pub fn default_origins(addr: SocketAddr) -> Vec<String> {
 ///
 /// # Errors
 /// Start-up failures and fatal I/O errors.
-pub async fn serve(mut config: Config, listener: tokio::net::TcpListener) -> Result<(), StartupError> {
+pub async fn serve(
+    mut config: Config,
+    listener: tokio::net::TcpListener,
+) -> Result<(), StartupError> {
     let addr = listener.local_addr()?;
     if config.allowed_origins.is_empty() {
         config.allowed_origins = default_origins(addr);
@@ -228,9 +253,12 @@ pub async fn serve(mut config: Config, listener: tokio::net::TcpListener) -> Res
         out.flush()?;
     }
     tracing::info!(%addr, "listening");
-    let result = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+    let result = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await;
     purge.abort();
     result.map_err(StartupError::Io)
 }

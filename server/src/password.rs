@@ -33,7 +33,9 @@ pub struct PasswordHasher {
 
 impl std::fmt::Debug for PasswordHasher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PasswordHasher").field("params", &self.params).finish_non_exhaustive()
+        f.debug_struct("PasswordHasher")
+            .field("params", &self.params)
+            .finish_non_exhaustive()
     }
 }
 
@@ -105,7 +107,9 @@ impl PasswordHasher {
                 }
             };
             // Verification uses the parameters in the PHC string, so old hashes keep working.
-            Argon2::default().verify_password(pw.secret().as_bytes(), &parsed).is_ok()
+            Argon2::default()
+                .verify_password(pw.secret().as_bytes(), &parsed)
+                .is_ok()
         })
         .await
         .map_err(|_| HashError::Task)?;

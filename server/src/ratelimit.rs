@@ -22,7 +22,10 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// A limiter allowing `limit.max` events per `limit.window` per key.
     pub fn new(limit: Limit) -> Self {
-        Self { limit, windows: Mutex::new(HashMap::new()) }
+        Self {
+            limit,
+            windows: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Counts one event for `key`. `Err(seconds)` when over the limit: the `Retry-After` value.
@@ -57,7 +60,10 @@ mod tests {
 
     #[test]
     fn limits_per_key_and_resets_after_the_window() {
-        let l = RateLimiter::new(Limit { max: 2, window: Duration::from_secs(10) });
+        let l = RateLimiter::new(Limit {
+            max: 2,
+            window: Duration::from_secs(10),
+        });
         assert!(l.check("a", 0).is_ok());
         assert!(l.check("a", 1).is_ok());
         assert_eq!(l.check("a", 2_000), Err(8));

@@ -2,8 +2,8 @@
 //! between HTTP and [`TokenService`](crate::service::TokenService).
 
 use authfetch_protocol::{
-    LoginRequest, TokenResponse, CSRF_HEADER, CSRF_HEADER_VALUE, JWKS_PATH, LOGIN_PATH, LOGOUT_ALL_PATH,
-    LOGOUT_PATH, REFRESH_COOKIE, REFRESH_PATH, TOKEN_TYPE,
+    LoginRequest, TokenResponse, CSRF_HEADER, CSRF_HEADER_VALUE, JWKS_PATH, LOGIN_PATH,
+    LOGOUT_ALL_PATH, LOGOUT_PATH, REFRESH_COOKIE, REFRESH_PATH, TOKEN_TYPE,
 };
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -50,7 +50,10 @@ pub(crate) fn api(state: &AppState) -> Router<AppState> {
         .route(FORBIDDEN_PATH, get(forbidden))
         .route_layer(state.service.verifier().layer())
         .layer(DefaultBodyLimit::max(ECHO_BODY_LIMIT));
-    let mut r = Router::new().merge(auth).merge(demo).route(JWKS_PATH, get(jwks));
+    let mut r = Router::new()
+        .merge(auth)
+        .merge(demo)
+        .route(JWKS_PATH, get(jwks));
     if state.service.config().debug_stats {
         r = r.route(STATS_PATH, get(stats));
     }
@@ -86,7 +89,9 @@ impl CookieToken {
     fn from_headers(h: &HeaderMap) -> Self {
         let mut found: Vec<&str> = Vec::new();
         for v in h.get_all(header::COOKIE) {
-            let Ok(v) = v.to_str() else { return CookieToken::Garbage };
+            let Ok(v) = v.to_str() else {
+                return CookieToken::Garbage;
+            };
             for pair in v.split(';') {
                 if let Some((name, value)) = pair.trim().split_once('=') {
                     if name.trim() == REFRESH_COOKIE {
@@ -115,7 +120,10 @@ impl CookieToken {
 
 /// C1: the refresh cookie.
 fn set_cookie(token: &RefreshToken, max_age: u64) -> HeaderValue {
-    let v = format!("{REFRESH_COOKIE}={}; Secure; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}", token.secret());
+    let v = format!(
+        "{REFRESH_COOKIE}={}; Secure; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}",
+        token.secret()
+    );
     // Base64url and digits only: always a valid header value.
     HeaderValue::from_str(&v).unwrap_or_else(|_| clear_cookie())
 }
@@ -149,7 +157,10 @@ fn token_response(issued: crate::service::Issued) -> Response {
         token_type: TOKEN_TYPE.to_owned(),
         expires_in: issued.expires_in,
     };
-    with_cookie(Json(body).into_response(), set_cookie(&issued.refresh, issued.cookie_max_age))
+    with_cookie(
+        Json(body).into_response(),
+        set_cookie(&issued.refresh, issued.cookie_max_age),
+    )
 }
 
 fn body_or_error(body: Result<Bytes, BytesRejection>) -> Result<Bytes, AppError> {
@@ -164,12 +175,15 @@ fn body_or_error(body: Result<Bytes, BytesRejection>) -> Result<Bytes, AppError>
 
 fn has_body(h: &HeaderMap) -> bool {
     h.contains_key(header::TRANSFER_ENCODING)
-        || h.get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0")
+        || h.get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
 }
 
 fn is_json(h: &HeaderMap) -> bool {
     let mut it = h.get_all(header::CONTENT_TYPE).iter();
-    let (Some(v), None) = (it.next(), it.next()) else { return false };
+    let (Some(v), None) = (it.next(), it.next()) else {
+        return false;
+    };
     let Ok(v) = v.to_str() else { return false };
     let essence = v.split(';').next().unwrap_or("").trim();
     essence.eq_ignore_ascii_case("application/json")
@@ -193,26 +207,35 @@ fn single<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a HeaderValue>, (
 /// the custom header, which no cross-site browser request can do without a CORS preflight that
 /// this server never grants (X6: there is no CORS at all).
 async fn csrf_guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    match csrf_check(&st, req.method(), req.headers()) {
+    // A body is present unless its size is known to be zero (hyper reports an exact 0 for a
+    // request without Content-Length/Transfer-Encoding, and for Content-Length: 0).
+    let body =
+        has_body(req.headers()) || axum::body::HttpBody::size_hint(req.body()).exact() != Some(0);
+    match csrf_check(&st, req.method(), req.headers(), body) {
         Ok(()) => next.run(req).await,
         Err(e) => {
             let allow = matches!(e, AppError::MethodNotAllowed);
             let mut r = e.into_response();
             if allow {
-                r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+                r.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("POST"));
             }
             r
         }
     }
 }
 
-fn csrf_check(st: &AppState, method: &Method, h: &HeaderMap) -> Result<(), AppError> {
+fn csrf_check(st: &AppState, method: &Method, h: &HeaderMap, body: bool) -> Result<(), AppError> {
     if method != Method::POST {
         return Err(AppError::MethodNotAllowed);
     }
     match single(h, CSRF_HEADER) {
         Ok(Some(v)) if v.as_bytes() == CSRF_HEADER_VALUE.as_bytes() => {}
-        _ => return Err(AppError::InvalidRequest("the x-authfetch: 1 header is required")),
+        _ => {
+            return Err(AppError::InvalidRequest(
+                "the x-authfetch: 1 header is required",
+            ))
+        }
     }
     match single(h, "sec-fetch-site") {
         Ok(None) => {}
@@ -222,14 +245,16 @@ fn csrf_check(st: &AppState, method: &Method, h: &HeaderMap) -> Result<(), AppEr
     match single(h, header::ORIGIN.as_str()) {
         Ok(None) => {}
         Ok(Some(v)) => {
-            let ok = v.to_str().is_ok_and(|o| st.service.config().allowed_origins.iter().any(|a| a == o));
+            let ok = v
+                .to_str()
+                .is_ok_and(|o| st.service.config().allowed_origins.iter().any(|a| a == o));
             if !ok {
                 return Err(AppError::CrossOrigin("origin"));
             }
         }
         Err(()) => return Err(AppError::CrossOrigin("several origins")),
     }
-    if has_body(h) && !is_json(h) {
+    if body && !is_json(h) {
         return Err(AppError::UnsupportedMediaType);
     }
     Ok(())
@@ -238,7 +263,11 @@ fn csrf_check(st: &AppState, method: &Method, h: &HeaderMap) -> Result<(), AppEr
 /// Verifies an optional bearer (for logout and logout-all). An invalid one is ignored.
 async fn optional_bearer(st: &AppState, h: &HeaderMap) -> Option<AccessClaims> {
     let v = single(h, header::AUTHORIZATION.as_str()).ok().flatten()?;
-    st.service.verifier().verify_header(Some(v.as_bytes())).await.ok()
+    st.service
+        .verifier()
+        .verify_header(Some(v.as_bytes()))
+        .await
+        .ok()
 }
 
 async fn login(
@@ -249,12 +278,17 @@ async fn login(
 ) -> Result<Response, AppError> {
     let body = body_or_error(body)?;
     if body.is_empty() {
-        return Err(AppError::InvalidRequest("a JSON body {username, password} is required"));
+        return Err(AppError::InvalidRequest(
+            "a JSON body {username, password} is required",
+        ));
     }
-    let req: LoginRequest =
-        serde_json::from_slice(&body).map_err(|_| AppError::InvalidRequest("the body must be {username, password}"))?;
+    let req: LoginRequest = serde_json::from_slice(&body)
+        .map_err(|_| AppError::InvalidRequest("the body must be {username, password}"))?;
     let previous = CookieToken::from_headers(&headers).token();
-    let issued = st.service.login(&req.username, Password::new(req.password), &ip, previous).await?;
+    let issued = st
+        .service
+        .login(&req.username, Password::new(req.password), &ip, previous)
+        .await?;
     Ok(token_response(issued))
 }
 
@@ -277,7 +311,11 @@ async fn refresh(
     }
 }
 
-async fn logout(State(st): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+async fn logout(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     if let Err(e) = body_or_error(body) {
         return e.into_response();
     }
@@ -290,7 +328,11 @@ async fn logout(State(st): State<AppState>, headers: HeaderMap, body: Result<Byt
     with_cookie(r, clear_cookie())
 }
 
-async fn logout_all(State(st): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+async fn logout_all(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     if let Err(e) = body_or_error(body) {
         return e.into_response();
     }
@@ -306,7 +348,10 @@ async fn logout_all(State(st): State<AppState>, headers: HeaderMap, body: Result
 async fn jwks(State(st): State<AppState>) -> Response {
     let set = st.service.keys().jwks(st.service.clock().now_ms());
     let mut r = Json(set).into_response();
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
     r
 }
 
@@ -329,9 +374,23 @@ pub struct MeResponse {
     pub iat: i64,
 }
 
-async fn me(State(st): State<AppState>, Authenticated(c): Authenticated) -> Result<Response, AppError> {
-    let user = st.service.store().user_by_id(&c.sub).await?.ok_or(AppError::MissingToken)?;
-    let mut r = Json(MeResponse { sub: c.sub, username: user.username, exp: c.exp, iat: c.iat }).into_response();
+async fn me(
+    State(st): State<AppState>,
+    Authenticated(c): Authenticated,
+) -> Result<Response, AppError> {
+    let user = st
+        .service
+        .store()
+        .user_by_id(&c.sub)
+        .await?
+        .ok_or(AppError::MissingToken)?;
+    let mut r = Json(MeResponse {
+        sub: c.sub,
+        username: user.username,
+        exp: c.exp,
+        iat: c.iat,
+    })
+    .into_response();
     no_store(&mut r);
     Ok(r)
 }
@@ -358,7 +417,9 @@ async fn echo(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
     let body = body_or_error(body)?;
-    let content_type = headers.get(header::CONTENT_TYPE).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let mut r = Json(EchoResponse {
         method: method.to_string(),
         content_type,

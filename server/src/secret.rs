@@ -143,7 +143,7 @@ impl fmt::Debug for Password {
 }
 
 /// Lower-case hex.
-pub(crate) fn hex(b: &[u8]) -> String {
+pub fn hex(b: &[u8]) -> String {
     const D: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(b.len() * 2);
     for x in b {

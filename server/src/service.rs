@@ -44,8 +44,17 @@ struct StoreRevocation {
 #[async_trait]
 impl RevocationCheck for StoreRevocation {
     async fn is_revoked(&self, c: &AccessClaims) -> Result<bool, String> {
-        let q = AccessCheck { iss: &c.iss, jti: &c.jti, sub: &c.sub, sid: c.sid.as_deref(), iat: c.iat };
-        self.store.is_access_revoked(q, self.clock.now_ms()).await.map_err(|e| e.to_string())
+        let q = AccessCheck {
+            iss: &c.iss,
+            jti: &c.jti,
+            sub: &c.sub,
+            sid: c.sid.as_deref(),
+            iat: c.iat,
+        };
+        self.store
+            .is_access_revoked(q, self.clock.now_ms())
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -65,7 +74,9 @@ pub struct TokenService {
 
 impl std::fmt::Debug for TokenService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenService").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("TokenService")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -81,9 +92,15 @@ impl TokenService {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, crate::password::HashError> {
         let passwords = PasswordHasher::new(config.password_params, config.max_concurrent_hashes)?;
-        let verifier = Verifier::with_key_ring(VerifierConfig::new(&config.issuer, &config.audience), Arc::clone(&keys))
-            .revocation(Arc::new(StoreRevocation { store: Arc::clone(&store), clock: Arc::clone(&clock) }))
-            .clock(Arc::clone(&clock));
+        let verifier = Verifier::with_key_ring(
+            VerifierConfig::new(&config.issuer, &config.audience),
+            Arc::clone(&keys),
+        )
+        .revocation(Arc::new(StoreRevocation {
+            store: Arc::clone(&store),
+            clock: Arc::clone(&clock),
+        }))
+        .clock(Arc::clone(&clock));
         let rl = config.rate_limits;
         Ok(Self {
             login_ip: RateLimiter::new(rl.login_per_ip),
@@ -133,14 +150,23 @@ impl TokenService {
     /// # Errors
     /// Bad name or password length, name taken, or a storage failure.
     pub async fn add_user(&self, username: &str, password: Password) -> Result<User, AppError> {
-        if username.is_empty() || username.len() > MAX_USERNAME_BYTES || username.chars().any(char::is_control) {
-            return Err(AppError::InvalidRequest("user name must be 1-64 bytes without control characters"));
+        if username.is_empty()
+            || username.len() > MAX_USERNAME_BYTES
+            || username.chars().any(char::is_control)
+        {
+            return Err(AppError::InvalidRequest(
+                "user name must be 1-64 bytes without control characters",
+            ));
         }
         if !PasswordHasher::acceptable_length(&password) {
             return Err(AppError::InvalidRequest("password must be 1-1024 bytes"));
         }
         let hash = self.passwords.hash(password).await?;
-        match self.store.create_user(username, &hash, self.clock.now_ms()).await {
+        match self
+            .store
+            .create_user(username, &hash, self.clock.now_ms())
+            .await
+        {
             Ok(u) => Ok(u),
             Err(StoreError::UserExists) => Err(AppError::InvalidRequest("user already exists")),
             Err(e) => Err(e.into()),
@@ -181,11 +207,18 @@ impl TokenService {
             return Err(AppError::InvalidRequest("password must be 1-1024 bytes"));
         }
         let now = self.clock.now_ms();
-        self.login_ip.check(ip, now).map_err(AppError::RateLimited)?;
-        self.login_account.check(&username.to_lowercase(), now).map_err(AppError::RateLimited)?;
+        self.login_ip
+            .check(ip, now)
+            .map_err(AppError::RateLimited)?;
+        self.login_account
+            .check(&username.to_lowercase(), now)
+            .map_err(AppError::RateLimited)?;
 
         let user = self.store.user_by_name(username).await?;
-        let ok = self.passwords.verify(password, user.as_ref().map(|u| u.password_hash.clone())).await?;
+        let ok = self
+            .passwords
+            .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
+            .await?;
         let user = match user {
             Some(u) if ok => u,
             _ => {
@@ -221,9 +254,15 @@ impl TokenService {
     /// # Errors
     /// [`AppError::RefreshRejected`] for a missing, unknown, expired, revoked or reused token
     /// (reuse also revokes the family); [`AppError::RateLimited`]; storage failures.
-    pub async fn refresh(&self, presented: Option<RefreshToken>, ip: &str) -> Result<Issued, AppError> {
+    pub async fn refresh(
+        &self,
+        presented: Option<RefreshToken>,
+        ip: &str,
+    ) -> Result<Issued, AppError> {
         let now = self.clock.now_ms();
-        self.refresh_ip.check(ip, now).map_err(AppError::RateLimited)?;
+        self.refresh_ip
+            .check(ip, now)
+            .map_err(AppError::RateLimited)?;
         let result = self.rotate(presented, now).await;
         if matches!(result, Err(AppError::RefreshRejected(_))) {
             Stats::bump(&self.stats.refresh_failed);
@@ -248,10 +287,16 @@ impl TokenService {
                 tracing::info!(target: AUDIT, event = "refresh", user = %f.user_id, family = %f.family_id);
                 self.issue(&f.user_id, &f.family_id, candidate, f.absolute_exp_ms, now)
             }
-            RotateOutcome::Grace { family: f, successor, sealed } => {
+            RotateOutcome::Grace {
+                family: f,
+                successor,
+                sealed,
+            } => {
                 let s = presented.unseal(&sealed);
                 if s.hash() != successor {
-                    return Err(AppError::Internal("sealed successor does not match its hash".into()));
+                    return Err(AppError::Internal(
+                        "sealed successor does not match its hash".into(),
+                    ));
                 }
                 Stats::bump(&self.stats.refresh_grace);
                 tracing::info!(target: AUDIT, event = "refresh_grace", user = %f.user_id, family = %f.family_id);
@@ -275,7 +320,11 @@ impl TokenService {
     ///
     /// # Errors
     /// Storage failures only.
-    pub async fn logout(&self, cookie: Option<RefreshToken>, bearer: Option<AccessClaims>) -> Result<(), AppError> {
+    pub async fn logout(
+        &self,
+        cookie: Option<RefreshToken>,
+        bearer: Option<AccessClaims>,
+    ) -> Result<(), AppError> {
         let now = self.clock.now_ms();
         if let Some(t) = cookie {
             if let Some(f) = self.store.revoke_family_of(&t.hash(), now).await? {
@@ -283,7 +332,9 @@ impl TokenService {
             }
         }
         if let Some(c) = bearer {
-            self.store.deny_jti(&c.iss, &c.jti, c.exp.saturating_mul(1000)).await?;
+            self.store
+                .deny_jti(&c.iss, &c.jti, c.exp.saturating_mul(1000))
+                .await?;
         }
         Stats::bump(&self.stats.logout);
         Ok(())
@@ -294,11 +345,19 @@ impl TokenService {
     ///
     /// # Errors
     /// Storage failures only.
-    pub async fn logout_all(&self, cookie: Option<RefreshToken>, bearer: Option<AccessClaims>) -> Result<(), AppError> {
+    pub async fn logout_all(
+        &self,
+        cookie: Option<RefreshToken>,
+        bearer: Option<AccessClaims>,
+    ) -> Result<(), AppError> {
         let now = self.clock.now_ms();
         let user = match (bearer, cookie) {
             (Some(c), _) => Some(c.sub),
-            (None, Some(t)) => self.store.live_family_of(&t.hash(), now).await?.map(|f| f.user_id),
+            (None, Some(t)) => self
+                .store
+                .live_family_of(&t.hash(), now)
+                .await?
+                .map(|f| f.user_id),
             (None, None) => None,
         };
         if let Some(user) = user {
@@ -317,14 +376,27 @@ impl TokenService {
         if !PasswordHasher::acceptable_length(&password) {
             return Err(AppError::InvalidRequest("password must be 1-1024 bytes"));
         }
-        let user = self.store.user_by_name(username).await?.ok_or(AppError::InvalidRequest("no such user"))?;
+        let user = self
+            .store
+            .user_by_name(username)
+            .await?
+            .ok_or(AppError::InvalidRequest("no such user"))?;
         let hash = self.passwords.hash(password).await?;
-        self.store.set_password(&user.id, &hash, self.clock.now_ms()).await?;
+        self.store
+            .set_password(&user.id, &hash, self.clock.now_ms())
+            .await?;
         tracing::info!(target: AUDIT, event = "password_changed", user = %user.id);
         Ok(())
     }
 
-    fn issue(&self, user_id: &str, family_id: &str, refresh: RefreshToken, absolute_exp_ms: i64, now_ms: i64) -> Result<Issued, AppError> {
+    fn issue(
+        &self,
+        user_id: &str,
+        family_id: &str,
+        refresh: RefreshToken,
+        absolute_exp_ms: i64,
+        now_ms: i64,
+    ) -> Result<Issued, AppError> {
         let ttl = self.config.access_ttl.as_secs().max(1);
         let iat = now_ms.div_euclid(1000);
         let claims = IssuedClaims {
@@ -339,8 +411,16 @@ impl TokenService {
         let jwt = self.keys.sign(&claims, now_ms)?;
         // Counted from now, rounded down: `exp` is in whole seconds, so the token may live up
         // to a second less than `ttl`, and the client must not believe otherwise.
-        let expires_in = u64::try_from((claims.exp.saturating_mul(1000) - now_ms).div_euclid(1000)).unwrap_or(0).max(1);
-        let left = u64::try_from(absolute_exp_ms.saturating_sub(now_ms).div_euclid(1000)).unwrap_or(0);
-        Ok(Issued { access_token: AccessToken::new(jwt), expires_in, refresh, cookie_max_age: left })
+        let expires_in = u64::try_from((claims.exp.saturating_mul(1000) - now_ms).div_euclid(1000))
+            .unwrap_or(0)
+            .max(1);
+        let left =
+            u64::try_from(absolute_exp_ms.saturating_sub(now_ms).div_euclid(1000)).unwrap_or(0);
+        Ok(Issued {
+            access_token: AccessToken::new(jwt),
+            expires_in,
+            refresh,
+            cookie_max_age: left,
+        })
     }
 }

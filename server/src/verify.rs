@@ -64,7 +64,11 @@ pub struct VerifierConfig {
 impl VerifierConfig {
     /// Expect `issuer` and `audience`, with the default 60 s skew.
     pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
-        Self { issuer: issuer.into(), audience: audience.into(), max_skew: MAX_SKEW }
+        Self {
+            issuer: issuer.into(),
+            audience: audience.into(),
+            max_skew: MAX_SKEW,
+        }
     }
 }
 
@@ -115,7 +119,9 @@ impl IntoResponse for VerifyError {
         match self {
             VerifyError::Missing => AppError::MissingToken.into_response(),
             VerifyError::Invalid(e) => AppError::InvalidToken(e).into_response(),
-            VerifyError::Unavailable(e) => AppError::Internal(format!("revocation check: {e}")).into_response(),
+            VerifyError::Unavailable(e) => {
+                AppError::Internal(format!("revocation check: {e}")).into_response()
+            }
         }
     }
 }
@@ -139,17 +145,27 @@ pub struct Verifier(Arc<Inner>);
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifier").field("config", &self.0.config).finish_non_exhaustive()
+        f.debug_struct("Verifier")
+            .field("config", &self.0.config)
+            .finish_non_exhaustive()
     }
 }
 
 impl Verifier {
     fn build(config: VerifierConfig, keys: KeySource) -> Self {
-        Verifier(Arc::new(Inner { config, keys, revocation: None, clock: Arc::new(SystemClock) }))
+        Verifier(Arc::new(Inner {
+            config,
+            keys,
+            revocation: None,
+            clock: Arc::new(SystemClock),
+        }))
     }
 
     /// Verifies against a fixed set of `(kid, key)` pairs.
-    pub fn with_keys(config: VerifierConfig, keys: impl IntoIterator<Item = (String, PublicKey)>) -> Self {
+    pub fn with_keys(
+        config: VerifierConfig,
+        keys: impl IntoIterator<Item = (String, PublicKey)>,
+    ) -> Self {
         Self::build(config, KeySource::Static(keys.into_iter().collect()))
     }
 
@@ -191,7 +207,9 @@ impl Verifier {
     /// A tower layer that requires a valid bearer token and puts [`Authenticated`] into the
     /// request extensions. Failures answer 401 with `WWW-Authenticate: Bearer error="invalid_token"`.
     pub fn layer(&self) -> VerifyLayer {
-        VerifyLayer { verifier: self.clone() }
+        VerifyLayer {
+            verifier: self.clone(),
+        }
     }
 
     /// How many times the JWKS was fetched (0 for local keys). For tests and metrics.
@@ -261,7 +279,9 @@ fn bearer_token(v: &[u8]) -> Option<&str> {
     }
     let t = rest.trim_start_matches(' ');
     let ok = !t.is_empty()
-        && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'+' | b'/' | b'='));
+        && t.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'+' | b'/' | b'=')
+        });
     ok.then_some(t)
 }
 
@@ -282,7 +302,11 @@ fn string(m: &Map<String, Value>, k: &'static str) -> Result<String, JwtError> {
 
 /// J8: `iss` exact, `aud` contains ours, `exp` in the future, `iat`/`nbf` not beyond the skew,
 /// and `exp iat iss aud sub jti` all present.
-fn check_claims(cfg: &VerifierConfig, m: Map<String, Value>, now: i64) -> Result<AccessClaims, JwtError> {
+fn check_claims(
+    cfg: &VerifierConfig,
+    m: Map<String, Value>,
+    now: i64,
+) -> Result<AccessClaims, JwtError> {
     let skew = i64::try_from(cfg.max_skew.as_secs()).unwrap_or(i64::MAX);
     let iss = string(&m, "iss")?;
     if iss != cfg.issuer {
@@ -321,7 +345,16 @@ fn check_claims(cfg: &VerifierConfig, m: Map<String, Value>, now: i64) -> Result
         Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 => Some(s.clone()),
         Some(_) => return Err(JwtError::Claims("sid")),
     };
-    Ok(AccessClaims { iss, aud, sub, iat, exp, nbf, jti, sid })
+    Ok(AccessClaims {
+        iss,
+        aud,
+        sub,
+        iat,
+        exp,
+        nbf,
+        jti,
+        sid,
+    })
 }
 
 /// A cached remote JWKS.
@@ -390,11 +423,19 @@ impl RemoteJwks {
     }
 
     async fn fetch_set(&self) -> Result<HashMap<String, PublicKey>, String> {
-        let resp = self.client.get(&self.url).send().await.map_err(|e| e.to_string())?;
+        let resp = self
+            .client
+            .get(&self.url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
         if !resp.status().is_success() {
             return Err(format!("status {}", resp.status()));
         }
-        if resp.content_length().is_some_and(|l| l > MAX_JWKS_BYTES as u64) {
+        if resp
+            .content_length()
+            .is_some_and(|l| l > MAX_JWKS_BYTES as u64)
+        {
             return Err("JWKS too large".into());
         }
         let body = resp.bytes().await.map_err(|e| e.to_string())?;
@@ -404,7 +445,11 @@ impl RemoteJwks {
         let set: JwkSet = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
         let mut out = HashMap::new();
         for jwk in set.keys.iter().take(MAX_JWKS_KEYS) {
-            let Some(kid) = jwk.kid.clone().filter(|k| !k.is_empty() && k.len() <= crate::jwt::MAX_KID_BYTES) else {
+            let Some(kid) = jwk
+                .kid
+                .clone()
+                .filter(|k| !k.is_empty() && k.len() <= crate::jwt::MAX_KID_BYTES)
+            else {
                 continue;
             };
             match PublicKey::from_jwk(jwk) {
@@ -427,7 +472,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Authenticated {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        parts.extensions.get::<Authenticated>().cloned().ok_or_else(|| AppError::MissingToken.into_response())
+        parts
+            .extensions
+            .get::<Authenticated>()
+            .cloned()
+            .ok_or_else(|| AppError::MissingToken.into_response())
     }
 }
 
@@ -440,7 +489,10 @@ pub struct VerifyLayer {
 impl<S> tower::Layer<S> for VerifyLayer {
     type Service = VerifyService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        VerifyService { verifier: self.verifier.clone(), inner }
+        VerifyService {
+            verifier: self.verifier.clone(),
+            inner,
+        }
     }
 }
 

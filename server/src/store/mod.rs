@@ -149,21 +149,39 @@ pub struct AccessCheck<'a> {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Creates a user. [`StoreError::UserExists`] if the name is taken.
-    async fn create_user(&self, username: &str, password_hash: &str, now_ms: i64) -> Result<User, StoreError>;
+    async fn create_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        now_ms: i64,
+    ) -> Result<User, StoreError>;
     /// Looks a user up by name.
     async fn user_by_name(&self, username: &str) -> Result<Option<User>, StoreError>;
     /// Looks a user up by id.
     async fn user_by_id(&self, user_id: &str) -> Result<Option<User>, StoreError>;
     /// Replaces the password hash and revokes every family of the user (R4).
-    async fn set_password(&self, user_id: &str, password_hash: &str, now_ms: i64) -> Result<(), StoreError>;
+    async fn set_password(
+        &self,
+        user_id: &str,
+        password_hash: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
     /// Starts a family with its first token.
     async fn create_family(&self, family: NewFamily) -> Result<(), StoreError>;
     /// The rotation rules, atomically (see [`RotateOutcome`]).
     async fn rotate(&self, req: RotateRequest) -> Result<RotateOutcome, StoreError>;
     /// The live (not revoked, not expired) family of any token of it.
-    async fn live_family_of(&self, token: &TokenHash, now_ms: i64) -> Result<Option<FamilyRef>, StoreError>;
+    async fn live_family_of(
+        &self,
+        token: &TokenHash,
+        now_ms: i64,
+    ) -> Result<Option<FamilyRef>, StoreError>;
     /// Revokes the family that `token` belongs to (any of its tokens). `None` if unknown.
-    async fn revoke_family_of(&self, token: &TokenHash, now_ms: i64) -> Result<Option<FamilyRef>, StoreError>;
+    async fn revoke_family_of(
+        &self,
+        token: &TokenHash,
+        now_ms: i64,
+    ) -> Result<Option<FamilyRef>, StoreError>;
     /// Revokes every family of the user and sets the user's access-token `not_before`.
     /// Returns the number of families that were live.
     async fn revoke_user(&self, user_id: &str, now_ms: i64) -> Result<u64, StoreError>;

@@ -11,7 +11,9 @@ use rusqlite::{params, Connection, OptionalExtension as _, TransactionBehavior};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use super::{AccessCheck, FamilyRef, NewFamily, RotateOutcome, RotateRequest, Store, StoreError, User};
+use super::{
+    AccessCheck, FamilyRef, NewFamily, RotateOutcome, RotateRequest, Store, StoreError, User,
+};
 use crate::secret::{random_id, TokenHash};
 
 /// File name of the database inside the data directory.
@@ -96,7 +98,9 @@ impl SqliteStore {
             "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
         )?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
     }
 
     async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -115,17 +119,34 @@ impl SqliteStore {
 }
 
 fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
-    Ok(User { id: r.get(0)?, username: r.get(1)?, password_hash: r.get(2)?, not_before_s: r.get(3)? })
+    Ok(User {
+        id: r.get(0)?,
+        username: r.get(1)?,
+        password_hash: r.get(2)?,
+        not_before_s: r.get(3)?,
+    })
 }
 
 fn hash_from(v: Vec<u8>) -> Result<TokenHash, StoreError> {
-    v.try_into().map(TokenHash).map_err(|_| StoreError::Corrupt("token hash length"))
+    v.try_into()
+        .map(TokenHash)
+        .map_err(|_| StoreError::Corrupt("token hash length"))
 }
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn create_user(&self, username: &str, password_hash: &str, now_ms: i64) -> Result<User, StoreError> {
-        let user = User { id: random_id(), username: username.to_owned(), password_hash: password_hash.to_owned(), not_before_s: 0 };
+    async fn create_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        now_ms: i64,
+    ) -> Result<User, StoreError> {
+        let user = User {
+            id: random_id(),
+            username: username.to_owned(),
+            password_hash: password_hash.to_owned(),
+            not_before_s: 0,
+        };
         let u = user.clone();
         self.run(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -161,17 +182,29 @@ impl Store for SqliteStore {
     async fn user_by_id(&self, user_id: &str) -> Result<Option<User>, StoreError> {
         let id = user_id.to_owned();
         self.run(move |c| {
-            Ok(c.query_row("SELECT id, username, password_hash, not_before_s FROM users WHERE id = ?1", [id], user_from_row)
-                .optional()?)
+            Ok(c.query_row(
+                "SELECT id, username, password_hash, not_before_s FROM users WHERE id = ?1",
+                [id],
+                user_from_row,
+            )
+            .optional()?)
         })
         .await
     }
 
-    async fn set_password(&self, user_id: &str, password_hash: &str, now_ms: i64) -> Result<(), StoreError> {
+    async fn set_password(
+        &self,
+        user_id: &str,
+        password_hash: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
         let (id, h) = (user_id.to_owned(), password_hash.to_owned());
         self.run(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute("UPDATE users SET password_hash = ?2 WHERE id = ?1", params![id, h])?;
+            tx.execute(
+                "UPDATE users SET password_hash = ?2 WHERE id = ?1",
+                params![id, h],
+            )?;
             revoke_user_tx(&tx, &id, now_ms)?;
             tx.commit()?;
             Ok(())
@@ -269,7 +302,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn live_family_of(&self, token: &TokenHash, now_ms: i64) -> Result<Option<FamilyRef>, StoreError> {
+    async fn live_family_of(
+        &self,
+        token: &TokenHash,
+        now_ms: i64,
+    ) -> Result<Option<FamilyRef>, StoreError> {
         let h = *token;
         self.run(move |c| {
             Ok(c.query_row(
@@ -283,7 +320,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn revoke_family_of(&self, token: &TokenHash, now_ms: i64) -> Result<Option<FamilyRef>, StoreError> {
+    async fn revoke_family_of(
+        &self,
+        token: &TokenHash,
+        now_ms: i64,
+    ) -> Result<Option<FamilyRef>, StoreError> {
         let h = *token;
         self.run(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -328,16 +369,31 @@ impl Store for SqliteStore {
     }
 
     async fn is_access_revoked(&self, q: AccessCheck<'_>, now_ms: i64) -> Result<bool, StoreError> {
-        let (iss, jti, sub, sid, iat) = (q.iss.to_owned(), q.jti.to_owned(), q.sub.to_owned(), q.sid.map(str::to_owned), q.iat);
+        let (iss, jti, sub, sid, iat) = (
+            q.iss.to_owned(),
+            q.jti.to_owned(),
+            q.sub.to_owned(),
+            q.sid.map(str::to_owned),
+            q.iat,
+        );
         self.run(move |c| {
             let denied: Option<i64> = c
-                .query_row("SELECT exp_ms FROM denylist WHERE iss = ?1 AND jti = ?2", params![iss, jti], |r| r.get(0))
+                .query_row(
+                    "SELECT exp_ms FROM denylist WHERE iss = ?1 AND jti = ?2",
+                    params![iss, jti],
+                    |r| r.get(0),
+                )
                 .optional()?;
             if denied.is_some_and(|exp| exp > now_ms) {
                 return Ok(true);
             }
-            let nb: Option<i64> =
-                c.query_row("SELECT not_before_s FROM users WHERE id = ?1", [&sub], |r| r.get(0)).optional()?;
+            let nb: Option<i64> = c
+                .query_row(
+                    "SELECT not_before_s FROM users WHERE id = ?1",
+                    [&sub],
+                    |r| r.get(0),
+                )
+                .optional()?;
             match nb {
                 None => return Ok(true), // unknown user: fail closed
                 Some(nb) if iat < nb => return Ok(true),
@@ -345,7 +401,11 @@ impl Store for SqliteStore {
             }
             if let Some(sid) = sid {
                 let fam: Option<(String, Option<i64>)> = c
-                    .query_row("SELECT user_id, revoked_ms FROM families WHERE id = ?1", [&sid], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .query_row(
+                        "SELECT user_id, revoked_ms FROM families WHERE id = ?1",
+                        [&sid],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
                     .optional()?;
                 match fam {
                     Some((owner, None)) if owner == sub => {}
@@ -378,13 +438,27 @@ impl Store for SqliteStore {
     }
 }
 
-fn revoke(tx: &rusqlite::Transaction<'_>, family: FamilyRef, now_ms: i64) -> Result<RotateOutcome, StoreError> {
-    tx.execute("UPDATE families SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL", params![family.family_id, now_ms])?;
+fn revoke(
+    tx: &rusqlite::Transaction<'_>,
+    family: FamilyRef,
+    now_ms: i64,
+) -> Result<RotateOutcome, StoreError> {
+    tx.execute(
+        "UPDATE families SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL",
+        params![family.family_id, now_ms],
+    )?;
     Ok(RotateOutcome::Reuse(family))
 }
 
-fn revoke_user_tx(tx: &rusqlite::Transaction<'_>, user_id: &str, now_ms: i64) -> Result<u64, StoreError> {
-    let n = tx.execute("UPDATE families SET revoked_ms = ?2 WHERE user_id = ?1 AND revoked_ms IS NULL", params![user_id, now_ms])?;
+fn revoke_user_tx(
+    tx: &rusqlite::Transaction<'_>,
+    user_id: &str,
+    now_ms: i64,
+) -> Result<u64, StoreError> {
+    let n = tx.execute(
+        "UPDATE families SET revoked_ms = ?2 WHERE user_id = ?1 AND revoked_ms IS NULL",
+        params![user_id, now_ms],
+    )?;
     tx.execute(
         "UPDATE users SET not_before_s = max(not_before_s, ?2) WHERE id = ?1",
         params![user_id, now_ms.div_euclid(1000)],

@@ -1,0 +1,93 @@
+// Turns bench/results/*.json into markdown tables (bench/results/report.md), each figure next
+// to its target. BENCHMARKS.md quotes these tables from the last full run.
+//
+//   node bench/report.mjs bench/results > bench/results/report.md
+import fs from 'node:fs';
+import path from 'node:path';
+
+const dir = process.argv[2] ?? 'bench/results';
+const load = (f) => { try { return JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')); } catch { return null; } };
+const env = load('env.json'), size = load('size.json'), browser = load('browser.json'), server = load('server.json');
+const out = [];
+const p = (s = '') => out.push(s);
+const kb = (n) => (n == null ? '—' : (n / 1024).toFixed(1));
+const f1 = (n) => (n == null ? '—' : Number(n).toFixed(1));
+const f2 = (n) => (n == null ? '—' : Number(n).toFixed(2));
+const int = (n) => (n == null ? '—' : Math.round(n).toLocaleString('en-US'));
+const mark = (ok) => (ok == null ? '' : ok ? '✅' : '❌');
+
+if (env) {
+  p('### Machine and versions'); p();
+  p(`- ${env.nproc} cores, ${env.cpu}, ${env.mem} RAM, Linux ${env.kernel}; load average at start ${env.loadavg}`);
+  p(`- ${env.rustc}; Node ${env.node}; ${env.chromium}; ${env.wasmBindgen ?? 'wasm-bindgen: —'}; ${env.wrk ?? 'wrk: —'}`);
+  p(`- commit ${env.git}, ${env.date}`); p();
+}
+
+if (size) {
+  p('### 1. Shipped size (esbuild bundle + minify, ESM, es2020; gzip -9; brotli q11)'); p();
+  p('| library (version) | min KB | gzip KB | brotli KB | vs authfetch (gzip) |');
+  p('|---|---:|---:|---:|---:|');
+  const af = size.rows.find((r) => r.name === 'authfetch' && !r.missing);
+  for (const r of size.rows) {
+    if (r.missing) { p(`| ${r.name} | (pkg/ missing) | | | |`); continue; }
+    const detail = r.wasm ? ` (JS ${kb(r.js.gz)} + wasm ${kb(r.wasm.gz)})` : '';
+    p(`| ${r.name} ${r.version ? `(${r.version})` : ''} | ${kb(r.total.min)} | ${kb(r.total.gz)}${detail} | ${kb(r.total.br)} | ${af ? '×' + (r.total.gz / af.total.gz).toFixed(1) : ''} |`);
+  }
+  if (af) { p(); p(`Target: authfetch ≤ ${kb(size.budgetGz)} KB gzip → **${kb(af.total.gz)} KB** ${mark(size.pass)}`); }
+  const bd = af?.namedBreakdown ?? af?.wasmBreakdown;
+  if (bd) {
+    p(); p(`Per-crate breakdown of the .wasm code section (${bd.named ? 'function names from ' + (af.namedBreakdown ? 'a name-keeping build with the same flags' : 'the shipped file') : 'no name section'}; ${bd.totalBytes} bytes in all):`); p();
+    p('| crate | code bytes | functions |'); p('|---|---:|---:|');
+    for (const c of bd.crates) p(`| ${c.crate} | ${c.bytes} | ${c.functions} |`);
+    const other = Object.entries(bd.sections).filter(([k]) => k !== 'code').map(([k, v]) => `${k} ${v}`).join(', ');
+    p(); p(`Other sections (bytes): ${other}`);
+  }
+  p();
+}
+
+if (browser) {
+  const s = browser.summary;
+  p(`### 2. Per-call overhead (headless ${s.chromium}; median of ${s.rounds} rounds × ${s.callsPerRound} sequential calls, stubbed network)`); p();
+  p('| call | µs / call | overhead vs fetch (µs) | ratio to fetch |'); p('|---|---:|---:|---:|');
+  for (const [group, rows] of Object.entries(s.overhead)) {
+    for (const [k, v] of Object.entries(rows)) {
+      p(`| ${k}${group === 'callOnly' ? ' (call only, body not read)' : ' (call + JSON body)'} | ${f2(v.medianUs)} | ${f2(v.overheadUs)} | ×${f2(v.ratio)} |`);
+    }
+  }
+  const af = s.overhead.withBody?.authFetch, ax = s.overhead.withBody?.['axios + axios-auth-refresh'];
+  if (af && ax) {
+    p(); p(`Targets: authFetch overhead ≤ axios interceptor overhead → ${f2(af.overheadUs)} µs vs ${f2(ax.overheadUs)} µs ${mark(af.overheadUs <= ax.overheadUs)}; ≤ 10 µs per call → ${f2(af.overheadUs)} µs ${mark(af.overheadUs <= 10)}`);
+  }
+  p();
+  p('### 3. Refresh coalescing (N concurrent calls, every token already rejected by the server; stub answers instantly)'); p();
+  p('| library | N | refreshes (median / max) | calls answered 200 | added latency ms (expired − valid) |'); p('|---|---:|---:|---:|---:|');
+  for (const [k, byN] of Object.entries(s.coalesce)) {
+    for (const [N, v] of Object.entries(byN)) p(`| ${k} | ${N} | ${v.refreshes} / ${v.maxRefreshes} | ${v.ok} / ${N} | ${f2(v.addedMs)} (${f2(v.baseMs)} → ${f2(v.expiredMs)}) |`);
+  }
+  p();
+}
+
+if (server) {
+  p(`### 4–5. Server on loopback (median of ${server.runs} runs × ${server.durationS} s after ${server.warmupS} s warm-up; ${server.clients} keep-alive clients; server on CPU ${server.serverCpu}, load generator on CPU ${server.loadCpu})`); p();
+  p('| server | scenario | req/s | p50 µs | p99 µs | errors / requests | peak RSS MiB |'); p('|---|---|---:|---:|---:|---:|---:|');
+  for (const [key, peer] of Object.entries(server.peers)) {
+    if (peer.missing) { p(`| ${key} | (binary missing) | | | | | |`); continue; }
+    for (const [sc, v] of Object.entries(peer.scenarios)) {
+      p(`| ${peer.name} | ${sc} | ${int(v.rps)} | ${int(v.p50_us)} | ${int(v.p99_us)} | ${v.errors} / ${v.requests}${v.failedRuns ? ` (${v.failedRuns} runs failed)` : ''} | ${f1(v.peakRssKiB / 1024)} |`);
+    }
+    if (peer.wrkBearer) p(`| ${peer.name} | bearer (wrk cross-check) | ${int(peer.wrkBearer.rps)} | ${int(peer.wrkBearer.p50_us)} | ${int(peer.wrkBearer.p99_us)} | ${peer.wrkBearer.non2xx} non-2xx | |`);
+  }
+  const a = server.peers.authfetch, n = server.peers['node-ref'];
+  p();
+  if (a && !a.missing) {
+    const r = a.scenarios.refresh?.rps, b = a.scenarios.bearer?.rps;
+    p(`Targets: refresh ≥ 10,000/s → ${int(r)} ${mark(r >= 10000)}; verified ≥ 20,000/s → ${int(b)} ${mark(b >= 20000)}; RSS ≤ 50 MB → ${f1(a.peakRssKiB / 1024)} MiB ${mark(a.peakRssKiB / 1024 <= 50)}`);
+    if (a.flags?.length) p(`authfetch-server flags: \`${a.flags.join(' ')}\``);
+  }
+  if (a && n && !a.missing && !n.missing) {
+    const x = a.scenarios.refresh.rps / n.scenarios.refresh.rps;
+    p(`Refresh throughput vs the Node reference: ×${f2(x)} (target ≥ ×5) ${mark(x >= 5)}`);
+  }
+  p();
+}
+console.log(out.join('\n'));

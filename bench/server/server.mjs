@@ -1,0 +1,206 @@
+// Benchmarks 4 and 5: authfetch-server and the Node reference peer (bench/node-ref) under the
+// same load, in the same run, on loopback. The server is pinned to core 0 (`taskset -c 0`), the
+// load generator (bench/loadgen, and wrk for a cross-check of the static-bearer load) to core 1.
+//
+// Scenarios, each run RUNS times against a fresh peak-RSS counter (VmHWM reset through
+// /proc/PID/clear_refs), medians reported:
+//   refresh — every virtual client owns a family and adopts each rotated cookie
+//   bearer  — GET /api/me with one static ES256 bearer (verification cost)
+//   login   — POST /auth/login (Argon2id m=19456 KiB, t=2 on authfetch-server)
+//
+//   node bench/server/server.mjs [--out bench/results/server.json] [--quick] [--only authfetch|node-ref]
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawn, execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const bench = path.resolve(here, '..');
+const root = path.resolve(bench, '..');
+const args = process.argv.slice(2);
+const outPath = args.includes('--out') ? args[args.indexOf('--out') + 1] : null;
+const quick = args.includes('--quick');
+const only = args.includes('--only') ? args[args.indexOf('--only') + 1] : null;
+
+const RUNS = quick ? 1 : 5;
+const DURATION = quick ? 2 : 4; // seconds measured per run (after WARMUP)
+const WARMUP = 1;
+const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 64);
+const LOADGEN = path.join(bench, 'loadgen', 'target', 'release', 'authfetch-loadgen');
+const SERVER_BIN = path.join(root, 'target', 'release', 'authfetch-server');
+const USERS = 'alice:alice-password,bob:bob-password';
+const cpus = os.cpus().length;
+const SERVER_CPU = '0';
+const LOAD_CPU = cpus > 1 ? '1' : '0';
+
+// Extra flags for authfetch-server (e.g. raising per-IP rate limits for a load test): taken from
+// BENCH_SERVER_FLAGS, or from whatever the binary's --help offers (see serverFlags()).
+function serverFlags() {
+  if (process.env.BENCH_SERVER_FLAGS) return process.env.BENCH_SERVER_FLAGS.split(/\s+/).filter(Boolean);
+  let help = '';
+  try { help = execFileSync(SERVER_BIN, ['--help'], { encoding: 'utf8' }); } catch (e) { help = String(e.stdout ?? ''); }
+  const flags = [];
+  // A benchmark sends tens of thousands of requests a second from one address: per-IP limits
+  // (600 refreshes/min by default) would turn nearly all of them into 429s.
+  for (const f of ['--no-rate-limit', '--disable-rate-limits', '--rate-limit-off']) if (help.includes(f)) { flags.push(f); break; }
+  if (!flags.length && help.includes('--rate-limit-scale')) flags.push('--rate-limit-scale', '1000000');
+  if (help.includes('--debug-stats')) flags.push('--debug-stats');
+  return flags;
+}
+
+const PEERS = {
+  authfetch: () => ({
+    name: 'authfetch-server',
+    cmd: SERVER_BIN,
+    args: (dir) => ['--listen', '127.0.0.1:0', '--data-dir', dir, '--demo', ...serverFlags()],
+  }),
+  'node-ref': () => ({
+    name: 'node-ref (node:http + jose + better-sqlite3)',
+    cmd: process.execPath,
+    args: (dir) => [path.join(bench, 'node-ref', 'server.mjs'), '--listen', '127.0.0.1:0', '--data-dir', dir],
+  }),
+};
+
+function startServer(spec) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'authfetch-bench-'));
+  const child = spawn('taskset', ['-c', SERVER_CPU, spec.cmd, ...spec.args(dir)], {
+    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
+  });
+  let out = '';
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`${spec.name} did not start in 60 s:\n${out}`)); }, 60000);
+    const onData = (d) => {
+      out += d;
+      const m = /listening on http:\/\/(127\.0\.0\.1:\d+)/.exec(out);
+      if (m) { clearTimeout(timer); resolve({ child, addr: m[1], dir, pid: child.pid }); }
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`${spec.name} exited (${code}):\n${out}`)); });
+  });
+}
+
+async function stopServer(s) {
+  s.child.removeAllListeners('exit');
+  const done = new Promise((r) => s.child.once('exit', r));
+  s.child.kill('SIGTERM');
+  const t = setTimeout(() => s.child.kill('SIGKILL'), 5000);
+  await done; clearTimeout(t);
+  fs.rmSync(s.dir, { recursive: true, force: true });
+}
+
+// taskset is the parent; the server is its exec'd image (same pid).
+function rssKiB(pid) {
+  const st = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const get = (k) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(st)?.[1] ?? NaN);
+  return { hwm: get('VmHWM'), rss: get('VmRSS') };
+}
+function resetPeak(pid) { try { fs.writeFileSync(`/proc/${pid}/clear_refs`, '5'); return true; } catch { return false; } }
+
+function run(cmd, argv, timeoutMs) {
+  return new Promise((resolve) => {
+    const c = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '', err = '';
+    c.stdout.on('data', (d) => { out += d; });
+    c.stderr.on('data', (d) => { err += d; });
+    const t = setTimeout(() => c.kill('SIGKILL'), timeoutMs);
+    c.on('exit', (code) => { clearTimeout(t); resolve({ code, out, err }); });
+  });
+}
+
+async function loadgen(mode, addr, extra = []) {
+  const argv = ['-c', LOAD_CPU, LOADGEN, mode, '--addr', addr, '--users', USERS, '--warmup', String(WARMUP), ...extra];
+  const r = await run('taskset', argv, 300000);
+  if (r.code !== 0) return { error: (r.err || r.out).trim().slice(0, 500) };
+  return JSON.parse(r.out.trim().split('\n').pop());
+}
+
+async function wrkBearer(addr, token) {
+  if (!token) return null;
+  try { execFileSync('which', ['wrk'], { stdio: 'ignore' }); } catch { return null; }
+  const r = await run('taskset', ['-c', LOAD_CPU, 'wrk', '-t1', `-c${CLIENTS}`, `-d${DURATION}s`, '--latency',
+    '-H', `Authorization: Bearer ${token}`, `http://${addr}/api/me`], 120000);
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(r.out)?.[1]);
+  const unit = (v, u) => Number(v) * ({ us: 1, ms: 1000, s: 1e6 }[u] ?? 1);
+  const p = (q) => { const m = new RegExp(`\\s${q}%\\s+([\\d.]+)(us|ms|s)`).exec(r.out); return m ? unit(m[1], m[2]) : null; };
+  const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(r.out)?.[1] ?? 0);
+  const sockErr = /Socket errors:.*/.exec(r.out)?.[0] ?? null;
+  return { rps, p50_us: p(50), p99_us: p(99), non2xx, sockErr };
+}
+
+async function getToken(addr) {
+  const r = await fetch(`http://${addr}/auth/login`, {
+    method: 'POST', headers: { 'content-type': 'application/json', 'x-authfetch': '1' },
+    body: JSON.stringify({ username: 'bob', password: 'bob-password' }),
+  });
+  if (!r.ok) return null;
+  return (await r.json()).access_token;
+}
+
+const med = (xs) => { const a = xs.filter((x) => Number.isFinite(x)).sort((x, y) => x - y); if (!a.length) return null; const m = a.length >> 1; return a.length % 2 ? a[m] : (a[m - 1] + a[m]) / 2; };
+
+const SCENARIOS = [
+  { name: 'refresh', mode: 'refresh', extra: ['--clients', String(CLIENTS), '--requests', '5000000', '--duration', String(DURATION), '--login-concurrency', '2'] },
+  { name: 'bearer', mode: 'bearer', extra: ['--clients', String(CLIENTS), '--requests', '5000000', '--duration', String(DURATION), '--path', '/api/me'] },
+  { name: 'login', mode: 'login', extra: ['--clients', '4', '--requests', '2000', '--duration', String(DURATION)] },
+];
+
+const results = { runs: RUNS, durationS: DURATION, warmupS: WARMUP, clients: CLIENTS, serverCpu: SERVER_CPU, loadCpu: LOAD_CPU, peers: {} };
+for (const [key, mk] of Object.entries(PEERS)) {
+  if (only && only !== key) continue;
+  const spec = mk();
+  if (key === 'authfetch' && !fs.existsSync(spec.cmd)) {
+    console.error(`server bench: ${spec.cmd} is missing (cargo build --release -p authfetch-server)`);
+    results.peers[key] = { name: spec.name, missing: true };
+    continue;
+  }
+  const peer = { name: spec.name, flags: key === 'authfetch' ? serverFlags() : [], scenarios: {} };
+  results.peers[key] = peer;
+  const srv = await startServer(spec);
+  try {
+    const startRss = rssKiB(srv.pid);
+    peer.idleRssKiB = startRss.rss;
+    for (const sc of SCENARIOS) {
+      const runs = [];
+      for (let i = 0; i < RUNS; i++) {
+        resetPeak(srv.pid);
+        const r = await loadgen(sc.mode, srv.addr, sc.extra);
+        r.peakRssKiB = rssKiB(srv.pid).hwm;
+        runs.push(r);
+        process.stderr.write(`  ${key} ${sc.name} #${i + 1}: ${r.error ? 'ERROR ' + r.error : `${r.rps.toFixed(0)} req/s p50 ${r.p50_us} µs p99 ${r.p99_us} µs errors ${r.errors} ${JSON.stringify(r.statuses)}`} rss ${r.peakRssKiB} KiB\n`);
+      }
+      const ok = runs.filter((r) => !r.error);
+      peer.scenarios[sc.name] = {
+        rps: med(ok.map((r) => r.rps)), p50_us: med(ok.map((r) => r.p50_us)), p99_us: med(ok.map((r) => r.p99_us)),
+        errors: ok.reduce((a, r) => a + r.errors, 0), requests: ok.reduce((a, r) => a + r.requests, 0),
+        peakRssKiB: Math.max(...runs.map((r) => r.peakRssKiB)), failedRuns: runs.length - ok.length, runs,
+      };
+    }
+    if (key === 'authfetch' || key === 'node-ref') {
+      const tok = await getToken(srv.addr);
+      const w = [];
+      for (let i = 0; i < Math.min(RUNS, 3); i++) { const x = await wrkBearer(srv.addr, tok); if (x) w.push(x); }
+      if (w.length) peer.wrkBearer = { rps: med(w.map((x) => x.rps)), p50_us: med(w.map((x) => x.p50_us)), p99_us: med(w.map((x) => x.p99_us)), non2xx: w.reduce((a, x) => a + x.non2xx, 0), runs: w };
+    }
+    peer.peakRssKiB = Math.max(...Object.values(peer.scenarios).map((s) => s.peakRssKiB));
+    peer.overallHwmKiB = rssKiB(srv.pid).hwm;
+    if (key === 'authfetch' && peer.flags.includes('--debug-stats')) {
+      try { peer.debugStats = await (await fetch(`http://${srv.addr}/debug/stats`)).json(); } catch { /* optional */ }
+    }
+  } finally {
+    await stopServer(srv);
+  }
+}
+if (outPath) { fs.mkdirSync(path.dirname(outPath), { recursive: true }); fs.writeFileSync(outPath, JSON.stringify(results, null, 2)); }
+
+console.log(`server load: median of ${RUNS} runs × ${DURATION} s (+${WARMUP} s warm-up), ${CLIENTS} keep-alive clients; server on CPU ${SERVER_CPU}, load on CPU ${LOAD_CPU}`);
+for (const [key, p] of Object.entries(results.peers)) {
+  if (p.missing) { console.log(`${key}: missing`); continue; }
+  for (const [sc, v] of Object.entries(p.scenarios)) {
+    console.log(`  ${key.padEnd(10)} ${sc.padEnd(8)} ${String(Math.round(v.rps ?? 0)).padStart(7)} req/s  p50 ${String(v.p50_us).padStart(6)} µs  p99 ${String(v.p99_us).padStart(6)} µs  errors ${v.errors}/${v.requests}  peak RSS ${(v.peakRssKiB / 1024).toFixed(1)} MiB`);
+  }
+  if (p.wrkBearer) console.log(`  ${key.padEnd(10)} wrk /api/me ${Math.round(p.wrkBearer.rps)} req/s  p50 ${p.wrkBearer.p50_us} µs  p99 ${p.wrkBearer.p99_us} µs  non-2xx ${p.wrkBearer.non2xx}`);
+}
+const a = results.peers.authfetch?.scenarios?.refresh?.rps, n = results.peers['node-ref']?.scenarios?.refresh?.rps;
+if (a && n) console.log(`refresh throughput, authfetch-server / node-ref: ×${(a / n).toFixed(2)}`);

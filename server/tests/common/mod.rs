@@ -1,0 +1,214 @@
+//! Shared helpers for the integration tests: an app on a temp data dir with a manual clock and
+//! cheap Argon2 parameters, request builders, and response readers.
+#![allow(dead_code, missing_docs)]
+
+use authfetch_protocol::{CSRF_HEADER, REFRESH_COOKIE};
+use authfetch_server::clock::{Clock, ManualClock};
+use authfetch_server::config::{Limit, PasswordParams, RateLimits};
+use authfetch_server::secret::Password;
+use authfetch_server::{app, open_with_clock, AppState, Config};
+use axum::body::Body;
+use axum::http::{header, Request, Response, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceExt as _;
+
+pub const ORIGIN: &str = "http://localhost:3000";
+
+pub fn test_config(dir: &Path) -> Config {
+    let mut c = Config::new(dir);
+    c.password_params = PasswordParams::INSECURE_FOR_TESTS;
+    c.allowed_origins = vec![ORIGIN.to_owned()];
+    c.access_ttl = Duration::from_secs(60);
+    c.grace = Duration::from_secs(10);
+    c.debug_stats = true;
+    let lots = Limit {
+        max: 10_000,
+        window: Duration::from_secs(60),
+    };
+    c.rate_limits = RateLimits {
+        login_per_ip: lots,
+        login_per_account: lots,
+        refresh_per_ip: lots,
+    };
+    c
+}
+
+pub struct TestApp {
+    pub state: AppState,
+    pub clock: Arc<ManualClock>,
+    pub router: Router,
+    pub config: Config,
+    pub dir: tempfile::TempDir,
+}
+
+pub struct Session {
+    pub access: String,
+    pub cookie: String,
+}
+
+impl TestApp {
+    pub async fn new() -> Self {
+        Self::with(|_| {}).await
+    }
+
+    pub async fn with(f: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = test_config(dir.path());
+        f(&mut config);
+        let clock = Arc::new(ManualClock::starting_now());
+        let state = open_with_clock(config.clone(), clock.clone())
+            .await
+            .expect("open");
+        for (u, p) in [("alice", "alice-password"), ("bob", "bob-password")] {
+            state
+                .service
+                .add_user(u, Password::new(p.into()))
+                .await
+                .expect("add user");
+        }
+        let router = app(state.clone());
+        TestApp {
+            state,
+            clock,
+            router,
+            config,
+            dir,
+        }
+    }
+
+    /// A second server on the same data directory (the first one's state is dropped by the caller).
+    pub async fn reopen(self) -> Self {
+        let TestApp {
+            state,
+            clock,
+            config,
+            dir,
+            router,
+        } = self;
+        drop(router);
+        drop(state);
+        let state = open_with_clock(config.clone(), clock.clone())
+            .await
+            .expect("reopen");
+        let router = app(state.clone());
+        TestApp {
+            state,
+            clock,
+            router,
+            config,
+            dir,
+        }
+    }
+
+    pub fn now_s(&self) -> i64 {
+        self.clock.now_secs()
+    }
+
+    pub fn advance(&self, d: Duration) {
+        self.clock.advance(d);
+    }
+
+    pub async fn send(&self, req: Request<Body>) -> Response<Body> {
+        self.router.clone().oneshot(req).await.expect("infallible")
+    }
+
+    pub async fn login(&self, user: &str, pw: &str) -> Session {
+        let r = self.send(login_req(user, pw)).await;
+        assert_eq!(r.status(), StatusCode::OK, "login {user}");
+        let cookie = cookie_value(&r).expect("login sets cookie");
+        let body = json(r).await;
+        Session {
+            access: body["access_token"].as_str().expect("token").to_owned(),
+            cookie,
+        }
+    }
+
+    pub async fn refresh(&self, cookie: &str) -> Response<Body> {
+        self.send(
+            auth_post(authfetch_protocol::REFRESH_PATH)
+                .header(header::COOKIE, cookie_header(cookie))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn me(&self, access: &str) -> Response<Body> {
+        self.send(
+            Request::get("/api/me")
+                .header(header::AUTHORIZATION, format!("Bearer {access}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn stats(&self) -> serde_json::Value {
+        json(
+            self.send(Request::get("/debug/stats").body(Body::empty()).unwrap())
+                .await,
+        )
+        .await
+    }
+}
+
+pub fn cookie_header(v: &str) -> String {
+    format!("{REFRESH_COOKIE}={v}")
+}
+
+/// A POST with the CSRF header and no Origin (a non-browser client).
+pub fn auth_post(path: &str) -> axum::http::request::Builder {
+    Request::post(path).header(CSRF_HEADER, "1")
+}
+
+pub fn login_req(user: &str, pw: &str) -> Request<Body> {
+    auth_post(authfetch_protocol::LOGIN_PATH)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            serde_json::json!({"username": user, "password": pw}).to_string(),
+        ))
+        .unwrap()
+}
+
+pub fn set_cookies(r: &Response<Body>) -> Vec<String> {
+    r.headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The refresh token set by a response (`None` if absent or cleared).
+pub fn cookie_value(r: &Response<Body>) -> Option<String> {
+    set_cookies(r).iter().find_map(|c| {
+        let v = c
+            .strip_prefix(&format!("{REFRESH_COOKIE}="))?
+            .split(';')
+            .next()?
+            .to_owned();
+        (!v.is_empty()).then_some(v)
+    })
+}
+
+pub async fn body_bytes(r: Response<Body>) -> Vec<u8> {
+    r.into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes()
+        .to_vec()
+}
+
+pub async fn json(r: Response<Body>) -> serde_json::Value {
+    let b = body_bytes(r).await;
+    serde_json::from_slice(&b)
+        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&b)))
+}
+
+pub async fn error_code(r: Response<Body>) -> String {
+    json(r).await["error"].as_str().unwrap_or("").to_owned()
+}
