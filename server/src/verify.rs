@@ -320,7 +320,7 @@ fn check_claims(
             .collect::<Result<Vec<_>, _>>()?,
         _ => return Err(JwtError::Claims("aud")),
     };
-    if !aud.iter().any(|a| *a == cfg.audience) {
+    if !aud.contains(&cfg.audience) {
         return Err(JwtError::Claims("aud"));
     }
     let sub = string(&m, "sub")?;

@@ -754,8 +754,8 @@ async fn r6_store_holds_only_hashes_of_refresh_tokens() {
         let raw =
             base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, tok).unwrap();
         let hash = sha2::Sha256::digest(&raw).to_vec();
-        assert!(blobs.iter().any(|b| *b == hash), "hash stored");
-        assert!(!blobs.iter().any(|b| *b == raw), "raw token never stored");
+        assert!(blobs.contains(&hash), "hash stored");
+        assert!(!blobs.contains(&raw), "raw token never stored");
     }
     let dump: Vec<u8> =
         std::fs::read(t.dir.path().join("authfetch.sqlite3-wal")).unwrap_or_default();
