@@ -9,8 +9,10 @@ const g = globalThis;
 const F = g.fetch;
 const Req = g.Request;
 const clone = Req && Req.prototype.clone;
-const headersOf = Req && Object.getOwnPropertyDescriptor(Req.prototype, 'headers').get;
+const headersOf = Req && (Object.getOwnPropertyDescriptor(Req.prototype, 'headers') || {}).get;
 const setHeader = g.Headers && g.Headers.prototype.set;
+const json = g.Response && g.Response.prototype.json;
+const stringify = JSON.stringify;
 const perf = g.performance;
 const clock = perf ? perf.now.bind(perf) : Date.now;
 const timer = g.setTimeout;
@@ -18,6 +20,22 @@ const timer = g.setTimeout;
 /** `new Request(input, init)` with the captured constructor (throws like fetch would). */
 export function make(input, init) {
   return new Req(input, init);
+}
+
+/**
+ * `p`, except that it rejects with the signal's reason as soon as `req`'s signal aborts (as
+ * fetch does), even while the call is still waiting for a token. What it waited for (a shared
+ * refresh) carries on; the request itself is not sent, because its clone carries the signal.
+ */
+export function abortable(p, req) {
+  const s = req.signal;
+  if (!s) return p;
+  if (s.aborted) return Promise.reject(s.reason);
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(s.reason);
+    s.addEventListener('abort', onAbort, { once: true });
+    p.then(resolve, reject).finally(() => s.removeEventListener('abort', onAbort));
+  });
 }
 
 /** Sends a fresh clone of `req` (the original is never sent, so it can be replayed: K5). */
@@ -33,8 +51,8 @@ export function post(url, name, value, body, bearer) {
   if (body) headers['content-type'] = 'application/json';
   if (bearer) headers.authorization = 'Bearer ' + bearer;
   return F.call(g, url, {
-    method: 'POST', headers, body, credentials: 'include', cache: 'no-store', redirect: 'error',
-  }).then((r) => r.json().then((j) => [r.status, j], () => [r.status, null]));
+    method: 'POST', headers, body: body ? stringify(body) : undefined, credentials: 'include', cache: 'no-store', redirect: 'error',
+  }).then((r) => json.call(r).then((j) => [r.status, j], () => [r.status, null]));
 }
 
 /** Monotonic milliseconds (K8). */

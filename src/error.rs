@@ -1,12 +1,15 @@
 //! The error type: one enum, one exhaustive [`Error::code`] (the only place codes are spelled).
 //!
 //! Modelled on panva/jose's `ERR_…` codes: callers branch on `err.code`, never on the message
-//! and never on `instanceof` (two copies of the package would break `instanceof`). The facade
-//! turns an [`Error`] into a real JS `Error` with `name = "AuthFetchError"`, `code` and `cause`.
+//! and never on `instanceof` alone (two copies of the package would break `instanceof`). The
+//! facade rejects with `[code, cause]`, and `js/index.js` turns that into a real JS `Error`
+//! (`AuthFetchError`, `name = "AuthFetchError"`, `code`, `cause`) with the text of
+//! [`Error::message`], which a test keeps identical on both sides. Keeping the messages in JS
+//! keeps them out of the `.wasm`.
 //!
 //! No `thiserror` here: its `Display` goes through `core::fmt`, which the shipped `.wasm` must
-//! not contain (see `BENCHMARKS.md`). [`Error::message`] returns static text instead, and the
-//! `Display` impl below only exists for native debugging and is stripped from the wasm by LTO.
+//! not contain (see `BENCHMARKS.md`). The `Display` impl below only exists for native debugging
+//! and is stripped from the wasm by LTO.
 
 use core::fmt;
 
@@ -44,6 +47,9 @@ pub enum Error {
     InvalidConfig,
     /// `configure` was called after the default client had started.
     AlreadyStarted,
+    /// Not a browser (server-side rendering in Node), or the page's CSP forbids WebAssembly.
+    /// Raised by `js/index.js`; listed here so the code table stays in one place.
+    Unsupported,
 }
 
 impl Error {
@@ -61,6 +67,7 @@ impl Error {
             Error::InvalidResponse,
             Error::InvalidConfig,
             Error::AlreadyStarted,
+            Error::Unsupported,
         ]
     }
 
@@ -78,6 +85,7 @@ impl Error {
             Error::InvalidResponse => "ERR_INVALID_RESPONSE",
             Error::InvalidConfig => "ERR_INVALID_CONFIG",
             Error::AlreadyStarted => "ERR_ALREADY_STARTED",
+            Error::Unsupported => "ERR_UNSUPPORTED",
         }
     }
 
@@ -94,6 +102,9 @@ impl Error {
             Error::InvalidResponse => "the auth server sent an invalid response",
             Error::InvalidConfig => "invalid authfetch options",
             Error::AlreadyStarted => "configure() must be called before the first use",
+            Error::Unsupported => {
+                "authfetch needs a browser (fetch, WebAssembly, location) and a CSP allowing wasm"
+            }
         }
     }
 
@@ -155,6 +166,26 @@ mod tests {
         declared.sort_unstable();
         codes.sort_unstable();
         assert_eq!(declared, codes);
+    }
+
+    /// `js/index.js` holds the messages shown in the browser: the same codes, the same text.
+    #[test]
+    fn index_js_message_table_matches_the_error_table() {
+        let js = include_str!("../js/index.js");
+        let start = js.find("const MESSAGES = {").expect("table declared");
+        let end = start + js[start..].find("};").expect("table terminated");
+        let table = &js[start..end];
+        let mut rows = 0;
+        for e in Error::all() {
+            let row = alloc::format!("{}: '{}',", e.code(), e.message());
+            assert!(table.contains(&row), "index.js lacks {row}");
+            rows += 1;
+        }
+        assert_eq!(
+            table.matches("ERR_").count(),
+            rows,
+            "index.js has codes Rust lacks"
+        );
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! authfetch (docs below)
 #![no_std]
 extern crate alloc;
+// With `std` (the default: native tests, wasm-bindgen-test), std provides the allocator and the
+// panic handler; the shipped `tiny` build brings its own (below).
+#[cfg(feature = "std")]
+extern crate std;
 
 pub mod config;
 pub mod error;

@@ -764,8 +764,8 @@ impl<E: Env> Session<E> {
     /// Takes a token shared by another tab, unless ours lasts at least as long, or this tab
     /// is signed out and the token is not from a login (a refresh that raced a logout).
     fn adopt(self: &Rc<Self>, token: &str, remaining_ms: f64, login: bool) {
-        // `!(x > 0)` also rejects NaN.
-        if !(remaining_ms > 0.0) || token.is_empty() {
+        // Also rejects NaN and infinity (a message is another tab's word, not ours).
+        if !(remaining_ms.is_finite() && remaining_ms > 0.0) || token.is_empty() {
             return;
         }
         let now = self.env.now();

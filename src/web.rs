@@ -12,11 +12,13 @@ use crate::jwt;
 use crate::session::{
     AuthCall, Env, Event, Failure, Grant, Message, Reply, Secret, Session, Step, Task,
 };
+use alloc::boxed::Box;
 use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
 use authfetch_protocol as proto;
 use core::future::Future;
+use core::pin::Pin;
 use js_sys::{Array, Function, Object, Promise, Reflect};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -32,6 +34,7 @@ pub const CHANNEL_NAME: &str = "authfetch";
 extern "C" {
     #[wasm_bindgen(catch)]
     fn make(input: &JsValue, init: &JsValue) -> Result<Request, JsValue>;
+    fn abortable(p: &Promise, req: &Request) -> Promise;
     fn send(req: &Request, bearer: Option<&str>) -> Promise;
     fn post(url: &str, name: &str, value: &str, body: &JsValue, bearer: Option<&str>) -> Promise;
     fn now() -> f64;
@@ -49,15 +52,22 @@ fn set(target: &JsValue, key: &str, value: &JsValue) {
     let _ = Reflect::set(target, &JsValue::from_str(key), value);
 }
 
-/// Converts an [`Error`] into a real JS `Error` with `name`, `code` and `cause`.
+/// Converts an [`Error`] into the rejection value `[code, cause]`, which `js/index.js` turns
+/// into an `AuthFetchError` (its message table lives there, out of the `.wasm`). A platform
+/// failure (a `TypeError`, an `AbortError`) is never an array, so the two cannot be confused.
 pub fn to_js(e: &Error) -> JsValue {
-    let err = js_sys::Error::new(e.message());
-    err.set_name("AuthFetchError");
-    set(&err, "code", &JsValue::from_str(e.code()));
-    if let Some(cause) = e.cause() {
-        set(&err, "cause", cause);
-    }
-    err.into()
+    Array::of2(
+        &JsValue::from_str(e.code()),
+        e.cause().unwrap_or(&JsValue::UNDEFINED),
+    )
+    .into()
+}
+
+/// One `Promise` adapter for every async method: boxing the futures keeps a single copy of
+/// the executor glue in the `.wasm` instead of one per method.
+fn promise(f: impl Future<Output = Result<JsValue, JsValue>> + 'static) -> Promise {
+    let f: Pin<Box<dyn Future<Output = Result<JsValue, JsValue>>>> = Box::pin(f);
+    future_to_promise(f)
 }
 
 impl Reply for Response {
@@ -95,8 +105,8 @@ fn grant(body: &JsValue) -> Option<Grant> {
     let ok_token = !token.is_empty()
         && token.len() <= jwt::MAX_TOKEN_LEN
         && token.bytes().all(|b| b.is_ascii_graphic());
-    // `!(x > 0)` also rejects NaN.
-    if !ok_type || !ok_token || !(secs > 0.0) || secs > 86_400.0 {
+    // Also rejects NaN.
+    if !(ok_type && ok_token && secs.is_finite() && secs > 0.0 && secs <= 86_400.0) {
         return None;
     }
     Some(Grant {
@@ -323,10 +333,16 @@ impl Client {
     /// Rejects with the platform's error for a failed or aborted request, and with an
     /// `AuthFetchError` for auth failures; resolves with the `Response` for any status.
     pub fn fetch(&self, input: JsValue, init: JsValue) -> Promise {
+        // Built now, as `fetch` would: a bad input rejects at once, and the caller's signal is
+        // known before anything waits.
+        let req = match make(&input, &init) {
+            Ok(r) => r,
+            Err(e) => return Promise::reject(&e),
+        };
         let s = Rc::clone(&self.session);
         let on_trace = self.on_trace.clone();
-        future_to_promise(async move {
-            let req = make(&input, &init)?;
+        let signal_req = Clone::clone(&req);
+        let p = promise(async move {
             let url = req.url();
             let attach = s.config().allows(&url);
             let mut steps = Vec::new();
@@ -355,7 +371,10 @@ impl Client {
                 Err(Failure::Request(e)) => Err(e),
                 Err(Failure::Auth(e)) => Err(to_js(&e)),
             }
-        })
+        });
+        // An abort rejects the caller's promise at once; a refresh it was waiting for goes on
+        // for everyone else, and the request itself is never sent (its signal is aborted).
+        abortable(&p, &signal_req)
     }
 
     /// Signs in.
@@ -364,7 +383,7 @@ impl Client {
     /// `ERR_INVALID_CREDENTIALS`, `ERR_RATE_LIMITED`, `ERR_NETWORK`, `ERR_INVALID_RESPONSE`.
     pub fn login(&self, username: String, password: String) -> Promise {
         let s = Rc::clone(&self.session);
-        future_to_promise(async move {
+        promise(async move {
             s.login(&username, &password)
                 .await
                 .map(|()| JsValue::UNDEFINED)
@@ -378,7 +397,7 @@ impl Client {
     /// `ERR_NETWORK` … when the server could not be told; the local sign-out has happened.
     pub fn logout(&self, everywhere: bool) -> Promise {
         let s = Rc::clone(&self.session);
-        future_to_promise(async move {
+        promise(async move {
             s.logout(everywhere)
                 .await
                 .map(|()| JsValue::UNDEFINED)
@@ -389,7 +408,7 @@ impl Client {
     /// Resolves `true`/`false` once the start-up refresh has answered. Never rejects.
     pub fn ready(&self) -> Promise {
         let s = Rc::clone(&self.session);
-        future_to_promise(async move { Ok(JsValue::from_bool(s.ready().await)) })
+        promise(async move { Ok(JsValue::from_bool(s.ready().await)) })
     }
 
     /// Whether a session is held.
@@ -420,13 +439,13 @@ impl Client {
         let token = get(data, "t").as_string();
         let flag = get(data, "l").as_bool().unwrap_or(false);
         let msg = match (kind, &token) {
-            (Some(k), _) if k == 0.0 => Message::Hello,
-            (Some(k), Some(t)) if k == 1.0 => Message::Token {
+            (Some(0.0), _) => Message::Hello,
+            (Some(1.0), Some(t)) => Message::Token {
                 token: t,
                 remaining_ms: get(data, "m").as_f64().unwrap_or(0.0),
                 login: flag,
             },
-            (Some(k), _) if k == 2.0 => Message::SignedOut { expired: flag },
+            (Some(2.0), _) => Message::SignedOut { expired: flag },
             _ => return,
         };
         self.session.on_message(msg);

@@ -20,6 +20,9 @@ enum Sent {
     SignedOut(bool),
 }
 
+/// A shared record a test reads after the fact (events emitted, messages posted).
+type Log<T> = Rc<RefCell<Vec<T>>>;
+
 #[derive(Default)]
 struct World {
     now: Cell<f64>,
@@ -170,11 +173,7 @@ impl Harness {
         }
     }
 
-    fn tab(
-        &self,
-        cross_tab: bool,
-        ahead_ms: f64,
-    ) -> (S, Rc<RefCell<Vec<&'static str>>>, Rc<RefCell<Vec<Sent>>>) {
+    fn tab(&self, cross_tab: bool, ahead_ms: f64) -> (S, Log<&'static str>, Log<Sent>) {
         let events = Rc::new(RefCell::new(Vec::new()));
         let outbox = Rc::new(RefCell::new(Vec::new()));
         let mut c = config(&["http://127.0.0.1:8080"]);

@@ -1,0 +1,243 @@
+// authfetch: the package entry. `import { authFetch } from 'authfetch'` needs no set-up: the
+// WebAssembly module is fetched and instantiated on the first call, from the file next to this
+// one (`new URL(…, import.meta.url)`, which browsers, Vite and webpack 5 all understand).
+//
+// Importing this module has no effect beyond capturing `fetch`, `Request` and `Headers` (in the
+// bridge the glue imports, K2): no network, no timers, no storage. In Node (server-side
+// rendering) the functions exist, the getters say "signed out" and the async calls settle
+// without touching the network.
+import initWasm, { Client } from './authfetch.js';
+
+/** Human-readable text per code; callers branch on `code`, never on this text. */
+const MESSAGES = {
+  ERR_INVALID_CREDENTIALS: 'login refused: wrong username or password',
+  ERR_SESSION_EXPIRED: 'the session has expired; sign in again',
+  ERR_SIGNED_OUT: 'signed out while the request was waiting for a token',
+  ERR_REFRESH_FAILED: 'the access token could not be refreshed',
+  ERR_REFRESH_BACKOFF: 'refresh failed repeatedly; backing off',
+  ERR_NETWORK: 'the auth server could not be reached',
+  ERR_RATE_LIMITED: 'too many requests to the auth server',
+  ERR_INVALID_RESPONSE: 'the auth server sent an invalid response',
+  ERR_INVALID_CONFIG: 'invalid authfetch options',
+  ERR_ALREADY_STARTED: 'configure() must be called before the first use',
+  ERR_UNSUPPORTED: 'authfetch needs a browser (fetch, WebAssembly, location) and a CSP allowing wasm',
+};
+
+/**
+ * Every auth failure. Branch on `err.code` (stable), not on the message. `instanceof` works
+ * within one copy of the package; `err.name === 'AuthFetchError'` works across copies.
+ */
+export class AuthFetchError extends Error {
+  constructor(code, cause) {
+    super(MESSAGES[code] || String(code), cause === undefined ? undefined : { cause });
+    this.name = 'AuthFetchError';
+    this.code = code;
+  }
+}
+
+const g = globalThis;
+
+/** A page or worker with the platform pieces authfetch needs (not Node, not a bare runtime). */
+function inBrowser() {
+  return typeof g.WebAssembly === 'object' && typeof g.fetch === 'function' && typeof g.Request === 'function'
+    && typeof g.location === 'object' && g.location !== null && /^https?:$/.test(g.location.protocol)
+    && (typeof g.document === 'object' || typeof g.WorkerGlobalScope === 'function');
+}
+
+/** Rejections from the wasm module: `[code, cause]` for auth failures, anything else as is. */
+function wrap(err) {
+  return Array.isArray(err) ? new AuthFetchError(err[0], err[1] ?? undefined) : err;
+}
+
+let wasmLoading;
+function loadWasm() {
+  if (!wasmLoading) {
+    wasmLoading = initWasm({ module_or_path: new URL('./authfetch_bg.wasm', import.meta.url) }).catch((cause) => {
+      wasmLoading = undefined; // a later call tries again
+      const compile = typeof g.WebAssembly === 'object' && cause instanceof g.WebAssembly.CompileError;
+      throw new AuthFetchError(compile ? 'ERR_UNSUPPORTED' : 'ERR_NETWORK', cause);
+    });
+  }
+  return wasmLoading;
+}
+
+/** Resolves `url` against the page; `''` for something that is not http(s). */
+function absolute(url, key) {
+  if (url === undefined) return '';
+  if (typeof url !== 'string' && !(url instanceof URL)) throw new AuthFetchError('ERR_INVALID_CONFIG', key);
+  const u = new URL(url, g.location.href);
+  if (!/^https?:$/.test(u.protocol)) throw new AuthFetchError('ERR_INVALID_CONFIG', key);
+  return u.href;
+}
+
+/** The public options → what the wasm module expects (URLs normalised by the platform's parser). */
+function normalise(options) {
+  const o = options || {};
+  try {
+    const base = o.baseUrl === undefined ? g.location.origin : absolute(o.baseUrl, 'baseUrl');
+    const allowed = (o.allowedOrigins ?? [g.location.origin]).map((entry) => {
+      const u = new URL(absolute(entry, 'allowedOrigins'));
+      if (u.username || u.password) throw new AuthFetchError('ERR_INVALID_CONFIG', 'allowedOrigins');
+      return u.origin + (u.pathname === '/' ? '' : u.pathname);
+    });
+    const csrf = o.csrfHeader === undefined ? undefined : [String(o.csrfHeader.name), String(o.csrfHeader.value)];
+    return {
+      base: base.replace(/\/+$/, ''),
+      loginUrl: absolute(o.loginUrl, 'loginUrl'),
+      refreshUrl: absolute(o.refreshUrl, 'refreshUrl'),
+      logoutUrl: absolute(o.logoutUrl, 'logoutUrl'),
+      logoutAllUrl: absolute(o.logoutAllUrl, 'logoutAllUrl'),
+      allowed,
+      refreshAheadSeconds: o.refreshAheadSeconds,
+      csrf,
+      crossTab: o.crossTab,
+      lockTimeoutMs: o.lockTimeoutMs,
+    };
+  } catch (err) {
+    throw err instanceof AuthFetchError ? err : new AuthFetchError('ERR_INVALID_CONFIG', err);
+  }
+}
+
+/** Calls each listener; one that throws is reported and does not stop the others. */
+function deliver(listeners, value) {
+  for (const cb of [...listeners]) {
+    try {
+      cb(value);
+    } catch (err) {
+      if (typeof g.reportError === 'function') g.reportError(err);
+      else g.setTimeout(() => { throw err; });
+    }
+  }
+}
+
+function subscribe(set, cb) {
+  if (typeof cb !== 'function') throw new TypeError('authfetch: the listener must be a function');
+  const entry = (v) => cb(v); // a distinct entry per call, so unsubscribing one leaves the others
+  set.add(entry);
+  return () => { set.delete(entry); };
+}
+
+/** One client (session + options). Created lazily by the top-level functions or createAuthClient. */
+function makeInstance(initialOptions) {
+  let options = initialOptions;
+  let client; // the wasm Client once started
+  let starting; // Promise<Client>
+  const events = new Set();
+  const traces = new Set();
+
+  function start() {
+    if (!starting) {
+      if (!inBrowser()) return Promise.reject(new AuthFetchError('ERR_UNSUPPORTED'));
+      starting = loadWasm().then(() => {
+        const opts = normalise(options);
+        let c;
+        try {
+          c = new Client(
+            opts,
+            (type) => deliver(events, { type }),
+            (method, url, steps, status, bearer) => deliver(traces, {
+              method, url, steps: Array.from(steps, String), status: status || null, bearer,
+            }),
+            (data) => { if (c) c.message(data); },
+          );
+        } catch (err) {
+          throw wrap(err);
+        }
+        client = c;
+        c.ready(); // the start-up silent refresh: does the cookie hold a session?
+        return c;
+      });
+      starting.catch(() => {
+        if (!client) starting = undefined; // loading failed: a later call tries again
+      });
+    }
+    return starting;
+  }
+
+  const api = {
+    authFetch(input, init) {
+      return start().then((c) => c.fetch(input, init).then(undefined, (err) => { throw wrap(err); }));
+    },
+    login(credentials) {
+      const { username, password } = credentials || {};
+      if (typeof username !== 'string' || typeof password !== 'string') {
+        return Promise.reject(new TypeError('authfetch: login({ username, password }) needs two strings'));
+      }
+      return start().then((c) => c.login(username, password).then(() => undefined, (err) => { throw wrap(err); }));
+    },
+    logout() {
+      if (!client && !inBrowser()) return Promise.resolve();
+      return start().then((c) => c.logout(false).then(() => undefined, (err) => { throw wrap(err); }));
+    },
+    logoutEverywhere() {
+      if (!client && !inBrowser()) return Promise.resolve();
+      return start().then((c) => c.logout(true).then(() => undefined, (err) => { throw wrap(err); }));
+    },
+    ready() {
+      if (!inBrowser()) return Promise.resolve(false);
+      return start().then((c) => c.ready());
+    },
+    isAuthenticated() {
+      return client ? client.isAuthenticated() : false;
+    },
+    claims() {
+      return client ? client.claims() : null;
+    },
+    expiresIn() {
+      return client ? client.expiresIn() : undefined;
+    },
+    onAuthStateChange(cb) {
+      return subscribe(events, cb);
+    },
+    onRequest(cb) {
+      return subscribe(traces, cb);
+    },
+  };
+  api.fetch = api.authFetch;
+  return {
+    api,
+    started: () => starting !== undefined,
+    setOptions(next) { options = next; },
+  };
+}
+
+/**
+ * A separate client with its own session, e.g. for a second API with its own auth server.
+ * Nothing happens until its first use.
+ */
+export function createAuthClient(options) {
+  if (options !== undefined && (options === null || typeof options !== 'object')) {
+    throw new AuthFetchError('ERR_INVALID_CONFIG', 'options');
+  }
+  return makeInstance(options).api;
+}
+
+const main = makeInstance(undefined);
+
+/** Sets the default client's options. Call it before the first use of any other function. */
+export function configure(options) {
+  if (options === null || typeof options !== 'object') throw new AuthFetchError('ERR_INVALID_CONFIG', 'options');
+  if (main.started()) throw new AuthFetchError('ERR_ALREADY_STARTED');
+  main.setOptions(options);
+}
+
+/** `fetch` with the access token: same arguments, same `Response`; refresh and one retry on 401. */
+export const authFetch = (input, init) => main.api.authFetch(input, init);
+/** Signs in with a username and password; resolves when a token is held. */
+export const login = (credentials) => main.api.login(credentials);
+/** Signs out in every tab of this browser and tells the server. */
+export const logout = () => main.api.logout();
+/** Signs out and revokes every session of the user on the server (all devices). */
+export const logoutEverywhere = () => main.api.logoutEverywhere();
+/** Resolves `true`/`false` once the start-up refresh has learnt whether a session exists. */
+export const ready = () => main.api.ready();
+/** Whether a session is held now (synchronous; `false` before the first use). */
+export const isAuthenticated = () => main.api.isAuthenticated();
+/** The access token's public claims for display (`sub`, `exp`, …), or `null`. */
+export const claims = () => main.api.claims();
+/** Milliseconds until the held access token expires, or `undefined` without one. */
+export const expiresIn = () => main.api.expiresIn();
+/** Auth-state events (`signed_in`, `refreshed`, `signed_out`, …); returns an unsubscribe function. */
+export const onAuthStateChange = (cb) => main.api.onAuthStateChange(cb);
+/** A trace per authFetch call (method, url, steps, status, bearer); returns an unsubscribe function. */
+export const onRequest = (cb) => main.api.onRequest(cb);

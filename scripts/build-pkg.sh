@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Builds the npm package `authfetch` into pkg/:
+#   cargo build (wasm32, profile wasm-release, no_std "tiny" feature)
+#   → wasm-bindgen --target web → wasm-opt -Oz → pkg/ (+ index.js, index.d.ts, package.json)
+# then type-checks the public .d.ts against a usage file and prints a size report.
+#
+#   bash scripts/build-pkg.sh                # build (fast when nothing changed) + size report
+#   bash scripts/build-pkg.sh --check-size   # … and fail when the shipped files exceed the budget
+#
+# Size budget (issue 4): the files a browser downloads — every .js file of the package and the
+# .wasm — each compressed with `gzip -9` on its own, summed, must be ≤ 22 KB (22528 bytes).
+# (Summing individually gzipped files is what a browser fetching them one by one pays; it is a
+# little more than gzipping them together.) The .d.ts and package.json are not shipped to browsers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BUDGET=$((22 * 1024))
+check_size=0
+for arg in "$@"; do
+  case "$arg" in
+    --check-size) check_size=1 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) echo "build-pkg.sh: unknown argument: $arg" >&2; exit 2 ;;
+  esac
+done
+
+say() { printf '\033[1mbuild-pkg:\033[0m %s\n' "$*"; }
+
+CRATE=authfetch
+TARGET=wasm32-unknown-unknown
+PROFILE=wasm-release
+RAW="target/$TARGET/$PROFILE/$CRATE.wasm"
+STAGE=target/pkg-stage
+OUT=pkg
+STAMP=target/pkg.stamp
+WASM_OPT=node_modules/.bin/wasm-opt
+# The features rustc enables by default for wasm32 (and that the .wasm's target_features
+# section declares); wasm-opt must accept them, and must not use any others.
+WASM_FEATURES=(--enable-bulk-memory --enable-bulk-memory-opt --enable-nontrapping-float-to-int
+  --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue
+  --enable-call-indirect-overlong)
+
+[ -x "$WASM_OPT" ] || { echo "build-pkg.sh: $WASM_OPT missing: run scripts/bootstrap.sh" >&2; exit 1; }
+command -v wasm-bindgen >/dev/null || { echo "build-pkg.sh: wasm-bindgen missing: run scripts/bootstrap.sh" >&2; exit 1; }
+
+# 1. The release build. Cargo itself is incremental: nothing to do when nothing changed.
+say "cargo build -p $CRATE --target $TARGET --profile $PROFILE --no-default-features --features tiny"
+cargo build -q -p "$CRATE" --target "$TARGET" --profile "$PROFILE" --no-default-features --features tiny
+
+version=$(awk -F'"' '/^\[package\]/{p=1} p && /^version *=/{print $2; exit}' Cargo.toml)
+
+# 2–4 only when an input changed (the .wasm, the hand-written JS/types, this script, the tools).
+inputs_hash=$( { sha256sum "$RAW" js/index.js js/index.d.ts js/bridge.js "$0" package-lock.json;
+  wasm-bindgen --version; echo "$version"; } | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$STAMP" 2>/dev/null || true)" = "$inputs_hash" ] && [ -f "$OUT/package.json" ] \
+   && [ -f "$OUT/${CRATE}_bg.wasm" ] && [ -f "$OUT/index.js" ]; then
+  say "pkg/ is up to date"
+else
+  rm -rf "$STAGE"
+  mkdir -p "$STAGE"
+
+  # 2. JS glue + the bridge snippet. Our own index.d.ts is the package's type entry.
+  wasm-bindgen --target web --no-typescript --out-dir "$STAGE" "$RAW"
+
+  # 3. Optimise for size. Names and producers are debug data; target_features is kept.
+  "$WASM_OPT" -Oz --strip-debug --strip-producers "${WASM_FEATURES[@]}" \
+    "$STAGE/${CRATE}_bg.wasm" -o "$STAGE/${CRATE}_bg.wasm"
+
+  # The glue's JSDoc repeats the Rust docs of the internal Client class; browsers don't need it.
+  node -e '
+    const fs = require("fs");
+    const f = process.argv[1];
+    const src = fs.readFileSync(f, "utf8");
+    fs.writeFileSync(f, src.replace(/^[ \t]*\/\*\*[\s\S]*?\*\/[ \t]*\n/gm, ""));
+  ' "$STAGE/$CRATE.js"
+
+  # 4. The public entry, its types, and the manifest.
+  cp js/index.js js/index.d.ts "$STAGE/"
+  node -e '
+    const fs = require("fs");
+    const [dir, version] = process.argv.slice(1);
+    const walk = (d) => fs.readdirSync(d, { withFileTypes: true })
+      .flatMap((e) => e.isDirectory() ? walk(`${d}/${e.name}`) : [`${d}/${e.name}`]);
+    const files = walk(dir).map((f) => f.slice(dir.length + 1)).sort();
+    const pkg = {
+      name: "authfetch",
+      version,
+      description: "In-memory access tokens and a fetch drop-in with single-flight refresh, for single-page apps (Rust -> WebAssembly).",
+      license: "MIT OR Apache-2.0",
+      type: "module",
+      main: "./index.js",
+      module: "./index.js",
+      types: "./index.d.ts",
+      exports: {
+        ".": { types: "./index.d.ts", import: "./index.js", default: "./index.js" },
+        "./package.json": "./package.json",
+      },
+      files: files.concat("package.json"),
+      // The entry only defines functions; the wasm is loaded on first use. The bridge snippet
+      // captures fetch/Request/Headers when it is evaluated, which no bundler may drop or reorder
+      // away from its importer, but that is no side effect an app depends on.
+      sideEffects: false,
+      keywords: ["fetch", "auth", "jwt", "refresh-token", "wasm", "spa"],
+    };
+    fs.writeFileSync(`${dir}/package.json`, JSON.stringify(pkg, null, 2) + "\n");
+  ' "$STAGE" "$version"
+
+  # 5. Type-check the public API against a usage file (strict TypeScript).
+  node_modules/.bin/tsc -p js/tsconfig.json
+
+  # Swap into place.
+  rm -rf "$OUT"
+  mv "$STAGE" "$OUT"
+  echo "$inputs_hash" > "$STAMP"
+  say "wrote $OUT/ (authfetch $version)"
+fi
+
+# 6. Size report: every shipped file, raw / gzip -9 / brotli (quality 11).
+total_gz=0
+printf '\n%-58s %9s %9s %9s\n' "shipped file" "raw" "gzip -9" "brotli"
+while IFS= read -r f; do
+  raw=$(wc -c < "$f")
+  gz=$(gzip -9 -n -c "$f" | wc -c)
+  br=$(node -e 'const z=require("zlib"),fs=require("fs");process.stdout.write(String(z.brotliCompressSync(fs.readFileSync(process.argv[1]),{params:{[z.constants.BROTLI_PARAM_QUALITY]:11}}).length))' "$f")
+  total_gz=$((total_gz + gz))
+  printf '%-58s %9d %9d %9d\n' "${f#"$OUT"/}" "$raw" "$gz" "$br"
+done < <(find "$OUT" -type f \( -name '*.js' -o -name '*.wasm' \) | sort)
+printf '%-58s %9s %9d %9s\n' "total (each file gzipped on its own, summed)" "" "$total_gz" ""
+printf 'budget: %d bytes (22 KB) gzip -9; goal: 15 KB\n' "$BUDGET"
+
+if [ "$check_size" = 1 ]; then
+  if [ "$total_gz" -gt "$BUDGET" ]; then
+    echo "build-pkg.sh: size budget exceeded: $total_gz > $BUDGET bytes (gzip -9, summed per file)" >&2
+    exit 1
+  fi
+  say "size budget ok: $total_gz ≤ $BUDGET bytes"
+fi
