@@ -186,6 +186,18 @@ impl Verifier {
         self.map_inner(|i| i.revocation = Some(check))
     }
 
+    /// Changes how long a fetched JWKS is trusted (default [`JWKS_CACHE_TTL`]) and the minimum
+    /// time between two fetches triggered by unknown `kid`s (default [`JWKS_MIN_REFETCH`]).
+    /// No effect on verifiers with local keys. Must be called before the verifier is cloned.
+    pub fn jwks_refresh_policy(self, cache_ttl: Duration, min_refetch: Duration) -> Self {
+        self.map_inner(|i| {
+            if let KeySource::Remote(r) = &mut i.keys {
+                r.cache_ttl = cache_ttl;
+                r.min_refetch = min_refetch;
+            }
+        })
+    }
+
     /// Replaces the clock (tests). Must be called before the verifier is cloned.
     pub fn clock(self, clock: Arc<dyn Clock>) -> Self {
         self.map_inner(|i| i.clock = clock)
@@ -365,6 +377,8 @@ struct RemoteJwks {
     /// Held while fetching (single flight); holds the time of the last fetch attempt.
     fetch: tokio::sync::Mutex<Option<Instant>>,
     fetches: AtomicU64,
+    cache_ttl: Duration,
+    min_refetch: Duration,
 }
 
 impl RemoteJwks {
@@ -380,12 +394,14 @@ impl RemoteJwks {
             cache: std::sync::RwLock::new((HashMap::new(), None)),
             fetch: tokio::sync::Mutex::new(None),
             fetches: AtomicU64::new(0),
+            cache_ttl: JWKS_CACHE_TTL,
+            min_refetch: JWKS_MIN_REFETCH,
         }
     }
 
     fn cached(&self, kid: &str) -> (Option<PublicKey>, bool) {
         let c = self.cache.read().unwrap_or_else(|e| e.into_inner());
-        let fresh = c.1.is_some_and(|t| t.elapsed() < JWKS_CACHE_TTL);
+        let fresh = c.1.is_some_and(|t| t.elapsed() < self.cache_ttl);
         (c.0.get(kid).cloned(), fresh)
     }
 
@@ -399,7 +415,7 @@ impl RemoteJwks {
         if hit.is_some() && fresh {
             return hit;
         }
-        let recently = last.is_some_and(|t| t.elapsed() < JWKS_MIN_REFETCH);
+        let recently = last.is_some_and(|t| t.elapsed() < self.min_refetch);
         if recently && fresh {
             // Unknown kid, but we fetched moments ago: do not let token spam hammer the JWKS.
             return hit;
