@@ -8,12 +8,23 @@
 //   bearer  — GET /api/me with one static ES256 bearer (verification cost)
 //   login   — POST /auth/login (Argon2id m=19456 KiB, t=2 on authfetch-server)
 //
-//   node bench/server/server.mjs [--out bench/results/server.json] [--quick] [--only authfetch|node-ref]
+// The authfetch peer is bench/server-harness (`authfetch-bench-server`): authfetch-server's own
+// library and command line with only the per-IP/per-account rate limits raised (the binary has
+// no flag for that, and its defaults — 600 refreshes/min/IP — would answer a one-address load
+// test with 429s). BENCH_SERVER_BIN overrides the binary (e.g. target/release/authfetch-server
+// once it grows such a flag; pass it in BENCH_SERVER_FLAGS).
+//
+// --profile: during the last run of every scenario, `perf record` (cpu-clock, call graphs) the
+// server process and write the top symbols to bench/results/profile-<peer>-<scenario>.txt
+// (node-ref is then started with --perf-basic-prof so that JIT frames have names).
+//
+//   node bench/server/server.mjs [--out bench/results/server.json] [--quick] [--only authfetch|node-ref] [--profile] [--runs N]
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawn, execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { summarize, format } from './perf-summary.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const bench = path.resolve(here, '..');
@@ -22,13 +33,18 @@ const args = process.argv.slice(2);
 const outPath = args.includes('--out') ? args[args.indexOf('--out') + 1] : null;
 const quick = args.includes('--quick');
 const only = args.includes('--only') ? args[args.indexOf('--only') + 1] : null;
+const profile = args.includes('--profile');
+const onlyScenario = args.includes('--scenario') ? args[args.indexOf('--scenario') + 1] : null;
 
-const RUNS = quick ? 1 : 5;
+const RUNS = args.includes('--runs') ? Number(args[args.indexOf('--runs') + 1]) : quick ? 1 : 5;
 const DURATION = quick ? 2 : 4; // seconds measured per run (after WARMUP)
 const WARMUP = 1;
 const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 64);
 const LOADGEN = path.join(bench, 'loadgen', 'target', 'release', 'authfetch-loadgen');
-const SERVER_BIN = path.join(root, 'target', 'release', 'authfetch-server');
+const SERVER_BIN = process.env.BENCH_SERVER_BIN
+  ? path.resolve(process.env.BENCH_SERVER_BIN)
+  : path.join(root, 'target', 'release', 'authfetch-bench-server');
+const RESULTS = path.join(bench, 'results');
 const USERS = 'alice:alice-password,bob:bob-password';
 const cpus = os.cpus().length;
 const SERVER_CPU = '0';
@@ -58,7 +74,7 @@ const PEERS = {
   'node-ref': () => ({
     name: 'node-ref (node:http + jose + better-sqlite3)',
     cmd: process.execPath,
-    args: (dir) => [path.join(bench, 'node-ref', 'server.mjs'), '--listen', '127.0.0.1:0', '--data-dir', dir],
+    args: (dir) => [...(profile ? ['--perf-basic-prof'] : []), path.join(bench, 'node-ref', 'server.mjs'), '--listen', '127.0.0.1:0', '--data-dir', dir],
   }),
 };
 
@@ -96,22 +112,53 @@ function rssKiB(pid) {
   const get = (k) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(st)?.[1] ?? NaN);
   return { hwm: get('VmHWM'), rss: get('VmRSS') };
 }
+// CPU seconds (user + system, all threads) the process has used so far.
+const CLK_TCK = (() => { try { return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100; } catch { return 100; } })();
+function cpuSeconds(pid) {
+  const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(f[11]) + Number(f[12])) / CLK_TCK; // utime, stime (fields 14, 15)
+}
 function resetPeak(pid) { try { fs.writeFileSync(`/proc/${pid}/clear_refs`, '5'); return true; } catch { return false; } }
 
-function run(cmd, argv, timeoutMs) {
+function run(cmd, argv, timeoutMs, onErr = null) {
   return new Promise((resolve) => {
     const c = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '', err = '';
     c.stdout.on('data', (d) => { out += d; });
-    c.stderr.on('data', (d) => { err += d; });
+    c.stderr.on('data', (d) => { err += d; if (onErr) onErr(err); });
     const t = setTimeout(() => c.kill('SIGKILL'), timeoutMs);
     c.on('exit', (code) => { clearTimeout(t); resolve({ code, out, err }); });
   });
 }
 
-async function loadgen(mode, addr, extra = []) {
+const loadavg = () => os.loadavg().map((x) => x.toFixed(2)).join(' ');
+
+// perf record of the server process for `seconds`, then its hottest symbols (self time).
+function perfStart(pid, file) {
+  return spawn('perf', ['record', '-F', '1999', '-g', '-p', String(pid), '-o', file], { stdio: 'ignore' });
+}
+async function perfStop(p, file, outTxt) {
+  const done = new Promise((r) => p.once('exit', r));
+  p.kill('SIGINT');
+  await done;
+  let s = null;
+  try {
+    s = summarize(file);
+    fs.writeFileSync(outTxt, `# perf record -F 1999 -g -p <server> (cpu-clock), measured load only\n${format(s)}\n`);
+  } catch (e) {
+    fs.writeFileSync(outTxt, `perf report failed: ${e}\n`);
+  }
+  fs.rmSync(file, { force: true });
+  return s;
+}
+
+// onStart: called once the load generator has finished its set-up (logins) and starts loading.
+async function loadgen(mode, addr, extra = [], onStart = null) {
   const argv = ['-c', LOAD_CPU, LOADGEN, mode, '--addr', addr, '--users', USERS, '--warmup', String(WARMUP), ...extra];
-  const r = await run('taskset', argv, 300000);
+  let started = false;
+  const r = await run('taskset', argv, 300000, (err) => {
+    if (!started && onStart && err.includes('loadgen: load started')) { started = true; onStart(); }
+  });
   if (r.code !== 0) return { error: (r.err || r.out).trim().slice(0, 500) };
   return JSON.parse(r.out.trim().split('\n').pop());
 }
@@ -146,7 +193,7 @@ const SCENARIOS = [
   { name: 'login', mode: 'login', extra: ['--clients', '4', '--requests', '2000', '--duration', String(DURATION)] },
 ];
 
-const results = { runs: RUNS, durationS: DURATION, warmupS: WARMUP, clients: CLIENTS, serverCpu: SERVER_CPU, loadCpu: LOAD_CPU, peers: {} };
+const results = { binary: path.relative(root, SERVER_BIN), loadavgStart: loadavg(), runs: RUNS, durationS: DURATION, warmupS: WARMUP, clients: CLIENTS, serverCpu: SERVER_CPU, loadCpu: LOAD_CPU, peers: {} };
 for (const [key, mk] of Object.entries(PEERS)) {
   if (only && only !== key) continue;
   const spec = mk();
@@ -162,18 +209,43 @@ for (const [key, mk] of Object.entries(PEERS)) {
     const startRss = rssKiB(srv.pid);
     peer.idleRssKiB = startRss.rss;
     for (const sc of SCENARIOS) {
+      if (onlyScenario && onlyScenario !== sc.name) continue;
       const runs = [];
       for (let i = 0; i < RUNS; i++) {
         resetPeak(srv.pid);
-        const r = await loadgen(sc.mode, srv.addr, sc.extra);
+        const load0 = loadavg();
+        const prof = profile && i === RUNS - 1;
+        const pfile = path.join(RESULTS, `perf-${key}-${sc.name}.data`);
+        // perf attaches once the load generator's set-up (logins) is done, so that the profile
+        // shows the measured load only.
+        let perfProc = null, cpu0 = null;
+        const r = await loadgen(sc.mode, srv.addr, sc.extra, () => {
+          cpu0 = cpuSeconds(srv.pid);
+          if (prof) perfProc = perfStart(srv.pid, pfile);
+        });
+        if (cpu0 != null && !r.error) {
+          // Server CPU per request over the whole load phase (warm-up included), and how busy
+          // its core was: below ~95 % the server was not the bottleneck (or shared its core).
+          const dcpu = cpuSeconds(srv.pid) - cpu0;
+          r.serverCpuUsPerReq = r.sent_total ? (dcpu * 1e6) / r.sent_total : null;
+          r.serverCpuBusy = r.load_s ? dcpu / r.load_s : null;
+        }
+        if (perfProc) {
+          const txt = path.join(RESULTS, `profile-${key}-${sc.name}.txt`);
+          r.profile = await perfStop(perfProc, pfile, txt);
+        }
         r.peakRssKiB = rssKiB(srv.pid).hwm;
+        r.loadavgBefore = load0;
+        r.loadavgAfter = loadavg();
         runs.push(r);
-        process.stderr.write(`  ${key} ${sc.name} #${i + 1}: ${r.error ? 'ERROR ' + r.error : `${r.rps.toFixed(0)} req/s p50 ${r.p50_us} µs p99 ${r.p99_us} µs errors ${r.errors} ${JSON.stringify(r.statuses)}`} rss ${r.peakRssKiB} KiB\n`);
+        process.stderr.write(`  ${key} ${sc.name} #${i + 1}: ${r.error ? 'ERROR ' + r.error : `${r.rps.toFixed(0)} req/s p50 ${r.p50_us} µs p99 ${r.p99_us} µs errors ${r.errors} ${JSON.stringify(r.statuses)} cpu ${r.serverCpuUsPerReq?.toFixed(0)} µs/req busy ${(100 * (r.serverCpuBusy ?? 0)).toFixed(0)}%`} rss ${r.peakRssKiB} KiB load ${load0} → ${r.loadavgAfter}\n`);
       }
       const ok = runs.filter((r) => !r.error);
       peer.scenarios[sc.name] = {
         rps: med(ok.map((r) => r.rps)), p50_us: med(ok.map((r) => r.p50_us)), p99_us: med(ok.map((r) => r.p99_us)),
         errors: ok.reduce((a, r) => a + r.errors, 0), requests: ok.reduce((a, r) => a + r.requests, 0),
+        serverCpuUsPerReq: med(ok.map((r) => r.serverCpuUsPerReq)), serverCpuBusy: med(ok.map((r) => r.serverCpuBusy)),
+        profile: runs.map((r) => r.profile).find(Boolean) ?? null,
         peakRssKiB: Math.max(...runs.map((r) => r.peakRssKiB)), failedRuns: runs.length - ok.length, runs,
       };
     }
@@ -198,7 +270,7 @@ console.log(`server load: median of ${RUNS} runs × ${DURATION} s (+${WARMUP} s 
 for (const [key, p] of Object.entries(results.peers)) {
   if (p.missing) { console.log(`${key}: missing`); continue; }
   for (const [sc, v] of Object.entries(p.scenarios)) {
-    console.log(`  ${key.padEnd(10)} ${sc.padEnd(8)} ${String(Math.round(v.rps ?? 0)).padStart(7)} req/s  p50 ${String(v.p50_us).padStart(6)} µs  p99 ${String(v.p99_us).padStart(6)} µs  errors ${v.errors}/${v.requests}  peak RSS ${(v.peakRssKiB / 1024).toFixed(1)} MiB`);
+    console.log(`  ${key.padEnd(10)} ${sc.padEnd(8)} ${String(Math.round(v.rps ?? 0)).padStart(7)} req/s  p50 ${String(v.p50_us).padStart(6)} µs  p99 ${String(v.p99_us).padStart(6)} µs  errors ${v.errors}/${v.requests}  peak RSS ${(v.peakRssKiB / 1024).toFixed(1)} MiB  server CPU ${v.serverCpuUsPerReq?.toFixed(0)} µs/req (core ${(100 * (v.serverCpuBusy ?? 0)).toFixed(0)}% busy)`);
   }
   if (p.wrkBearer) console.log(`  ${key.padEnd(10)} wrk /api/me ${Math.round(p.wrkBearer.rps)} req/s  p50 ${p.wrkBearer.p50_us} µs  p99 ${p.wrkBearer.p99_us} µs  non-2xx ${p.wrkBearer.non2xx}`);
 }

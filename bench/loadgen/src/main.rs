@@ -83,7 +83,9 @@ fn parse_args() -> Args {
             "--addr" => a.addr = v.parse().unwrap_or_else(|_| usage()),
             "--clients" => a.clients = v.parse().unwrap_or_else(|_| usage()),
             "--requests" => a.requests = v.parse().unwrap_or_else(|_| usage()),
-            "--duration" => a.duration = Duration::from_secs_f64(v.parse().unwrap_or_else(|_| usage())),
+            "--duration" => {
+                a.duration = Duration::from_secs_f64(v.parse().unwrap_or_else(|_| usage()))
+            }
             "--warmup" => a.warmup = Duration::from_secs_f64(v.parse().unwrap_or_else(|_| usage())),
             "--path" => a.path = v,
             "--threads" => a.threads = v.parse().unwrap_or_else(|_| usage()),
@@ -105,7 +107,10 @@ fn parse_args() -> Args {
         }
     }
     if !a.addr.ip().is_loopback() {
-        eprintln!("authfetch-loadgen: refusing a non-loopback address {}", a.addr);
+        eprintln!(
+            "authfetch-loadgen: refusing a non-loopback address {}",
+            a.addr
+        );
         std::process::exit(2)
     }
     a.clients = a.clients.max(1);
@@ -117,7 +122,9 @@ fn parse_args() -> Args {
 type Sender = SendRequest<Full<Bytes>>;
 
 async fn connect(addr: SocketAddr) -> Result<Sender, String> {
-    let stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     stream.set_nodelay(true).ok();
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -136,7 +143,10 @@ struct Reply {
 
 async fn send(sender: &mut Sender, req: Request<Full<Bytes>>) -> Result<Reply, String> {
     sender.ready().await.map_err(|e| format!("ready: {e}"))?;
-    let res = sender.send_request(req).await.map_err(|e| format!("send: {e}"))?;
+    let res = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("send: {e}"))?;
     let status = res.status().as_u16();
     let mut cookie = None;
     for v in res.headers().get_all(hyper::header::SET_COOKIE) {
@@ -147,8 +157,17 @@ async fn send(sender: &mut Sender, req: Request<Full<Bytes>>) -> Result<Reply, S
             }
         }
     }
-    let body = res.into_body().collect().await.map_err(|e| format!("body: {e}"))?.to_bytes();
-    Ok(Reply { status, cookie, body })
+    let body = res
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+    Ok(Reply {
+        status,
+        cookie,
+        body,
+    })
 }
 
 fn host(a: &Args) -> String {
@@ -209,12 +228,20 @@ fn json_str(s: &str) -> String {
 fn access_token(body: &[u8]) -> Option<String> {
     let s = std::str::from_utf8(body).ok()?;
     let i = s.find("\"access_token\"")? + "\"access_token\"".len();
-    let rest = s[i..].trim_start().strip_prefix(':')?.trim_start().strip_prefix('"')?;
+    let rest = s[i..]
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start()
+        .strip_prefix('"')?;
     Some(rest[..rest.find('"')?].to_string())
 }
 
 /// Logs in (retrying on 429 / transport errors until `deadline`), returning (cookie, token).
-async fn login(a: &Args, user: &(String, String), deadline: Instant) -> Result<(String, String), String> {
+async fn login(
+    a: &Args,
+    user: &(String, String),
+    deadline: Instant,
+) -> Result<(String, String), String> {
     let mut last = String::new();
     while Instant::now() < deadline {
         let mut s = match connect(a.addr).await {
@@ -249,7 +276,10 @@ async fn login(a: &Args, user: &(String, String), deadline: Instant) -> Result<(
             }
         }
     }
-    Err(format!("login as {}: gave up at the set-up deadline ({last})", user.0))
+    Err(format!(
+        "login as {}: gave up at the set-up deadline ({last})",
+        user.0
+    ))
 }
 
 #[derive(Default)]
@@ -262,6 +292,8 @@ struct ClientResult {
 
 struct Shared {
     issued: AtomicU64,
+    /// Every request sent after the set-up, warm-up included (for CPU time per request).
+    sent: AtomicU64,
     stop: AtomicBool,
     requests: u64,
     measure_from: Instant,
@@ -275,6 +307,7 @@ impl Shared {
         }
         let warm = Instant::now() < self.measure_from;
         if warm {
+            self.sent.fetch_add(1, Ordering::Relaxed);
             return Some(false);
         }
         let n = self.issued.fetch_add(1, Ordering::Relaxed);
@@ -282,6 +315,7 @@ impl Shared {
             self.stop.store(true, Ordering::Relaxed);
             return None;
         }
+        self.sent.fetch_add(1, Ordering::Relaxed);
         Some(true)
     }
 }
@@ -395,9 +429,12 @@ async fn amain(a: Args) -> Result<String, String> {
         _ => {}
     }
     let setup_s = setup_start.elapsed().as_secs_f64();
+    // A marker for bench/server/server.mjs (e.g. to attach a profiler to the measured load only).
+    eprintln!("loadgen: load started after {setup_s:.2} s of set-up");
     let start = Instant::now();
     let sh = Arc::new(Shared {
         issued: AtomicU64::new(0),
+        sent: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         requests: a.requests,
         measure_from: start + a.warmup,
@@ -406,7 +443,13 @@ async fn amain(a: Args) -> Result<String, String> {
     let token = Arc::new(token);
     let mut js = Vec::new();
     for (i, c) in cookies.into_iter().enumerate() {
-        js.push(tokio::spawn(run_client(a.clone(), sh.clone(), i, c, token.clone())));
+        js.push(tokio::spawn(run_client(
+            a.clone(),
+            sh.clone(),
+            i,
+            c,
+            token.clone(),
+        )));
     }
     let mut lat = Vec::new();
     let mut ok = 0u64;
@@ -434,13 +477,15 @@ async fn amain(a: Args) -> Result<String, String> {
         .join(",");
     Ok(format!(
         "{{\"mode\":\"{}\",\"clients\":{},\"threads\":{},\"setup_s\":{:.3},\"elapsed_s\":{:.3},\
-         \"requests\":{},\"ok\":{},\"errors\":{},\"dead_clients\":{},\"rps\":{:.1},\
+         \"sent_total\":{},\"load_s\":{:.3},\"requests\":{},\"ok\":{},\"errors\":{},\"dead_clients\":{},\"rps\":{:.1},\
          \"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"max_us\":{},\"statuses\":{{{}}}}}",
         a.mode,
         a.clients,
         a.threads,
         setup_s,
         elapsed,
+        sh.sent.load(Ordering::Relaxed),
+        (end - start).as_secs_f64(),
         total,
         ok,
         errors,
@@ -457,9 +502,14 @@ async fn amain(a: Args) -> Result<String, String> {
 fn main() {
     let a = parse_args();
     let rt = if a.threads == 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(a.threads).enable_all().build()
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(a.threads)
+            .enable_all()
+            .build()
     }
     .expect("tokio runtime");
     match rt.block_on(amain(a)) {
