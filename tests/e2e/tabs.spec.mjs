@@ -1,0 +1,349 @@
+// Many tabs, one session (issue 5): the in-tab single flight, the Web Locks refresh lock with a
+// timeout whose winner shares the new token over BroadcastChannel, and the server's grace window
+// as the backstop. One browser context (one cookie jar), several pages, the real server.
+//
+// Each tab is a minimal page on the server's origin (served by a Playwright route with the
+// server's own Content-Security-Policy) that imports /pkg/index.js and creates a client with
+// `refreshAheadSeconds: 0`, so nothing refreshes on a timer: a refresh happens only when a call
+// needs one, which makes every count below deterministic. The default server lifetime is 3 s.
+import { test, expect } from './fixtures.mjs';
+
+const COOKIE = '__Host-authfetch_rt';
+const LOCK_NAME = 'authfetch-refresh'; // src/web.rs LOCK_NAME
+const TAB_PATH = '/__tabs-e2e.html';
+const TAB_HTML = '<!doctype html><meta charset="utf-8"><title>authfetch tab</title><body></body>';
+const ALICE = { username: 'alice', password: 'alice-password' };
+const LOGGED_OUT = ['signed_out', 'session_expired'];
+
+/**
+ * Serves the tab page on the server's origin, counts the refresh requests every page sends, and
+ * collects page errors. Returns helpers bound to this context and server.
+ */
+async function harness(context, server) {
+  const csp = (await fetch(`${server.url}/`)).headers.get('content-security-policy');
+  expect(csp, 'the server sends a CSP').toBeTruthy();
+  await context.route(`${server.url}${TAB_PATH}`, (route) => route.fulfill({
+    status: 200,
+    headers: { 'content-type': 'text/html; charset=utf-8', 'content-security-policy': csp, 'cache-control': 'no-store' },
+    body: TAB_HTML,
+  }));
+  const refreshRequests = [];
+  context.on('request', (r) => {
+    if (new URL(r.url()).pathname === '/auth/refresh') refreshRequests.push({ at: Date.now(), page: r.frame()?.page() });
+  });
+  const problems = [];
+  const pages = [];
+
+  /** Opens a tab; with `client` options, imports the package and creates a client (not started). */
+  async function open(clientOptions = {}, { name = `tab${pages.length + 1}`, withClient = true } = {}) {
+    const page = await context.newPage();
+    page.on('pageerror', (e) => problems.push(`${name}: pageerror: ${e}`));
+    await page.goto(`${server.url}${TAB_PATH}`);
+    if (withClient) {
+      await page.evaluate(async (options) => {
+        const m = await import('/pkg/index.js');
+        const client = m.createAuthClient(options);
+        const events = [];
+        client.onAuthStateChange((e) => events.push({ type: e.type, at: Date.now() }));
+        const traces = [];
+        client.onRequest((t) => traces.push(t));
+        window.__tab = { client, events, traces };
+      }, { refreshAheadSeconds: 0, ...clientOptions });
+    }
+    const tab = { page, name };
+    pages.push(tab);
+    return tab;
+  }
+
+  return {
+    open,
+    problems,
+    /** Refresh requests sent by the browser so far. */
+    refreshCount: () => refreshRequests.length,
+    refreshRequests,
+  };
+}
+
+/** `client.ready()` in the tab. */
+const ready = (tab) => tab.page.evaluate(() => window.__tab.client.ready());
+const isAuthenticated = (tab) => tab.page.evaluate(() => window.__tab.client.isAuthenticated());
+const eventTypes = (tab) => tab.page.evaluate(() => window.__tab.events.map((e) => e.type));
+const login = (tab) => tab.page.evaluate((c) => window.__tab.client.login(c), ALICE);
+
+/** Fires `n` concurrent `authFetch(path)` in the tab; each settles to {status, user} or {error}. */
+function burst(tab, n, path = '/api/me') {
+  return tab.page.evaluate(async ({ n, path }) => {
+    const { client } = window.__tab;
+    const one = async () => {
+      try {
+        const r = await client.authFetch(path);
+        const body = await r.json().catch(() => null);
+        return { status: r.status, user: body && body.username };
+      } catch (e) {
+        return { error: (e && e.code) || String(e) };
+      }
+    };
+    return Promise.all(Array.from({ length: n }, one));
+  }, { n, path });
+}
+
+/** Waits until the tab holds a token that its own monotonic clock says has expired. */
+async function waitExpired(tab) {
+  await tab.page.waitForFunction(() => {
+    const c = window.__tab.client;
+    return c.isAuthenticated() && c.expiresIn() <= 0;
+  }, null, { timeout: 10_000, polling: 50 });
+}
+
+/** A page (without the package) that takes the refresh lock and never releases it. */
+async function holdLock(tab) {
+  await tab.page.evaluate((name) => new Promise((held) => {
+    navigator.locks.request(name, () => {
+      held();
+      return new Promise(() => {});
+    });
+  }), LOCK_NAME);
+}
+
+/** Server counters minus a baseline. */
+async function statsSince(server, base) {
+  const now = await server.stats();
+  return Object.fromEntries(Object.entries(now).map(([k, v]) => [k, v - (base[k] ?? 0)]));
+}
+
+test('5 tabs × 20 concurrent calls with an expired token: all 100 succeed, nobody is logged out, one refresh', async ({ context, server }) => {
+  const h = await harness(context, server);
+  // Three tabs open before the login (they learn it over the channel), two after (they take the
+  // token from a live tab instead of refreshing).
+  const early = [await h.open(), await h.open(), await h.open()];
+  expect(await Promise.all(early.map(ready))).toEqual([false, false, false]);
+  await login(early[0]);
+  for (const t of early) await expect.poll(() => isAuthenticated(t)).toBe(true);
+
+  const refreshesBeforeNewTabs = h.refreshCount();
+  const late = [await h.open(), await h.open()];
+  expect(await Promise.all(late.map(ready))).toEqual([true, true]);
+  expect(h.refreshCount(), 'a new tab takes the token from a live tab, no refresh').toBe(refreshesBeforeNewTabs);
+  const tabs = [...early, ...late];
+
+  // Deterministic expiry: every tab's token has run out before anything is fired.
+  await Promise.all(tabs.map(waitExpired));
+  const base = await server.stats();
+  const before = h.refreshCount();
+
+  const results = await Promise.all(tabs.map((t) => burst(t, 20)));
+
+  const flat = results.flat();
+  expect(flat).toHaveLength(100);
+  expect(flat.filter((r) => r.status === 200 && r.user === 'alice')).toHaveLength(100);
+  const refreshes = h.refreshCount() - before;
+  const delta = await statsSince(server, base);
+  console.log(`[tabs] 5 tabs × 20 calls: ${refreshes} refresh request(s) from the browser; server: refresh=${delta.refresh} grace=${delta.refresh_grace} failed=${delta.refresh_failed}`);
+  test.info().annotations.push({ type: 'refreshes', description: String(refreshes) });
+  // At most one refresh for the whole browser; and at least one, since every token had expired.
+  expect(refreshes).toBe(1);
+  expect(delta.refresh).toBe(1);
+  expect(delta.refresh_grace).toBe(0);
+  expect(delta.refresh_failed).toBe(0);
+  expect(delta.reuse_detected).toBe(0);
+  for (const t of tabs) {
+    const types = await eventTypes(t);
+    expect(types.filter((e) => [...LOGGED_OUT, 'refresh_failed'].includes(e)), `${t.name} events ${types}`).toEqual([]);
+    expect(types, `${t.name} got the new token`).toContain('refreshed');
+    expect(await isAuthenticated(t)).toBe(true);
+  }
+  expect(h.problems).toEqual([]);
+});
+
+test('a tab closed while it holds the refresh lock does not block the other tabs', async ({ context, server }) => {
+  const h = await harness(context, server);
+  const LOCK_TIMEOUT = 4000;
+  const a = await h.open({ lockTimeoutMs: LOCK_TIMEOUT });
+  const b = await h.open({ lockTimeoutMs: LOCK_TIMEOUT });
+  await Promise.all([ready(a), ready(b)]);
+  await login(a);
+  await expect.poll(() => isAuthenticated(b)).toBe(true);
+  const holder = await h.open({}, { name: 'holder', withClient: false });
+  await holdLock(holder);
+  await Promise.all([waitExpired(a), waitExpired(b)]);
+  const base = await server.stats();
+  const before = h.refreshCount();
+
+  const started = Date.now();
+  const calls = Promise.all([burst(a, 5), burst(b, 5)]);
+  let settled = false;
+  calls.then(() => { settled = true; }, () => { settled = true; });
+  await a.page.waitForTimeout(800);
+  expect(settled, 'the calls wait while another tab holds the lock').toBe(false);
+  expect(h.refreshCount() - before, 'no refresh while the lock is held').toBe(0);
+
+  const closedAt = Date.now();
+  await holder.page.close();
+  const results = (await calls).flat();
+  const afterClose = Date.now() - closedAt;
+  console.log(`[tabs] lock holder closed after ${closedAt - started} ms; calls done ${afterClose} ms later (lock timeout ${LOCK_TIMEOUT} ms)`);
+  expect(results.every((r) => r.status === 200 && r.user === 'alice'), JSON.stringify(results)).toBe(true);
+  // Released by the close itself, well before the lock timeout would have let them go.
+  expect(afterClose).toBeLessThan(LOCK_TIMEOUT - (closedAt - started) - 1000);
+  expect(h.refreshCount() - before).toBe(1);
+  const delta = await statsSince(server, base);
+  expect(delta.reuse_detected).toBe(0);
+  for (const t of [a, b]) expect((await eventTypes(t)).filter((e) => LOGGED_OUT.includes(e))).toEqual([]);
+  expect(h.problems).toEqual([]);
+});
+
+test('a lock that is never released delays the other tabs by the lock timeout, then they refresh anyway', async ({ context, server }) => {
+  const h = await harness(context, server);
+  const LOCK_TIMEOUT = 1500;
+  const a = await h.open({ lockTimeoutMs: LOCK_TIMEOUT });
+  const b = await h.open({ lockTimeoutMs: LOCK_TIMEOUT });
+  await Promise.all([ready(a), ready(b)]);
+  await login(a);
+  await expect.poll(() => isAuthenticated(b)).toBe(true);
+  const holder = await h.open({}, { name: 'holder', withClient: false });
+  await holdLock(holder);
+  await Promise.all([waitExpired(a), waitExpired(b)]);
+  const base = await server.stats();
+
+  const started = Date.now();
+  const results = (await Promise.all([burst(a, 5), burst(b, 5)])).flat();
+  const took = Date.now() - started;
+  const delta = await statsSince(server, base);
+  console.log(`[tabs] lock held forever: calls done after ${took} ms (lock timeout ${LOCK_TIMEOUT} ms); server: refresh=${delta.refresh} grace=${delta.refresh_grace}`);
+  expect(results.every((r) => r.status === 200 && r.user === 'alice'), JSON.stringify(results)).toBe(true);
+  expect(took).toBeGreaterThanOrEqual(LOCK_TIMEOUT - 100);
+  expect(took).toBeLessThan(LOCK_TIMEOUT + 2500);
+  // Both tabs gave up waiting at about the same time; the grace window keeps them signed in.
+  expect(delta.refresh + delta.refresh_grace).toBeGreaterThanOrEqual(1);
+  expect(delta.refresh + delta.refresh_grace).toBeLessThanOrEqual(2);
+  expect(delta.refresh_failed).toBe(0);
+  expect(delta.reuse_detected).toBe(0);
+  for (const t of [a, b]) expect((await eventTypes(t)).filter((e) => LOGGED_OUT.includes(e))).toEqual([]);
+  expect(h.problems).toEqual([]);
+});
+
+test('logout in one tab: every other tab reports signed_out within a second and gets 401 without a refresh', async ({ context, server }) => {
+  const h = await harness(context, server);
+  const tabs = [await h.open(), await h.open(), await h.open()];
+  await Promise.all(tabs.map(ready));
+  await login(tabs[0]);
+  for (const t of tabs) await expect.poll(() => isAuthenticated(t)).toBe(true);
+  // Every tab holds a working token.
+  for (const t of tabs) expect(await burst(t, 1)).toEqual([{ status: 200, user: 'alice' }]);
+
+  const base = await server.stats();
+  const before = h.refreshCount();
+  const loggedOutAt = await tabs[0].page.evaluate(async () => {
+    const at = Date.now();
+    await window.__tab.client.logout();
+    return at;
+  });
+  for (const t of tabs.slice(1)) {
+    await t.page.waitForFunction(() => window.__tab.events.some((e) => e.type === 'signed_out'), null, { timeout: 2000 });
+    const at = await t.page.evaluate(() => window.__tab.events.find((e) => e.type === 'signed_out').at);
+    expect(at - loggedOutAt, `${t.name} heard of the logout`).toBeLessThanOrEqual(1000);
+    expect(await isAuthenticated(t)).toBe(false);
+  }
+  expect(await eventTypes(tabs[0])).toContain('signed_out');
+
+  // Their next call goes out without a bearer and gets the server's 401: no refresh is attempted.
+  for (const t of tabs.slice(1)) {
+    expect(await burst(t, 1)).toEqual([{ status: 401, user: undefined }]);
+    const trace = await t.page.evaluate(() => window.__tab.traces.at(-1));
+    expect(trace.bearer).toBe(false);
+    expect(trace.steps).not.toContain('refreshed');
+  }
+  expect(h.refreshCount() - before).toBe(0);
+  const delta = await statsSince(server, base);
+  expect(delta.logout).toBe(1);
+  expect(delta.refresh + delta.refresh_grace + delta.refresh_failed).toBe(0);
+  expect(h.problems).toEqual([]);
+});
+
+test.describe('with a 1-second grace window', () => {
+  test.use({ serverArgs: ['--access-ttl', '3s', '--grace', '1s', '--demo', '--debug-stats'] });
+
+  test('the old refresh cookie replayed after the grace window kills the session in every tab', async ({ context, server }) => {
+    const h = await harness(context, server);
+    const tabs = [await h.open(), await h.open(), await h.open()];
+    await Promise.all(tabs.map(ready));
+    await login(tabs[0]);
+    for (const t of tabs) await expect.poll(() => isAuthenticated(t)).toBe(true);
+    const cookieOf = async () => (await context.cookies(server.url)).find((c) => c.name === COOKIE);
+    const stolen = await cookieOf();
+    expect(stolen, 'the refresh cookie is set').toBeTruthy();
+
+    // The session goes on: the token runs out, one tab refreshes, the cookie rotates.
+    await Promise.all(tabs.map(waitExpired));
+    expect((await Promise.all(tabs.map((t) => burst(t, 3)))).flat().every((r) => r.status === 200)).toBe(true);
+    const rotated = await cookieOf();
+    expect(rotated.value).not.toBe(stolen.value);
+
+    // Past the grace window, the old cookie is replayed from outside the browser.
+    await tabs[0].page.waitForTimeout(1500);
+    const base = await server.stats();
+    const replay = await fetch(`${server.url}/auth/refresh`, {
+      method: 'POST',
+      headers: { 'x-authfetch': '1', origin: server.url, cookie: `${COOKIE}=${stolen.value}` },
+    });
+    expect(replay.status).toBe(401);
+    expect((await statsSince(server, base)).reuse_detected).toBe(1);
+
+    // Every tab finds out at its next call: the family is dead, its tokens are refused.
+    const results = (await Promise.all(tabs.map((t) => burst(t, 2)))).flat();
+    expect(results.some((r) => r.status === 200), JSON.stringify(results)).toBe(false);
+    for (const r of results) {
+      expect(r.error === 'ERR_SESSION_EXPIRED' || r.error === 'ERR_SIGNED_OUT' || r.status === 401, JSON.stringify(r)).toBe(true);
+    }
+    for (const t of tabs) {
+      await expect.poll(() => isAuthenticated(t), { message: `${t.name} signed out` }).toBe(false);
+      const types = await eventTypes(t);
+      expect(types.some((e) => LOGGED_OUT.includes(e)), `${t.name} events ${types}`).toBe(true);
+    }
+    expect((await statsSince(server, base)).refresh).toBe(0);
+    expect(h.problems).toEqual([]);
+  });
+});
+
+test.describe('without Web Locks and BroadcastChannel', () => {
+  test('two tabs refreshing at once stay signed in thanks to the server grace window', async ({ context, server }) => {
+    await context.addInitScript(() => {
+      delete Navigator.prototype.locks;
+      delete globalThis.BroadcastChannel;
+    });
+    const h = await harness(context, server);
+    const a = await h.open();
+    const b = await h.open();
+    expect(await a.page.evaluate(() => ['locks' in navigator, typeof BroadcastChannel])).toEqual([false, 'undefined']);
+    expect(await ready(a)).toBe(false);
+    await login(a);
+    // No channel: the second tab bootstraps through its own refresh.
+    expect(await ready(b)).toBe(true);
+    await Promise.all([waitExpired(a), waitExpired(b)]);
+
+    // Hold the first refresh request until the second one arrives, so both carry the same cookie.
+    let arrived = 0;
+    let release;
+    const bothArrived = new Promise((r) => { release = r; });
+    await context.route(`${server.url}/auth/refresh`, async (route) => {
+      if (++arrived === 2) release();
+      await Promise.race([bothArrived, new Promise((r) => setTimeout(r, 3000))]);
+      await route.continue();
+    });
+    const base = await server.stats();
+    const results = (await Promise.all([burst(a, 10), burst(b, 10)])).flat();
+    const delta = await statsSince(server, base);
+    console.log(`[tabs] no locks/channel: server refresh=${delta.refresh} grace=${delta.refresh_grace} failed=${delta.refresh_failed}`);
+    expect(arrived, 'one refresh per tab (single flight within each tab)').toBe(2);
+    expect(results.every((r) => r.status === 200 && r.user === 'alice'), JSON.stringify(results)).toBe(true);
+    expect(delta.refresh).toBe(1);
+    expect(delta.refresh_grace).toBe(1);
+    expect(delta.refresh_failed).toBe(0);
+    expect(delta.reuse_detected).toBe(0);
+    for (const t of [a, b]) {
+      expect((await eventTypes(t)).filter((e) => LOGGED_OUT.includes(e))).toEqual([]);
+      expect(await isAuthenticated(t)).toBe(true);
+    }
+    expect(h.problems).toEqual([]);
+  });
+});
