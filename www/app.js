@@ -65,7 +65,7 @@ function render(phase) {
     state.username = null;
     $('response').hidden = true;
   }
-  updateTheftButtons();
+  renderTheft();
 }
 
 const CLAIM_NOTES = {
@@ -255,12 +255,14 @@ function wireCalls() {
     button.disabled = true;
     try {
       const username = $('username').value.trim();
+      state.username = username; // known already: the signed_in event needs no /api/me to name the user
       await login({ username, password: $('password').value });
       state.username = username;
       $('password').value = '';
       render('ready');
       $('who').textContent = username;
     } catch (err) {
+      if (!isAuthenticated()) state.username = null;
       error.textContent = err && err.code === 'ERR_INVALID_CREDENTIALS'
         ? 'Wrong username or password.'
         : `Sign-in failed — ${errorText(err)}`;
@@ -285,24 +287,14 @@ function wireCalls() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Stolen refresh token. The page cannot read the HttpOnly cookie, so the demo server (only with
-// --demo) offers POST /debug/steal, which snapshots the cookie server-side and returns an opaque
-// ticket, and POST /debug/replay {ticket}, which replays the snapshot against the refresh
-// endpoint as an attacker would and reports the outcome. Without those routes the card explains
-// how to do it by hand with DevTools and curl.
+// Stolen refresh token. Done honestly: the page cannot read the HttpOnly cookie (that is the
+// point), so the person plays the thief with DevTools and curl, and this card only follows the
+// story from the page's side — it watches the auth events for the rotation and, after the
+// replay, for the server revoking the session.
 
-const theft = { ticket: null, stolenAt: 0, refreshedSince: false };
-const DEBUG_HEADERS = { 'x-authfetch': '1', 'content-type': 'application/json' };
-
-async function probeTheftRoutes() {
-  try {
-    // A GET on a POST-only route: 405 means the route exists; 404 means this server lacks it.
-    const res = await fetch('/debug/steal', { method: 'GET', cache: 'no-store' });
-    return res.status !== 404;
-  } catch {
-    return false;
-  }
-}
+const COPIED_PLACEHOLDER = 'PASTE_THE_COPIED_VALUE';
+const DEMO_GRACE_S = 15; // authfetch-server's default --grace, which `npm run demo` uses
+const theft = { startedAt: 0, rotatedAt: 0, revoked: false };
 
 function theftStatus(text, tone = 'info') {
   const p = $('theft-status');
@@ -310,61 +302,68 @@ function theftStatus(text, tone = 'info') {
   p.className = `theft-status theft-${tone}`;
 }
 
-function updateTheftButtons() {
-  const signedIn = isAuthenticated();
-  $('steal-button').disabled = !signedIn;
-  $('replay-button').disabled = !theft.ticket;
-  if (!signedIn && !theft.ticket) theftStatus('Sign in first.', 'info');
+function theftStep(id, done, current, note) {
+  const li = $(`theft-step-${id}`);
+  li.classList.toggle('is-done', done);
+  li.classList.toggle('is-current', current);
+  if (note !== undefined) {
+    const n = $(`theft-note-${id}`);
+    if (n) n.textContent = note;
+  }
 }
 
-function wireTheft(live) {
-  $('theft-live').hidden = !live;
+function renderTheft() {
+  const signedIn = isAuthenticated();
+  const { revoked } = theft;
+  const started = theft.startedAt > 0;
+  const rotated = theft.rotatedAt > 0;
+  const since = rotated ? (Date.now() - theft.rotatedAt) / 1000 : 0;
+  const pastGrace = rotated && (revoked || since >= DEMO_GRACE_S);
+  $('theft-start').disabled = !signedIn || (started && !revoked);
+  theftStep('copy', started, signedIn && !started);
+  theftStep('rotate', rotated, started && !rotated && !revoked,
+    rotated ? `✓ Rotated at ${new Date(theft.rotatedAt).toLocaleTimeString([], { hour12: false })}: your copy is now an old token.`
+      : started && !revoked ? 'Waiting for a refresh…' : '');
+  theftStep('grace', pastGrace, rotated && !pastGrace,
+    !rotated || revoked ? '' : pastGrace ? `✓ ${Math.floor(since)} s since the rotation.`
+      : `${Math.floor(since)} s since the rotation…`);
+  theftStep('replay', revoked, pastGrace && !revoked);
+  theftStep('result', revoked, false,
+    revoked ? '✓ The server revoked the session: signed out here and in every other tab.' : '');
+}
+
+function theftEvent(type) {
+  if (!theft.startedAt || theft.revoked) return;
+  if (type === 'refreshed' && !theft.rotatedAt) {
+    theft.rotatedAt = Date.now();
+    theftStatus('The cookie rotated. Wait out the grace window, then run the curl command below.', 'info');
+  } else if (type === 'session_expired') {
+    theft.revoked = true;
+    theftStatus('Reuse detected: an old refresh token came back, so the server revoked the whole session. '
+      + 'The thief\'s copy is worthless, and so is every token of this session.', 'bad');
+  } else if (type === 'signed_out') {
+    theft.startedAt = 0;
+    theft.rotatedAt = 0;
+    theftStatus('You signed out, which also revoked the session: the copy is worthless now. Sign in to try again.', 'info');
+  }
+  renderTheft();
+}
+
+function wireTheft() {
   $('curl-snippet').textContent = [
     `curl -i -X POST ${location.origin}/auth/refresh \\`,
-    `  -H 'x-authfetch: 1' -H 'origin: ${location.origin}' \\`,
-    "  -H 'cookie: __Host-authfetch_rt=<the value you copied>'",
+    "  -H 'x-authfetch: 1' \\",
+    `  -H 'cookie: __Host-authfetch_rt=${COPIED_PLACEHOLDER}'`,
   ].join('\n');
-  if (!live) return;
-  $('steal-button').addEventListener('click', async () => {
-    try {
-      const res = await fetch('/debug/steal', { method: 'POST', headers: DEBUG_HEADERS, credentials: 'same-origin' });
-      if (!res.ok) throw new Error(`HTTP ${res.status}`);
-      const body = await res.json();
-      theft.ticket = body.ticket ?? 'stolen';
-      theft.stolenAt = Date.now();
-      theft.refreshedSince = false;
-      theftStatus('Cookie copied. Now keep using the app until the event log shows "refreshed" — the cookie rotates, '
-        + 'and the copy becomes an old token.', 'info');
-    } catch (err) {
-      theftStatus(`Could not snapshot the cookie: ${errorText(err)}`, 'bad');
-    }
-    updateTheftButtons();
+  $('theft-start').addEventListener('click', () => {
+    theft.startedAt = Date.now();
+    theft.rotatedAt = 0;
+    theft.revoked = false;
+    theftStatus('Now keep using the app (GET /api/me) until the event log shows "refreshed".', 'info');
+    renderTheft();
   });
-  $('replay-button').addEventListener('click', async () => {
-    try {
-      const res = await fetch('/debug/replay', {
-        method: 'POST',
-        headers: DEBUG_HEADERS,
-        body: JSON.stringify({ ticket: theft.ticket }),
-      });
-      const body = await res.json().catch(() => ({}));
-      const status = body.status ?? res.status;
-      if (status === 401) {
-        theft.ticket = null;
-        theftStatus('The server saw an old refresh token come back: reuse detected, the whole session is revoked. '
-          + 'Every tab signs out at its next request or refresh — try GET /api/me.', 'bad');
-      } else {
-        theftStatus(theft.refreshedSince
-          ? `Replay answered ${status}: still inside the grace window that forgives racing tabs. Wait a few seconds and replay again.`
-          : `Replay answered ${status}: the copy was still the current token, so the thief got in — and now your own `
-            + 'next refresh presents an old token, which kills the session for both. Try waiting for a refresh first.',
-        'warn');
-      }
-    } catch (err) {
-      theftStatus(`Replay failed: ${errorText(err)}`, 'bad');
-    }
-    updateTheftButtons();
-  });
+  setInterval(() => { if (theft.rotatedAt && !theft.revoked) renderTheft(); }, 500);
+  renderTheft();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -404,22 +403,33 @@ async function pollStats() {
 // ---------------------------------------------------------------------------------------------
 // Start-up
 
+/** authfetch could not start (most likely: a CSP without 'wasm-unsafe-eval'). Say so plainly. */
+function showFatal(err) {
+  const box = $('fatal');
+  box.textContent = err && err.code === 'ERR_UNSUPPORTED'
+    ? 'authfetch could not start (ERR_UNSUPPORTED): this browser refused to compile its WebAssembly module. '
+      + "The page's Content-Security-Policy must allow it with script-src 'self' 'wasm-unsafe-eval'."
+    : `authfetch could not start — ${errorText(err)}`;
+  box.setAttribute('role', 'alert');
+  box.hidden = false;
+}
+
 async function main() {
   render('loading');
   onRequest(logRequest);
   onAuthStateChange((event) => {
     logEvent(event);
-    if (event && event.type === 'refreshed' && theft.ticket) theft.refreshedSince = true;
     render('ready');
+    theftEvent(event && event.type);
   });
   wireCalls();
-  wireTheft(await probeTheftRoutes());
+  wireTheft();
 
   let signedIn = false;
   try {
     signedIn = await ready(); // the start-up silent refresh: is there a session cookie?
   } catch (err) {
-    logEvent({ type: errorText(err) });
+    showFatal(err);
   }
   render('ready');
   if (!signedIn) $('username').focus();

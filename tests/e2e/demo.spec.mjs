@@ -137,28 +137,35 @@ test('sign in, see the public claims and a countdown, call the API, watch a sile
   expect(problems).toEqual([]);
 });
 
-test('a request whose token the server rejects shows 401 → refreshed → retried → 200', async ({ page, server }) => {
-  const problems = watchForProblems(page);
-  await open(page, `${server.url}/`);
-  await signIn(page);
-  // Make the next /api/me answer 401 as a server does for a revoked or expired token; the refresh
-  // and the retry then go to the real server.
-  let rejected = 0;
-  await page.route('**/api/me', async (route) => {
-    if (rejected++ === 0) {
-      await route.fulfill({ status: 401, headers: { 'www-authenticate': 'Bearer error="invalid_token"' }, body: '' });
-    } else {
-      await route.continue();
-    }
+test.describe('with a 30-second token (no background refresh during the test)', () => {
+  test.use({ serverArgs: ['--access-ttl', '30s', '--grace', `${GRACE_S}s`, '--demo', '--debug-stats'] });
+
+  test('a request whose token the server rejects shows 401 → refreshed → retried → 200', async ({ page, server }) => {
+    const problems = watchForProblems(page);
+    await open(page, `${server.url}/`);
+    await signIn(page);
+    // Make the next /api/me answer 401 as a server does for a revoked or expired token; the refresh
+    // and the retry then go to the real server.
+    let rejected = 0;
+    await page.route('**/api/me', async (route) => {
+      if (rejected++ === 0) {
+        await route.fulfill({ status: 401, headers: { 'www-authenticate': 'Bearer error="invalid_token"' }, body: '' });
+      } else {
+        await route.continue();
+      }
+    });
+    const before = (await server.stats()).refresh;
+    await page.getByRole('button', { name: 'GET /api/me' }).click();
+    await expect(page.getByTestId('response')).toContainText('"username": "alice"');
+    const steps = await requestLog(page).first().getAttribute('data-steps');
+    expect(steps).toBe('401 refreshed retried 200');
+    await expect(requestLog(page).first()).toContainText(/401\s*→\s*refreshed\s*→\s*retried\s*→\s*200/);
+    expect((await server.stats()).refresh).toBe(before + 1);
+    await expect(page.getByTestId('event-log').locator('[data-type="refreshed"]')).toHaveCount(1);
+    await expect(page.getByTestId('stats').locator('[data-stat="refresh"] dd')).toHaveText(String(before + 1));
+    await page.screenshot({ path: join(SHOTS, 'demo-refresh-trace.png') });
+    expect(problems).toEqual([]);
   });
-  const before = (await server.stats()).refresh;
-  await page.getByRole('button', { name: 'GET /api/me' }).click();
-  await expect(page.getByTestId('response')).toContainText('"username": "alice"');
-  const steps = await requestLog(page).first().getAttribute('data-steps');
-  expect(steps).toBe('401 refreshed retried 200');
-  await expect(requestLog(page).first()).toContainText(/401\s*→\s*refreshed\s*→\s*retried\s*→\s*200/);
-  expect((await server.stats()).refresh).toBe(before + 1);
-  expect(problems).toEqual([]);
 });
 
 test('a second tab opened from the hint shares the session and follows a logout', async ({ page, context, server }) => {
@@ -219,61 +226,153 @@ test('log out everywhere ends the session on another device too', async ({ brows
   }
 });
 
-test('a replayed old refresh cookie kills the session in every tab', async ({ page, context, server }) => {
+/**
+ * Replays a command line the page shows (`curl -i -X POST URL -H 'name: value' …`) with Node's
+ * fetch, so the test does not depend on curl being installed, but does depend on the page's text.
+ */
+async function runCurlSnippet(snippet) {
+  const url = /curl\b[^\n]*?(https?:\/\/\S+)/.exec(snippet)?.[1];
+  const method = /-X\s+([A-Z]+)/.exec(snippet)?.[1] ?? 'GET';
+  const headers = {};
+  for (const [, name, value] of snippet.matchAll(/-H\s+'([^:']+):\s*([^']*)'/g)) headers[name.toLowerCase()] = value;
+  expect(url, `a URL in the snippet:\n${snippet}`).toBeTruthy();
+  return fetch(url, { method, headers });
+}
+
+test('the stolen-refresh-token walk-through: a replayed old cookie kills the session in every tab', async ({ page, context, server }) => {
+  const problems = watchForProblems(page);
   await open(page, `${server.url}/`);
   await signIn(page);
   const second = await context.newPage();
   await open(second, `${server.url}/`);
   await expect(second.getByTestId('state')).toHaveText('signed in');
 
-  // The attacker's copy: page scripts cannot read this HttpOnly cookie, but a thief with the
-  // browser profile can. (The test reads it from outside the page, as such a thief would.)
+  // Step 1, the thief's copy. Page scripts cannot read this HttpOnly cookie; DevTools — or anyone
+  // with the browser profile — can. The test reads it from outside the page, as DevTools does.
   const cookieOf = async () => (await context.cookies(server.url)).find((c) => c.name === COOKIE);
   const stolen = await cookieOf();
   expect(stolen.httpOnly).toBe(true);
+  expect(stolen.secure).toBe(true);
   expect(stolen.sameSite).toBe('Strict');
   expect(await page.evaluate(() => document.cookie)).not.toContain('authfetch_rt');
+  const card = page.getByTestId('theft-card');
+  await card.getByRole('button', { name: 'I copied it' }).click();
+  await expect(page.getByTestId('theft-status')).toContainText('refreshed');
 
-  // The person keeps using the app: after the token runs out, authfetch refreshes and the cookie rotates.
+  // Step 2: the person keeps using the app; after the 3-second token runs out, authfetch
+  // refreshes, the cookie rotates, and the card notices.
   await page.waitForTimeout(3200);
   await page.getByRole('button', { name: 'GET /api/me' }).click();
-  await expect(page.getByTestId('event-log').locator('[data-type="refreshed"]').first()).toBeVisible({ timeout: 8000 });
+  await expect(card.locator('#theft-step-rotate')).toHaveClass(/is-done/, { timeout: 8000 });
+  await expect(card).toContainText('your copy is now an old token');
   await expect.poll(async () => (await cookieOf()).value).not.toBe(stolen.value);
 
-  // Past the grace window, the thief replays the old cookie from another machine.
+  // Steps 3 and 4: past the grace window, the thief replays the old cookie with the page's command.
   await page.waitForTimeout(GRACE_S * 1000 + 500);
-  const replay = await fetch(`${server.url}/auth/refresh`, {
-    method: 'POST',
-    headers: { 'x-authfetch': '1', origin: server.url, cookie: `${COOKIE}=${stolen.value}` },
-  });
+  const snippet = await page.getByTestId('curl-snippet').textContent();
+  expect(snippet).toContain(`${server.url}/auth/refresh`);
+  expect(snippet).toContain('PASTE_THE_COPIED_VALUE');
+  const replay = await runCurlSnippet(snippet.replace('PASTE_THE_COPIED_VALUE', stolen.value));
   expect(replay.status).toBe(401);
+  expect((await replay.json()).error).toBe('invalid_grant');
   expect((await server.stats()).reuse_detected).toBe(1);
 
-  // The server revoked the whole family: the next call in either tab signs every tab out.
-  await callIfSignedIn(second);
-  await expect(second.getByTestId('state')).toHaveText('signed out', { timeout: 8000 });
-  await expect(page.getByTestId('state')).toHaveText('signed out', { timeout: 8000 });
-  const types = await eventTypes(page);
-  expect(types.some((t) => t === 'session_expired' || t === 'signed_out')).toBe(true);
-  await expect(page.getByTestId('stats').locator('[data-stat="reuse_detected"] dd')).toHaveText('1');
-  await page.getByTestId('stats').scrollIntoViewIfNeeded();
-  await page.screenshot({ path: join(SHOTS, 'demo-reuse-detected.png'), fullPage: true });
-});
-
-test('the in-page theft demonstration, when the demo server offers /debug/steal', async ({ page, server }) => {
-  const probe = await fetch(`${server.url}/debug/steal`);
-  test.skip(probe.status === 404, 'this authfetch-server has no /debug/steal route; the test above covers the replay');
-  await open(page, `${server.url}/`);
-  await signIn(page);
-  await page.getByRole('button', { name: /Steal the cookie/ }).click();
-  await expect(page.getByTestId('theft-status')).toContainText('Cookie copied');
-  await page.waitForTimeout(3200);
-  await page.getByRole('button', { name: 'GET /api/me' }).click();
-  await expect(page.getByTestId('event-log').locator('[data-type="refreshed"]').first()).toBeVisible({ timeout: 8000 });
-  await page.waitForTimeout(GRACE_S * 1000 + 500);
-  await page.getByRole('button', { name: /Replay it as the attacker/ }).click();
-  await expect(page.getByTestId('theft-status')).toContainText('reuse detected');
-  await expect.poll(async () => (await server.stats()).reuse_detected).toBe(1);
+  // Step 5: the server revoked the whole family, access tokens included: the next call signs
+  // every tab out (unless a background refresh already found out), and the card tells the story.
   await callIfSignedIn(page);
   await expect(page.getByTestId('state')).toHaveText('signed out', { timeout: 8000 });
+  await expect(second.getByTestId('state')).toHaveText('signed out', { timeout: 8000 });
+  expect(await eventTypes(page)).toContain('session_expired');
+  await expect(page.getByTestId('theft-status')).toContainText('Reuse detected');
+  for (const step of ['copy', 'rotate', 'grace', 'replay', 'result']) {
+    await expect(card.locator(`#theft-step-${step}`)).toHaveClass(/is-done/);
+  }
+  // The stolen copy, and the cookie the browser still had, are both dead.
+  const again = await runCurlSnippet(snippet.replace('PASTE_THE_COPIED_VALUE', stolen.value));
+  expect(again.status).toBe(401);
+  await expect(page.getByTestId('stats').locator('[data-stat="reuse_detected"] dd')).toHaveText('1');
+  await page.screenshot({ path: join(SHOTS, 'demo-reuse-detected.png'), fullPage: true });
+  expect(problems).toEqual([]);
+});
+
+test('the demo page itself keeps to the strict CSP: no inline script, style or handler', async ({ page, server }) => {
+  const violations = [];
+  page.on('console', (m) => { if (/Content Security Policy/i.test(m.text())) violations.push(m.text()); });
+  await open(page, `${server.url}/`);
+  await signIn(page);
+  await page.getByRole('button', { name: 'GET /api/me' }).click();
+  await expect(page.getByTestId('response')).toContainText('200');
+  const inline = await page.evaluate(() => ({
+    scripts: [...document.scripts].filter((s) => !s.src).length,
+    styles: document.querySelectorAll('style').length,
+    styleAttrs: document.querySelectorAll('[style]').length,
+    handlers: [...document.querySelectorAll('*')].flatMap((e) => [...e.attributes].map((a) => a.name)).filter((n) => n.startsWith('on')).length,
+  }));
+  expect(inline).toEqual({ scripts: 0, styles: 0, styleAttrs: 0, handlers: 0 });
+  expect(violations).toEqual([]);
+});
+
+test('what a script injected into the page can and cannot do (as the README says)', async ({ page, server }) => {
+  await open(page, `${server.url}/`);
+  await signIn(page);
+  const seen = await page.evaluate(async () => {
+    // The "XSS": it hooks fetch and Headers after authfetch was imported, then uses the session.
+    const headersSeen = [];
+    const realFetch = window.fetch;
+    window.fetch = function hooked(input, init) {
+      const h = new Headers((init && init.headers) || (input instanceof Request ? input.headers : undefined));
+      headersSeen.push(h.get('authorization'));
+      return realFetch.call(this, input, init);
+    };
+    const realSet = Headers.prototype.set;
+    Headers.prototype.set = function hookedSet(name, value) {
+      headersSeen.push(`${name}: ${value}`);
+      return realSet.call(this, name, value);
+    };
+    const m = await import('/pkg/index.js'); // the same module instance the page uses
+    const res = await m.authFetch('/api/me');
+    const me = await res.json();
+    return {
+      cookie: document.cookie,
+      status: res.status,
+      username: me.username,
+      leaked: headersSeen.filter((h) => h && /bearer/i.test(h)),
+      idb: (await indexedDB.databases()).map((d) => d.name),
+      caches: await caches.keys(),
+      storage: localStorage.length + sessionStorage.length,
+    };
+  });
+  // It can use the session: authFetch works for any script on the page.
+  expect(seen.status).toBe(200);
+  expect(seen.username).toBe('alice');
+  // It cannot read the refresh cookie, and a hook installed after import never sees the bearer.
+  expect(seen.cookie).not.toContain('authfetch_rt');
+  expect(seen.leaked).toEqual([]);
+  // Nothing in any web storage.
+  expect(seen.idb).toEqual([]);
+  expect(seen.caches).toEqual([]);
+  expect(seen.storage).toBe(0);
+  // The page's own calls, made through the hooked globals, still work and still hide the bearer.
+  await page.getByRole('button', { name: 'GET /api/me' }).click();
+  await expect(page.getByTestId('response')).toContainText('"username": "alice"');
+  expect(await page.evaluate(() => document.cookie)).not.toContain('authfetch_rt');
+});
+
+test("without 'wasm-unsafe-eval' in the CSP the module cannot compile, and the demo says why", async ({ page, server }) => {
+  // The same page, served with the CSP minus 'wasm-unsafe-eval' (everything else unchanged).
+  await page.route(`${server.url}/`, async (route) => {
+    const res = await route.fetch();
+    const headers = { ...res.headers() };
+    expect(headers['content-security-policy']).toContain("'wasm-unsafe-eval'");
+    headers['content-security-policy'] = headers['content-security-policy'].replace(" 'wasm-unsafe-eval'", '');
+    await route.fulfill({ response: res, headers });
+  });
+  await page.goto(`${server.url}/`);
+  await expect(page.getByTestId('fatal')).toContainText('ERR_UNSUPPORTED');
+  await expect(page.getByTestId('fatal')).toContainText("'wasm-unsafe-eval'");
+  const code = await page.evaluate(async () => {
+    const m = await import('/pkg/index.js');
+    return m.authFetch('/api/me').then(() => 'resolved', (err) => `${err.name} ${err.code}`);
+  });
+  expect(code).toBe('AuthFetchError ERR_UNSUPPORTED');
 });

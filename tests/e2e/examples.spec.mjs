@@ -132,12 +132,19 @@ for (const [name, wasmPath] of [
   });
 }
 
-test('importing the package in Node (server-side rendering) does not crash or touch the network', () => {
+test('importing (and calling) the package in Node (server-side rendering) does not crash or touch the network', () => {
   const dir = join(EXAMPLES, 'node');
   installOnce(dir);
   const out = run('node', ['--import', './no-network.mjs', 'ssr.mjs'], dir, 30_000);
   const report = JSON.parse(out.trim().split('\n').pop());
   expect(report.networkAttempts).toEqual([]);
+  // Calling it in Node is harmless too, as the README says.
+  expect(report.isAuthenticated).toBe(false);
+  expect(report.claims).toBe(null);
+  expect(report.expiresIn).toBe(null);
+  expect(report.ready).toEqual({ resolved: false });
+  expect(report.authFetch).toEqual({ rejected: 'AuthFetchError', code: 'ERR_UNSUPPORTED' });
+  expect(report.login).toEqual({ rejected: 'AuthFetchError', code: 'ERR_UNSUPPORTED' });
   for (const name of ['authFetch', 'configure', 'createAuthClient', 'login', 'logout', 'logoutEverywhere', 'ready',
     'isAuthenticated', 'claims', 'expiresIn', 'onAuthStateChange', 'onRequest', 'AuthFetchError']) {
     expect(report.functions, `export ${name}`).toContain(name);
