@@ -34,6 +34,12 @@ if (size) {
     p(`| ${r.name} ${r.version ? `(${r.version})` : ''} | ${kb(r.total.min)} | ${kb(r.total.gz)}${detail} | ${kb(r.total.br)} | ${af ? '×' + (r.total.gz / af.total.gz).toFixed(1) : ''} |`);
   }
   if (af) { p(); p(`Target: authfetch ≤ ${kb(size.budgetGz)} KB gzip → **${kb(af.total.gz)} KB** ${mark(size.pass)}`); }
+  if (af?.files) {
+    p(); p('Shipped files of pkg/ on their own (what scripts/build-pkg.sh sums for the 22 KB test budget):'); p();
+    p('| file | raw B | gzip -9 B | brotli B |'); p('|---|---:|---:|---:|');
+    for (const f of af.files) p(`| ${f.file} | ${f.raw} | ${f.gz} | ${f.br} |`);
+    p(`| **sum** | ${af.files.reduce((a, f) => a + f.raw, 0)} | ${af.files.reduce((a, f) => a + f.gz, 0)} | ${af.files.reduce((a, f) => a + f.br, 0)} |`);
+  }
   const bd = af?.namedBreakdown ?? af?.wasmBreakdown;
   if (bd) {
     p(); p(`Per-crate breakdown of the .wasm code section (${bd.named ? 'function names from ' + (af.namedBreakdown ? 'a name-keeping build with the same flags' : 'the shipped file') : 'no name section'}; ${bd.totalBytes} bytes in all):`); p();
@@ -41,6 +47,12 @@ if (size) {
     for (const c of bd.crates) p(`| ${c.crate} | ${c.bytes} | ${c.functions} |`);
     const other = Object.entries(bd.sections).filter(([k]) => k !== 'code').map(([k, v]) => `${k} ${v}`).join(', ');
     p(); p(`Other sections (bytes): ${other}`);
+    if (af.namedBreakdown) p(`(code section of the named build ${af.namedBreakdown.sections.code} B vs shipped ${af.namedBreakdown.codeShipped} B)`);
+    if (bd.topFunctions?.length) {
+      p(); p('Largest functions (code bytes):'); p();
+      p('| bytes | function |'); p('|---:|---|');
+      for (const t of bd.topFunctions.slice(0, 15)) p(`| ${t.bytes} | \`${t.name.replace(/\|/g, '\\|')}\` |`);
+    }
   }
   p();
 }
@@ -58,6 +70,20 @@ if (browser) {
   if (af && ax) {
     p(); p(`Targets: authFetch overhead ≤ axios interceptor overhead → ${f2(af.overheadUs)} µs vs ${f2(ax.overheadUs)} µs ${mark(af.overheadUs <= ax.overheadUs)}; ≤ 10 µs per call → ${f2(af.overheadUs)} µs ${mark(af.overheadUs <= 10)}`);
   }
+  if (s.profiles) {
+    p(); p('Where the per-call time goes (DevTools CPU profiler, 50 µs sampling, self time per source; the profiler itself slows every call):'); p();
+    const libs = Object.keys(s.profiles);
+    const srcs = [...new Set(libs.flatMap((l) => s.profiles[l].bySource.map((b) => b.source)))];
+    p(`| source | ${libs.map((l) => `${l} µs/call`).join(' | ')} |`); p(`|---|${libs.map(() => '---:').join('|')}|`);
+    for (const src of srcs) p(`| ${src} | ${libs.map((l) => f2(s.profiles[l].bySource.find((b) => b.source === src)?.usPerCall ?? 0)).join(' | ')} |`);
+    p(`| **sampled total** | ${libs.map((l) => f2(s.profiles[l].sampledUsPerCall)).join(' | ')} |`);
+    const a = s.profiles.authFetch;
+    if (a) {
+      p(); p('Top functions under authFetch (self µs/call):'); p();
+      p('| µs/call | % | function [source:line] |'); p('|---:|---:|---|');
+      for (const t of a.topFunctions.slice(0, 15)) p(`| ${f2(t.usPerCall)} | ${t.pct} | \`${t.fn}\` |`);
+    }
+  }
   p();
   p('### 3. Refresh coalescing (N concurrent calls, every token already rejected by the server; stub answers instantly)'); p();
   p('| library | N | refreshes (median / max) | calls answered 200 | added latency ms (expired − valid) |'); p('|---|---:|---:|---:|---:|');
@@ -69,11 +95,13 @@ if (browser) {
 
 if (server) {
   p(`### 4–5. Server on loopback (median of ${server.runs} runs × ${server.durationS} s after ${server.warmupS} s warm-up; ${server.clients} keep-alive clients; server on CPU ${server.serverCpu}, load generator on CPU ${server.loadCpu})`); p();
-  p('| server | scenario | req/s | p50 µs | p99 µs | errors / requests | peak RSS MiB |'); p('|---|---|---:|---:|---:|---:|---:|');
+  p(`Load average at start ${server.loadavgStart ?? '—'}; binary \`${server.binary ?? '—'}\`.`); p();
+  p('| server | scenario | req/s | p50 µs | p99 µs | errors / requests | peak RSS MiB | server CPU µs/req | server core busy | load avg (1 min) per run |'); p('|---|---|---:|---:|---:|---:|---:|---:|---:|---|');
   for (const [key, peer] of Object.entries(server.peers)) {
     if (peer.missing) { p(`| ${key} | (binary missing) | | | | | |`); continue; }
     for (const [sc, v] of Object.entries(peer.scenarios)) {
-      p(`| ${peer.name} | ${sc} | ${int(v.rps)} | ${int(v.p50_us)} | ${int(v.p99_us)} | ${v.errors} / ${v.requests}${v.failedRuns ? ` (${v.failedRuns} runs failed)` : ''} | ${f1(v.peakRssKiB / 1024)} |`);
+      const la = (v.runs ?? []).map((r) => r.loadavgBefore?.split(' ')[0]).filter(Boolean).join(', ');
+      p(`| ${peer.name} | ${sc} | ${int(v.rps)} | ${int(v.p50_us)} | ${int(v.p99_us)} | ${v.errors} / ${v.requests}${v.failedRuns ? ` (${v.failedRuns} runs failed)` : ''} | ${f1(v.peakRssKiB / 1024)} | ${int(v.serverCpuUsPerReq)} | ${v.serverCpuBusy == null ? '—' : Math.round(100 * v.serverCpuBusy) + ' %'} | ${la} |`);
     }
     if (peer.wrkBearer) p(`| ${peer.name} | bearer (wrk cross-check) | ${int(peer.wrkBearer.rps)} | ${int(peer.wrkBearer.p50_us)} | ${int(peer.wrkBearer.p99_us)} | ${peer.wrkBearer.non2xx} non-2xx | |`);
   }
@@ -87,6 +115,13 @@ if (server) {
   if (a && n && !a.missing && !n.missing) {
     const x = a.scenarios.refresh.rps / n.scenarios.refresh.rps;
     p(`Refresh throughput vs the Node reference: ×${f2(x)} (target ≥ ×5) ${mark(x >= 5)}`);
+  }
+  const profs = Object.entries(server.peers).flatMap(([k, peer]) => Object.entries(peer.scenarios ?? {}).filter(([, v]) => v.profile).map(([sc, v]) => [`${k} ${sc}`, v.profile]));
+  if (profs.length) {
+    p(); p('Server CPU profile (perf, self time by component, % of the server\'s samples during the measured load):'); p();
+    const keys = [...new Set(profs.flatMap(([, pr]) => pr.buckets.map((b) => b.bucket)))];
+    p(`| component | ${profs.map(([k]) => k).join(' | ')} |`); p(`|---|${profs.map(() => '---:').join('|')}|`);
+    for (const k of keys) p(`| ${k} | ${profs.map(([, pr]) => { const b = pr.buckets.find((x) => x.bucket === k); return b ? b.pct.toFixed(1) : '·'; }).join(' | ')} |`);
   }
   p();
 }

@@ -13,6 +13,9 @@
 #   bash bench/run.sh size|browser|server [--quick]   # one part only
 #   AUTHFETCH_SKIP_APT=1 ...     # don't apt-get wrk (the bearer cross-check is then skipped)
 #   BENCH_SERVER_FLAGS="..."     # extra authfetch-server flags (default: from its --help)
+#   BENCH_SERVER_BIN=path        # the server under test (default: the bench harness, see server.mjs)
+#   BENCH_NO_PROFILE=1           # skip the CPU profiles (DevTools for the browser part, perf for
+#                                # the server part; both are extra runs, kept out of the medians)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -66,6 +69,9 @@ if want server; then
   cargo build --release --manifest-path bench/loadgen/Cargo.toml
 fi
 
+profile="--profile"
+[ -n "${BENCH_NO_PROFILE:-}" ] && profile=""
+command -v perf >/dev/null 2>&1 || echo "bench: perf not found (apt-get install linux-perf): the server profile is skipped"
 node bench/env.mjs --out bench/results/env.json
 if want size; then
   say "1. shipped size"
@@ -74,11 +80,11 @@ if want size; then
 fi
 if want browser; then
   say "2+3. per-call overhead and refresh coalescing (headless Chromium)"
-  node bench/browser/browser.mjs --out bench/results/browser.json $quick
+  node bench/browser/browser.mjs --out bench/results/browser.json $quick $profile
 fi
 if want server; then
   say "4+5. server load: authfetch-server and the Node reference"
-  node bench/server/server.mjs --out bench/results/server.json $quick
+  node bench/server/server.mjs --out bench/results/server.json $quick $profile
 fi
 node bench/report.mjs bench/results > bench/results/report.md
 say "done: bench/results/report.md"

@@ -13,7 +13,12 @@
 // handling, header merge, token attach, the WASM boundary, response checks, interceptors.
 // Each call reads its JSON body (axios always does), so the raw baseline does too.
 //
-//   node bench/browser/browser.mjs [--out bench/results/browser.json] [--quick]
+// --profile (run.sh passes it): afterwards, each library's per-call loop is run once more under
+// the DevTools CPU profiler (CDP Profiler, 50 µs sampling) and the self time is summed per
+// function and per source (the .wasm, the wasm-bindgen glue, the entry, the bridge, the stub,
+// V8's own (program)/(garbage collector)), so a missed target comes with where the time goes.
+//
+//   node bench/browser/browser.mjs [--out bench/results/browser.json] [--quick] [--profile]
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
@@ -27,6 +32,7 @@ const root = path.resolve(bench, '..');
 const args = process.argv.slice(2);
 const outPath = args.includes('--out') ? args[args.indexOf('--out') + 1] : null;
 const quick = args.includes('--quick');
+const profileCalls = args.includes('--profile') ? (quick ? 5000 : 20000) : 0;
 const rootRequire = createRequire(path.join(root, 'package.json'));
 const { chromium } = rootRequire('@playwright/test');
 
@@ -141,6 +147,7 @@ async function pageBench({ ROUNDS, CALLS, WARMUP, NS, COALESCE_REPS }) {
       failed.response.config.headers.Authorization = 'Bearer ' + axiosToken;
     });
   createAuthRefreshInterceptor(ax, refreshLogic);
+  window.__benchAxios = ax;
   // The same, with deduplicateRefresh off: by default, 401s that come back while a refresh is
   // running are rejected instead of retried (only requests *sent* during it are queued).
   const ax2 = axios.create({ adapter: 'fetch' });
@@ -223,6 +230,71 @@ async function pageBench({ ROUNDS, CALLS, WARMUP, NS, COALESCE_REPS }) {
   return out;
 }
 
+// DevTools CPU profiles of each library's per-call loop (call + JSON body), self time grouped.
+async function cpuProfiles(page, n) {
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send('Profiler.enable');
+  await cdp.send('Profiler.setSamplingInterval', { interval: 50 });
+  const out = {};
+  for (const lib of ['fetch', 'authFetch', 'axios + axios-auth-refresh']) {
+    await page.evaluate(async ({ lib, n }) => {
+      // the same loop bodies as pageBench; warm-up first
+      const { authfetch } = window.__libs;
+      const ax = window.__benchAxios;
+      const f = {
+        fetch: async () => { const r = await fetch('/api/me', { headers: { Authorization: 'Bearer raw' } }); await r.json(); },
+        authFetch: async () => { const r = await authfetch.authFetch('/api/me'); await r.json(); },
+        'axios + axios-auth-refresh': async () => { await ax.get('/api/me'); },
+      }[lib];
+      for (let i = 0; i < 2000; i++) await f();
+      window.__profLoop = async () => { const t0 = performance.now(); for (let i = 0; i < n; i++) await f(); return performance.now() - t0; };
+    }, { lib, n });
+    await cdp.send('Profiler.start');
+    const ms = await page.evaluate(() => window.__profLoop());
+    const { profile } = await cdp.send('Profiler.stop');
+    out[lib] = summarizeProfile(profile, ms, n);
+  }
+  await cdp.detach();
+  return out;
+}
+
+function summarizeProfile(profile, loopMs, n) {
+  const byId = new Map(profile.nodes.map((x) => [x.id, x]));
+  const self = new Map();
+  for (let i = 0; i < profile.samples.length; i++) {
+    const dt = profile.timeDeltas[i + 1] ?? 0; // time until the next sample belongs to this one
+    self.set(profile.samples[i], (self.get(profile.samples[i]) ?? 0) + dt);
+  }
+  const src = (cf) => {
+    const u = cf.url || '';
+    if (u.startsWith('wasm://') || /\.wasm/.test(u)) return 'authfetch .wasm';
+    if (/\/pkg\/authfetch\.js/.test(u)) return 'wasm-bindgen glue (authfetch.js)';
+    if (/\/pkg\/index\.js/.test(u)) return 'authfetch entry (index.js)';
+    if (/bridge\.js/.test(u)) return 'authfetch bridge (bridge.js)';
+    if (/axios/.test(u)) return 'axios + axios-auth-refresh';
+    if (!u && /^\((program|garbage collector|idle|root)\)$/.test(cf.functionName)) return `V8 ${cf.functionName}`;
+    if (!u) return 'V8 / Blink built-ins (native)';
+    return 'page (stub, loop)';
+  };
+  const bySrc = {}, byFn = {};
+  let total = 0;
+  for (const [id, us] of self) {
+    const cf = byId.get(id).callFrame;
+    if (cf.functionName === '(idle)') continue;
+    total += us;
+    const k = src(cf);
+    bySrc[k] = (bySrc[k] ?? 0) + us;
+    const fk = `${cf.functionName || '(anonymous)'} [${k}${cf.url ? `:${cf.lineNumber + 1}` : ''}]`;
+    byFn[fk] = (byFn[fk] ?? 0) + us;
+  }
+  const perCall = (us) => Number((us / n).toFixed(2));
+  return {
+    calls: n, loopUsPerCall: Number(((loopMs * 1000) / n).toFixed(2)), sampledUsPerCall: perCall(total),
+    bySource: Object.entries(bySrc).sort((a, b) => b[1] - a[1]).map(([k, v]) => ({ source: k, usPerCall: perCall(v), pct: Number(((100 * v) / total).toFixed(1)) })),
+    topFunctions: Object.entries(byFn).sort((a, b) => b[1] - a[1]).slice(0, 20).map(([k, v]) => ({ fn: k, usPerCall: perCall(v), pct: Number(((100 * v) / total).toFixed(1)) })),
+  };
+}
+
 const browser = await chromium.launch({
   executablePath: '/usr/bin/chromium',
   args: ['--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
@@ -238,6 +310,7 @@ try {
   await page.waitForFunction(() => window.__ready === true, null, { timeout: 30000 });
   result = await page.evaluate(pageBench, { ROUNDS, CALLS, WARMUP, NS, COALESCE_REPS });
   result.chromium = browser.version();
+  if (profileCalls) result.profiles = await cpuProfiles(page, profileCalls);
 } finally {
   await browser.close();
   server.close();
@@ -263,6 +336,7 @@ for (const [k, byN] of Object.entries(result.coalesce)) {
     };
   }
 }
+if (result.profiles) summary.profiles = result.profiles;
 if (outPath) { fs.mkdirSync(path.dirname(outPath), { recursive: true }); fs.writeFileSync(outPath, JSON.stringify({ summary, raw: result }, null, 2)); }
 console.log(`Chromium ${summary.chromium}; bearer attached: ${JSON.stringify(summary.checks)}`);
 for (const [group, rows] of Object.entries(summary.overhead)) {
@@ -275,5 +349,12 @@ for (const [k, byN] of Object.entries(summary.coalesce)) {
   console.log(`coalescing, ${k}:`);
   for (const [N, v] of Object.entries(byN)) {
     console.log(`  N=${String(N).padStart(4)}  refreshes ${v.refreshes} (max ${v.maxRefreshes})  ok ${v.ok}/${N}  added ${v.addedMs.toFixed(2)} ms (valid ${v.baseMs.toFixed(2)} ms, expired ${v.expiredMs.toFixed(2)} ms)`);
+  }
+}
+if (summary.profiles) {
+  for (const [k, p] of Object.entries(summary.profiles)) {
+    console.log(`CPU profile, ${k} (${p.calls} calls, ${p.loopUsPerCall} µs/call under the profiler; sampled ${p.sampledUsPerCall} µs/call):`);
+    for (const b of p.bySource) console.log(`  ${String(b.usPerCall).padStart(7)} µs/call ${String(b.pct).padStart(5)}%  ${b.source}`);
+    for (const t of p.topFunctions.slice(0, 10)) console.log(`      ${String(t.usPerCall).padStart(7)} µs  ${t.fn}`);
   }
 }

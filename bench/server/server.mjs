@@ -33,7 +33,8 @@ const args = process.argv.slice(2);
 const outPath = args.includes('--out') ? args[args.indexOf('--out') + 1] : null;
 const quick = args.includes('--quick');
 const only = args.includes('--only') ? args[args.indexOf('--only') + 1] : null;
-const profile = args.includes('--profile');
+const hasPerf = (() => { try { execFileSync('perf', ['--version'], { stdio: 'ignore' }); return true; } catch { return false; } })();
+const profile = args.includes('--profile') && hasPerf;
 const onlyScenario = args.includes('--scenario') ? args[args.indexOf('--scenario') + 1] : null;
 
 const RUNS = args.includes('--runs') ? Number(args[args.indexOf('--runs') + 1]) : quick ? 1 : 5;
@@ -211,10 +212,12 @@ for (const [key, mk] of Object.entries(PEERS)) {
     for (const sc of SCENARIOS) {
       if (onlyScenario && onlyScenario !== sc.name) continue;
       const runs = [];
-      for (let i = 0; i < RUNS; i++) {
+      let profiled = null;
+      // With --profile, one extra run under perf, kept out of the medians (perf costs a little).
+      for (let i = 0; i < RUNS + (profile ? 1 : 0); i++) {
         resetPeak(srv.pid);
         const load0 = loadavg();
-        const prof = profile && i === RUNS - 1;
+        const prof = profile && i === RUNS;
         const pfile = path.join(RESULTS, `perf-${key}-${sc.name}.data`);
         // perf attaches once the load generator's set-up (logins) is done, so that the profile
         // shows the measured load only.
@@ -237,15 +240,15 @@ for (const [key, mk] of Object.entries(PEERS)) {
         r.peakRssKiB = rssKiB(srv.pid).hwm;
         r.loadavgBefore = load0;
         r.loadavgAfter = loadavg();
-        runs.push(r);
-        process.stderr.write(`  ${key} ${sc.name} #${i + 1}: ${r.error ? 'ERROR ' + r.error : `${r.rps.toFixed(0)} req/s p50 ${r.p50_us} µs p99 ${r.p99_us} µs errors ${r.errors} ${JSON.stringify(r.statuses)} cpu ${r.serverCpuUsPerReq?.toFixed(0)} µs/req busy ${(100 * (r.serverCpuBusy ?? 0)).toFixed(0)}%`} rss ${r.peakRssKiB} KiB load ${load0} → ${r.loadavgAfter}\n`);
+        if (prof) profiled = r; else runs.push(r);
+        process.stderr.write(`  ${key} ${sc.name} ${prof ? '(under perf, not in the medians)' : `#${i + 1}`}: ${r.error ? 'ERROR ' + r.error : `${r.rps.toFixed(0)} req/s p50 ${r.p50_us} µs p99 ${r.p99_us} µs errors ${r.errors} ${JSON.stringify(r.statuses)} cpu ${r.serverCpuUsPerReq?.toFixed(0)} µs/req busy ${(100 * (r.serverCpuBusy ?? 0)).toFixed(0)}%`} rss ${r.peakRssKiB} KiB load ${load0} → ${r.loadavgAfter}\n`);
       }
       const ok = runs.filter((r) => !r.error);
       peer.scenarios[sc.name] = {
         rps: med(ok.map((r) => r.rps)), p50_us: med(ok.map((r) => r.p50_us)), p99_us: med(ok.map((r) => r.p99_us)),
         errors: ok.reduce((a, r) => a + r.errors, 0), requests: ok.reduce((a, r) => a + r.requests, 0),
         serverCpuUsPerReq: med(ok.map((r) => r.serverCpuUsPerReq)), serverCpuBusy: med(ok.map((r) => r.serverCpuBusy)),
-        profile: runs.map((r) => r.profile).find(Boolean) ?? null,
+        profile: profiled?.profile ?? null, profiledRun: profiled ? { ...profiled, profile: undefined } : null,
         peakRssKiB: Math.max(...runs.map((r) => r.peakRssKiB)), failedRuns: runs.length - ok.length, runs,
       };
     }

@@ -96,6 +96,18 @@ async function main() {
       const w = Buffer.concat(pkgInfo.wasm.map((f) => fs.readFileSync(f)));
       row.wasm = { min: w.length, gz: gz(w), br: br(w), files: pkgInfo.wasm.map((f) => path.relative(root, f)) };
       try { row.wasmBreakdown = breakdown(fs.readFileSync(pkgInfo.wasm[0])); } catch (e) { row.wasmBreakdownError = String(e); }
+      // The same module rebuilt with its name section kept (bench/size/named-wasm.sh): per crate.
+      const named = path.join(bench, 'results', 'named', 'authfetch_bg.wasm');
+      if (fs.existsSync(named) && fs.statSync(named).mtimeMs >= Math.max(...pkgInfo.wasm.map((f) => fs.statSync(f).mtimeMs)) - 1000) {
+        try {
+          row.namedBreakdown = breakdown(fs.readFileSync(named));
+          row.namedBreakdown.codeShipped = row.wasmBreakdown?.sections?.code ?? null;
+        } catch (e) { row.wasmBreakdownError = String(e); }
+      }
+      // What each shipped file of pkg/ costs on its own (build-pkg.sh's budget sums these).
+      row.files = fs.readdirSync(pkgInfo.dir, { recursive: true })
+        .filter((f) => /\.(js|wasm)$/.test(f)).sort()
+        .map((f) => { const b = fs.readFileSync(path.join(pkgInfo.dir, f)); return { file: f, raw: b.length, gz: gz(b), br: br(b) }; });
     }
     row.total = {
       min: row.js.min + (row.wasm?.min ?? 0),

@@ -48,8 +48,12 @@ const KNOWN_C = new Set(['memcpy', 'memset', 'memmove', 'memcmp', 'bcmp', 'strle
 
 /** Which crate a (demangled) function name belongs to. */
 export function crateOf(raw) {
-  const name = demangle(raw);
+  // v0-style disambiguators (`core[c5930c85a12de822]::…`) carry no crate information.
+  const name = demangle(raw).replace(/\[[0-9a-f]{6,}\]/g, '');
   if (name.startsWith('__wbg') || name.startsWith('__wbindgen') || name.startsWith('__externref')) return 'wasm-bindgen (glue)';
+  // wasm-bindgen's generated export wrappers; the exported Rust function is usually inlined
+  // into them, so their size is mostly the client's own code behind that export.
+  if (/ (externref|multivalue) shim$/.test(name)) return 'wasm-bindgen export shims (with the inlined exported fn)';
   if (KNOWN_C.has(name) || name.startsWith('__')) return 'compiler_builtins';
   // `<A as B>::f` and `<A>::f`: the crate of A (where the monomorphised code comes from).
   let s = name.replace(/^[<&*\s]+/, '').replace(/^(mut|const|dyn|impl)\s+/, '').replace(/^[<&*\[(\s]+/, '');
@@ -120,7 +124,7 @@ export function breakdown(buf) {
     const e = crates.get(c) ?? { crate: c, bytes: 0, functions: 0 };
     e.bytes += b.size; e.functions++;
     crates.set(c, e);
-    top.push({ name: nm ? demangle(nm).replace(/::h[0-9a-f]{16}$/, '') : `func[${b.idx}]`, crate: c, bytes: b.size });
+    top.push({ name: nm ? demangle(nm).replace(/::h[0-9a-f]{16}$/, '').replace(/\[[0-9a-f]{6,}\]/g, '') : `func[${b.idx}]`, crate: c, bytes: b.size });
   }
   top.sort((a, b) => b.bytes - a.bytes);
   return {
