@@ -6,7 +6,8 @@
 import { test, expect, ROOT, SERVER_BIN } from './fixtures.mjs';
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -54,11 +55,11 @@ function installOnce(dir) {
 }
 
 /** Starts authfetch-server serving `www` (an example's build output) on a free loopback port. */
-async function serve(www) {
+async function serve(www, extraArgs = []) {
   const dataDir = mkdtempSync(join(tmpdir(), 'authfetch-example-'));
   const child = spawn(
     SERVER_BIN,
-    ['--listen', '127.0.0.1:0', '--data-dir', dataDir, '--www', www, '--pkg', PKG, '--demo'],
+    ['--listen', '127.0.0.1:0', '--data-dir', dataDir, '--www', www, '--pkg', PKG, '--demo', ...extraArgs],
     { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' } },
   );
   let log = '';
@@ -87,7 +88,7 @@ async function serve(www) {
 }
 
 /** Signs in through the example page and expects the /api/me answer it prints. */
-async function signInAndCallApi(page, url) {
+async function signInAndCallApi(page, url, { csp = true } = {}) {
   const problems = [];
   page.on('pageerror', (e) => problems.push(`pageerror: ${e}`));
   page.on('console', (m) => {
@@ -97,9 +98,10 @@ async function signInAndCallApi(page, url) {
   const wasm = page.waitForResponse((r) => r.url().endsWith('.wasm'));
   const res = await page.goto(url);
   expect(res.status()).toBe(200);
-  expect(res.headers()['content-security-policy']).toContain("script-src 'self' 'wasm-unsafe-eval'");
+  if (csp) expect(res.headers()['content-security-policy']).toContain("script-src 'self' 'wasm-unsafe-eval'");
   const wasmRes = await wasm;
   expect(wasmRes.status()).toBe(200);
+  expect(wasmRes.headers()['content-type']).toBe('application/wasm');
 
   await page.getByRole('button', { name: 'Sign in' }).click();
   await expect(page.locator('#out')).toContainText(/^200 /);
@@ -131,6 +133,66 @@ for (const [name, wasmPath] of [
     }
   });
 }
+
+/** A TCP port that was free a moment ago. */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+test('vite example in development: `vite` serves the installed package with its .wasm and proxies to the server', async ({ page }) => {
+  const dir = join(EXAMPLES, 'vite');
+  installOnce(dir);
+  // The example links pkg/, and Vite never pre-bundles a linked package. An app that installed
+  // authfetch from a registry has a real copy in node_modules, which Vite does pre-bundle unless
+  // told not to (the optimizeDeps line of vite.config.js). So: the same app with a copy.
+  const app = mkdtempSync(join(tmpdir(), 'authfetch-vite-dev-'));
+  const port = await freePort();
+  let vite;
+  const server = await serve(app, ['--allowed-origin', `http://localhost:${port}`]);
+  try {
+    for (const f of ['index.html', 'src', 'vite.config.js', 'package.json']) cpSync(join(dir, f), join(app, f), { recursive: true });
+    mkdirSync(join(app, 'node_modules'));
+    for (const name of readdirSync(join(dir, 'node_modules'))) {
+      if (name !== 'authfetch' && !name.startsWith('.')) symlinkSync(join(dir, 'node_modules', name), join(app, 'node_modules', name));
+    }
+    cpSync(PKG, join(app, 'node_modules', 'authfetch'), { recursive: true, dereference: true });
+
+    vite = spawn(process.execPath, [join(app, 'node_modules', 'vite', 'bin', 'vite.js'), '--port', String(port), '--strictPort', '--host', 'localhost'], {
+      cwd: app,
+      detached: true, // its own process group: esbuild's service goes with it
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, AUTHFETCH_SERVER: server.url, NO_COLOR: '1', FORCE_COLOR: '0' },
+    });
+    let log = '';
+    await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`vite did not start:\n${log}`)), 30_000);
+      const onData = (c) => {
+        log += c;
+        if (log.includes(`localhost:${port}`)) { clearTimeout(timer); resolve(); }
+      };
+      vite.stdout.on('data', onData);
+      vite.stderr.on('data', onData);
+      vite.on('exit', (code) => { clearTimeout(timer); reject(new Error(`vite exited with ${code}:\n${log}`)); });
+    });
+    const loaded = await signInAndCallApi(page, `http://localhost:${port}/`, { csp: false });
+    expect(loaded).toBe('/node_modules/authfetch/authfetch_bg.wasm'); // not moved into .vite/deps
+  } finally {
+    if (vite && vite.exitCode === null) {
+      const exited = new Promise((r) => vite.once('exit', r));
+      process.kill(-vite.pid, 'SIGTERM');
+      await exited;
+    }
+    await server.stop();
+    rmSync(app, { recursive: true, force: true });
+  }
+});
 
 test('importing (and calling) the package in Node (server-side rendering) does not crash or touch the network', () => {
   const dir = join(EXAMPLES, 'node');

@@ -5,7 +5,12 @@ import { authFetch, login, ready } from 'authfetch';
 const out = document.getElementById('out');
 const form = document.getElementById('login');
 
-ready().then((signedIn) => { if (signedIn) showMe(); });
+// A session cookie from an earlier visit? (Rejects only when authfetch cannot start at all,
+// e.g. ERR_UNSUPPORTED when the CSP forbids WebAssembly.)
+ready().then(
+  (signedIn) => { if (signedIn) showMe(); },
+  (err) => { out.textContent = `authfetch could not start: ${err.code ?? err}`; },
+);
 
 form.addEventListener('submit', async (event) => {
   event.preventDefault();
