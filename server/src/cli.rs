@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{parse_duration, Config, StoreKind, DEMO_ACCESS_TTL, MAX_SKEW};
+use crate::config::{is_redis_url, parse_duration, Config, StoreKind, DEMO_ACCESS_TTL, MAX_SKEW};
 use crate::jwt::Alg;
 use crate::keys::KeyRing;
 use crate::secret::Password;
@@ -43,9 +43,22 @@ pub struct Cli {
         global = true
     )]
     pub data_dir: PathBuf,
-    /// Session store: `sqlite` (in the data directory) or `redis://HOST:PORT`.
+    /// Session store: `sqlite` (in the data directory) or a Redis URL (same as --redis-url).
     #[arg(long, env = "AUTHFETCH_STORE", default_value = "sqlite", global = true)]
     pub store: String,
+    /// Keep sessions in Redis instead of SQLite, so several instances share them:
+    /// `redis://[:PASSWORD@]HOST:PORT[/DB]` or `redis+unix:///path/to/socket`. Instances that
+    /// share a Redis must also share `signing-keys.json` (same --data-dir contents).
+    #[arg(long, env = "AUTHFETCH_REDIS_URL", global = true)]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key.
+    #[arg(
+        long,
+        env = "AUTHFETCH_REDIS_PREFIX",
+        default_value = "authfetch:",
+        global = true
+    )]
+    pub redis_prefix: String,
     /// Access-token lifetime (default 15m; 20s with --demo).
     #[arg(long, env = "AUTHFETCH_ACCESS_TTL", value_parser = parse_duration)]
     pub access_ttl: Option<Duration>,
@@ -146,15 +159,27 @@ impl Cli {
     /// An unusable `--store` value.
     pub fn config(&self) -> Result<Config, String> {
         let mut c = Config::new(&self.data_dir);
-        c.store = match self.store.as_str() {
-            "sqlite" | "" => StoreKind::Sqlite,
-            s if s.starts_with("redis://") => StoreKind::Redis(s.to_owned()),
-            s => {
+        c.store = match (self.store.as_str(), self.redis_url.as_deref()) {
+            ("sqlite" | "", None) => StoreKind::Sqlite,
+            ("sqlite" | "", Some(u)) if is_redis_url(u) => StoreKind::Redis(u.to_owned()),
+            (s, None) if is_redis_url(s) => StoreKind::Redis(s.to_owned()),
+            (s, Some(u)) if s == u && is_redis_url(u) => StoreKind::Redis(u.to_owned()),
+            (_, Some(_)) if self.store != "sqlite" => {
+                return Err("give either --store or --redis-url, not both".into())
+            }
+            (_, Some(_)) => {
+                return Err("--redis-url must start with redis://, redis+unix:// or unix://".into())
+            }
+            (s, None) => {
                 return Err(format!(
-                    "--store must be sqlite or redis://HOST:PORT, got {s:?}"
+                    "--store must be sqlite or a redis:// / redis+unix:// URL, got {s:?}"
                 ))
             }
         };
+        if self.redis_prefix.is_empty() {
+            return Err("--redis-prefix must not be empty".into());
+        }
+        c.redis_prefix = self.redis_prefix.clone();
         c.issuer = self.issuer.clone();
         c.audience = self.audience.clone();
         c.alg = match self.alg {

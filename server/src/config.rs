@@ -24,12 +24,34 @@ pub const MAX_PASSWORD_BYTES: usize = 1024;
 pub const MAX_USERNAME_BYTES: usize = 64;
 
 /// Where sessions, users and the denylist live.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreKind {
     /// Embedded SQLite file `authfetch.sqlite3` in the data directory (the default).
     Sqlite,
-    /// A Redis server, e.g. `redis://127.0.0.1:6379`.
+    /// A Redis server: `redis://[:PASSWORD@]HOST:PORT[/DB]` or `redis+unix:///path/to/socket`.
     Redis(String),
+}
+
+impl std::fmt::Debug for StoreKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreKind::Sqlite => f.write_str("Sqlite"),
+            // A Redis URL may carry a password: print it without the user-info part.
+            StoreKind::Redis(url) => match (url.split_once("://"), url.rsplit_once('@')) {
+                (Some((scheme, _)), Some((_, host))) => {
+                    write!(f, "Redis({scheme}://[redacted]@{host})")
+                }
+                _ => write!(f, "Redis({url})"),
+            },
+        }
+    }
+}
+
+/// Whether `url` names a Redis server this build can talk to.
+pub fn is_redis_url(url: &str) -> bool {
+    ["redis://", "redis+unix://", "unix://"]
+        .iter()
+        .any(|p| url.starts_with(p))
 }
 
 /// Argon2id cost parameters.
@@ -112,6 +134,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Session store.
     pub store: StoreKind,
+    /// Prefix of every Redis key (several deployments can share one Redis).
+    pub redis_prefix: String,
     /// `iss` of issued tokens, checked exactly by the verification layer.
     pub issuer: String,
     /// `aud` of issued tokens.
@@ -150,6 +174,7 @@ impl Config {
         Self {
             data_dir: data_dir.into(),
             store: StoreKind::Sqlite,
+            redis_prefix: crate::store::redis::DEFAULT_PREFIX.to_owned(),
             issuer: "authfetch".to_owned(),
             audience: "authfetch-api".to_owned(),
             alg: Alg::Es256,
@@ -203,6 +228,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redis_passwords_never_reach_debug_output() {
+        let k = StoreKind::Redis("redis://:hunter2@db.internal:6379/0".into());
+        let d = format!("{k:?}");
+        assert!(!d.contains("hunter2"), "{d}");
+        assert!(d.contains("db.internal:6379/0"), "{d}");
+        assert!(is_redis_url("redis+unix:///tmp/r.sock"));
+        assert!(!is_redis_url("http://x"));
+    }
 
     #[test]
     fn durations_accept_the_documented_forms() {

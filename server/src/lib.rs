@@ -145,7 +145,9 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartupError>
             create_private_dir(&config.data_dir)?;
             Arc::new(store::sqlite::SqliteStore::open(&config.data_dir)?)
         }
-        StoreKind::Redis(url) => Arc::new(store::redis::RedisStore::connect(url).await?),
+        StoreKind::Redis(url) => Arc::new(
+            store::redis::RedisStore::connect_with_prefix(url, &config.redis_prefix).await?,
+        ),
     })
 }
 

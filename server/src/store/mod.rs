@@ -145,7 +145,7 @@ pub struct AccessCheck<'a> {
 }
 
 /// The persistence interface. Implemented by [`sqlite::SqliteStore`] and
-/// [`redis::RedisStore`]; both pass the same behaviour tests (`tests/store_behaviour.rs`).
+/// [`redis::RedisStore`]; both pass the same contract tests (`tests/store_contract.rs`).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Creates a user. [`StoreError::UserExists`] if the name is taken.

@@ -212,3 +212,129 @@ pub async fn json(r: Response<Body>) -> serde_json::Value {
 pub async fn error_code(r: Response<Body>) -> String {
     json(r).await["error"].as_str().unwrap_or("").to_owned()
 }
+
+impl TestApp {
+    /// Another server instance over the same store configuration and clock, without seeding
+    /// users (they already exist in the shared store). Used for two instances on one Redis.
+    pub async fn attach(config: Config, clock: Arc<ManualClock>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = open_with_clock(config.clone(), clock.clone())
+            .await
+            .expect("open second instance");
+        let router = app(state.clone());
+        TestApp {
+            state,
+            clock,
+            router,
+            config,
+            dir,
+        }
+    }
+}
+
+/// A private `redis-server` for one test: unix socket in a temp dir, no TCP (`--port 0`), no
+/// persistence. Killed when dropped. A missing `redis-server` fails the test (never skips):
+/// `scripts/bootstrap.sh` installs it.
+pub struct RedisServer {
+    child: std::process::Child,
+    pub dir: tempfile::TempDir,
+    pub socket: std::path::PathBuf,
+    pub url: String,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("redis.sock");
+        let child = Self::spawn(dir.path(), &socket);
+        let url = format!("redis+unix://{}", socket.display());
+        let mut s = RedisServer {
+            child,
+            dir,
+            socket,
+            url,
+        };
+        s.wait_ready();
+        s
+    }
+
+    fn spawn(dir: &Path, socket: &Path) -> std::process::Child {
+        std::process::Command::new("redis-server")
+            .arg("--port")
+            .arg("0")
+            .arg("--unixsocket")
+            .arg(socket)
+            .arg("--unixsocketperm")
+            .arg("700")
+            .arg("--save")
+            .arg("")
+            .arg("--appendonly")
+            .arg("no")
+            .arg("--dir")
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start `redis-server` ({e}). The Redis store tests need a real Redis: \
+                     run scripts/bootstrap.sh or `apt-get install redis-server`"
+                )
+            })
+    }
+
+    fn wait_ready(&mut self) {
+        use std::io::{Read as _, Write as _};
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!("redis-server exited early: {status}");
+            }
+            if let Ok(mut s) = std::os::unix::net::UnixStream::connect(&self.socket) {
+                let mut buf = [0u8; 7];
+                if s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() {
+                    assert_eq!(&buf, b"+PONG\r\n");
+                    return;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not come up on {}",
+                self.socket.display()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Kills the server (to test failures); [`RedisServer::restart`] brings up an empty one
+    /// on the same socket.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = Self::spawn(self.dir.path(), &self.socket);
+        self.wait_ready();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A unique Redis key prefix per test.
+pub fn unique_prefix(name: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "test:{name}:{}:{}:",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
