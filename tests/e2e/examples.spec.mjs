@@ -225,3 +225,24 @@ test('the Node guard itself catches a network call (so the test above can fail)'
   }
   expect(failed).toBe(true);
 });
+
+test("the README's snippets are the example files, word for word", () => {
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+  const blocks = [...readme.matchAll(/```(?:js|html)\n([\s\S]*?)```/g)].map((m) => m[1]);
+  const body = (file) => readFileSync(join(EXAMPLES, file), 'utf8').replace(/^(\/\/[^\n]*\n)+/, '');
+  const withoutImport = (src) => src.replace(/^import [^\n]*\n/, '');
+
+  // The app code, shared by the three setups (only the import line differs: by URL for the plain page).
+  const app = body('vite/src/main.js');
+  expect(blocks).toContain(app);
+  expect(withoutImport(body('webpack/src/main.js'))).toBe(withoutImport(app));
+  expect(withoutImport(body('plain/app.js'))).toBe(withoutImport(app));
+  expect(readme).toContain(readFileSync(join(EXAMPLES, 'plain/app.js'), 'utf8').match(/^import [^\n]*\n/m)[0]);
+  expect(readme).toContain(readFileSync(join(EXAMPLES, 'plain/index.html'), 'utf8').match(/<script type="module"[^\n]*<\/script>/)[0]);
+
+  // The bundler configs, whole.
+  for (const file of ['vite/vite.config.js', 'webpack/webpack.config.js']) {
+    const name = file.split('/').pop();
+    expect(blocks, `README block for ${file}`).toContain(`// ${name}\n${readFileSync(join(EXAMPLES, file), 'utf8')}`);
+  }
+});
