@@ -246,3 +246,15 @@ test("the README's snippets are the example files, word for word", () => {
     expect(blocks, `README block for ${file}`).toContain(`// ${name}\n${readFileSync(join(EXAMPLES, file), 'utf8')}`);
   }
 });
+
+test("the README's API tables list exactly the package's exports and error codes", () => {
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+  const dts = readFileSync(join(PKG, 'index.d.ts'), 'utf8');
+  const functions = [...dts.matchAll(/^export declare function (\w+)/gm)].map((m) => m[1]);
+  expect(functions.length).toBeGreaterThan(5);
+  const rows = [...readme.matchAll(/^\| `(\w+)(?:\(|`)/gm)].map((m) => m[1]).filter((r) => r !== 'code'); // 'code' heads the codes table
+  expect(rows.filter((r) => !r.startsWith('ERR_')).sort()).toEqual([...functions, 'AuthFetchError'].sort());
+  const codes = [...dts.match(/type AuthFetchErrorCode =([^;]+);/)[1].matchAll(/'(ERR_\w+)'/g)].map((m) => m[1]);
+  expect(codes.length).toBeGreaterThan(5);
+  expect(rows.filter((r) => r.startsWith('ERR_')).sort()).toEqual([...codes].sort());
+});
