@@ -68,6 +68,8 @@ async function harness(context, server) {
 const ready = (tab) => tab.page.evaluate(() => window.__tab.client.ready());
 const isAuthenticated = (tab) => tab.page.evaluate(() => window.__tab.client.isAuthenticated());
 const eventTypes = (tab) => tab.page.evaluate(() => window.__tab.events.map((e) => e.type));
+/** The `jti` of the token the tab holds (from the public claims; never the token itself). */
+const jti = (tab) => tab.page.evaluate(() => window.__tab.client.claims()?.jti);
 const login = (tab) => tab.page.evaluate((c) => window.__tab.client.login(c), ALICE);
 
 /** Fires `n` concurrent `authFetch(path)` in the tab; each settles to {status, user} or {error}. */
@@ -128,6 +130,7 @@ test('5 tabs × 20 concurrent calls with an expired token: all 100 succeed, nobo
 
   // Deterministic expiry: every tab's token has run out before anything is fired.
   await Promise.all(tabs.map(waitExpired));
+  const jtiBefore = await jti(tabs[0]);
   const base = await server.stats();
   const before = h.refreshCount();
 
@@ -146,10 +149,13 @@ test('5 tabs × 20 concurrent calls with an expired token: all 100 succeed, nobo
   expect(delta.refresh_grace).toBe(0);
   expect(delta.refresh_failed).toBe(0);
   expect(delta.reuse_detected).toBe(0);
+  // Every tab now holds the one new token (memory to memory from the tab that refreshed).
+  const jtis = await Promise.all(tabs.map(jti));
+  expect(new Set(jtis).size, `tokens held: ${jtis}`).toBe(1);
+  expect(jtis[0]).not.toBe(jtiBefore);
   for (const t of tabs) {
     const types = await eventTypes(t);
     expect(types.filter((e) => [...LOGGED_OUT, 'refresh_failed'].includes(e)), `${t.name} events ${types}`).toEqual([]);
-    expect(types, `${t.name} got the new token`).toContain('refreshed');
     expect(await isAuthenticated(t)).toBe(true);
   }
   expect(h.problems).toEqual([]);
@@ -346,4 +352,96 @@ test.describe('without Web Locks and BroadcastChannel', () => {
     }
     expect(h.problems).toEqual([]);
   });
+});
+
+test('logout everywhere rejects the calls another tab has queued behind a refresh, at once', async ({ context, server }) => {
+  const h = await harness(context, server);
+  const a = await h.open();
+  const b = await h.open();
+  await Promise.all([ready(a), ready(b)]);
+  await login(a);
+  await expect.poll(() => isAuthenticated(b)).toBe(true);
+  // A third tab holds the refresh lock, so B's calls queue behind B's refresh (default timeout 5 s).
+  const holder = await h.open({}, { name: 'holder', withClient: false });
+  await holdLock(holder);
+  await waitExpired(b);
+  const before = h.refreshCount();
+  const queued = burst(b, 3);
+  await b.page.waitForTimeout(300);
+  const base = await server.stats();
+  const loggedOutAt = await a.page.evaluate(async () => {
+    const at = Date.now();
+    await window.__tab.client.logoutEverywhere();
+    return at;
+  });
+  const results = await queued;
+  const doneAt = Date.now();
+  expect(results).toEqual([{ error: 'ERR_SIGNED_OUT' }, { error: 'ERR_SIGNED_OUT' }, { error: 'ERR_SIGNED_OUT' }]);
+  expect(doneAt - loggedOutAt, 'rejected without waiting for the lock').toBeLessThan(1500);
+  const at = await b.page.evaluate(() => window.__tab.events.find((e) => e.type === 'signed_out')?.at);
+  expect(at - loggedOutAt).toBeLessThanOrEqual(1000);
+  expect((await statsSince(server, base)).logout_all).toBe(1);
+  expect(h.refreshCount() - before, 'no refresh while the lock was held').toBe(0);
+  expect(h.problems).toEqual([]);
+});
+
+// Known bugs, reproduced. `test.fail` runs each test and expects its assertion to fail; when the
+// fix lands the test passes, Playwright reports it as an error, and the marker must go.
+
+test('a refresh queued behind the lock is abandoned when the tab signs out meanwhile', async ({ context, server }) => {
+  test.fail(true, 'BUG: Session::run_refresh still calls /auth/refresh after the lock wait although the tab signed out meanwhile');
+  const h = await harness(context, server);
+  const a = await h.open();
+  const b = await h.open();
+  await Promise.all([ready(a), ready(b)]);
+  await login(a);
+  await expect.poll(() => isAuthenticated(b)).toBe(true);
+  const holder = await h.open({}, { name: 'holder', withClient: false });
+  await holdLock(holder);
+  await waitExpired(b);
+  const queued = burst(b, 1);
+  await b.page.waitForTimeout(300);
+  await a.page.evaluate(() => window.__tab.client.logout());
+  expect(await queued).toEqual([{ error: 'ERR_SIGNED_OUT' }]);
+  const before = h.refreshCount();
+  // The lock comes free: B, signed out, has nothing left to refresh.
+  await holder.page.close();
+  await b.page.waitForTimeout(700);
+  expect(await isAuthenticated(b)).toBe(false);
+  expect(h.refreshCount() - before, 'refresh requests sent after the sign-out').toBe(0);
+});
+
+test('two clients for different auth servers do not take each other\'s tokens', async ({ context, server }) => {
+  test.fail(true, 'BUG: every client uses the same BroadcastChannel and Web Lock names, whatever its auth server');
+  const h = await harness(context, server);
+  const a = await h.open();
+  // Another app on this origin with its own auth server (never reached: the page's CSP blocks it).
+  const other = 'http://127.0.0.1:9';
+  const b = await h.open({ baseUrl: other, allowedOrigins: [other] });
+  expect(await ready(a)).toBe(false);
+  expect(await ready(b)).toBe(false);
+  await login(a);
+  await a.page.waitForTimeout(300);
+  expect(await isAuthenticated(a)).toBe(true);
+  // With the bug, b adopts a's login token and would send it to its own allowed origin.
+  expect(await b.page.evaluate(() => window.__tab.client.claims())).toBeNull();
+  expect(await isAuthenticated(b)).toBe(false);
+});
+
+test('a new tab asking for the token does not make the live tabs report a refresh', async ({ context, server }) => {
+  test.fail(true, 'BUG: Session::adopt re-installs the token it already holds (every live tab answers Hello) and emits "refreshed"');
+  const h = await harness(context, server);
+  const a = await h.open();
+  const c = await h.open();
+  await Promise.all([ready(a), ready(c)]);
+  await login(a);
+  await expect.poll(() => isAuthenticated(c)).toBe(true);
+  const before = h.refreshCount();
+  const b = await h.open();
+  expect(await ready(b)).toBe(true);
+  await b.page.waitForTimeout(300);
+  expect(h.refreshCount() - before).toBe(0);
+  expect(await jti(b)).toBe(await jti(a));
+  // No token was replaced anywhere: each tab has seen exactly one event, its sign-in.
+  for (const t of [a, b, c]) expect(await eventTypes(t), t.name).toEqual(['signed_in']);
 });
