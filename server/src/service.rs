@@ -335,6 +335,9 @@ impl TokenService {
             self.store
                 .deny_jti(&c.iss, &c.jti, c.exp.saturating_mul(1000))
                 .await?;
+            // The jti is an identifier, not a credential: logging it lets an operator match
+            // the denylist entry to this logout.
+            tracing::info!(target: AUDIT, event = "access_token_denylisted", user = %c.sub, family = c.sid.as_deref().unwrap_or("-"), jti = %c.jti);
         }
         Stats::bump(&self.stats.logout);
         Ok(())
