@@ -1,0 +1,396 @@
+//! The `authfetch-server` binary on real sockets: `user add` (password on stdin), environment
+//! variables, `keys rotate`, `--redis-url` with two processes sharing one Redis, graceful
+//! shutdown on SIGTERM, and what the real process logs.
+
+mod common;
+
+use authfetch_protocol::{CSRF_HEADER, JWKS_PATH, LOGIN_PATH, REFRESH_COOKIE, REFRESH_PATH};
+use common::RedisServer;
+use std::io::{BufRead as _, Write as _};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_authfetch-server");
+
+/// A running server process; killed on drop if still running.
+struct Proc {
+    child: Child,
+    base: String,
+    log: std::path::PathBuf,
+}
+
+impl Proc {
+    fn start(data_dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Proc {
+        let log = data_dir.with_extension(format!("{}.log", rand_suffix()));
+        let mut child = Command::new(BIN)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--www",
+                "/nonexistent",
+                "--pkg",
+                "/nonexistent",
+            ])
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env("AUTHFETCH_DATA_DIR", data_dir)
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn authfetch-server");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            if let Some(Ok(l)) = lines.next() {
+                let _ = tx.send(l);
+            }
+            for _ in lines {}
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no listening line; stderr: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
+        let base = line
+            .strip_prefix("authfetch-server listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Proc { child, base, log }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, and the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -TERM");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rand_suffix() -> String {
+    authfetch_server::secret::RefreshToken::generate().secret()[..8].replace(['-', '_'], "x")
+}
+
+fn cli(data_dir: &Path, args: &[&str], stdin: &str, envs: &[(&str, &str)]) -> std::process::Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env("AUTHFETCH_DATA_DIR", data_dir)
+        .envs(envs.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn authfetch-server");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+struct Reply {
+    status: u16,
+    cookie: Option<String>,
+    body: serde_json::Value,
+}
+
+async fn post(url: &str, cookie: Option<&str>, body: Option<serde_json::Value>) -> Reply {
+    let client = reqwest::Client::new();
+    let mut req = client.post(url).header(CSRF_HEADER, "1");
+    if let Some(c) = cookie {
+        req = req.header("cookie", format!("{REFRESH_COOKIE}={c}"));
+    }
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    let r = req.send().await.expect("request");
+    let status = r.status().as_u16();
+    let cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| {
+            let v = c
+                .strip_prefix(&format!("{REFRESH_COOKIE}="))?
+                .split(';')
+                .next()?;
+            (!v.is_empty()).then(|| v.to_owned())
+        });
+    let bytes = r.bytes().await.unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    Reply {
+        status,
+        cookie,
+        body,
+    }
+}
+
+async fn get(url: &str, bearer: Option<&str>) -> (u16, serde_json::Value) {
+    let mut req = reqwest::Client::new().get(url);
+    if let Some(b) = bearer {
+        req = req.header("authorization", format!("Bearer {b}"));
+    }
+    let r = req.send().await.expect("request");
+    let status = r.status().as_u16();
+    let bytes = r.bytes().await.unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+fn login_body(u: &str, p: &str) -> serde_json::Value {
+    serde_json::json!({"username": u, "password": p})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_user_add_reads_stdin_env_vars_configure_the_server_and_sigterm_stops_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let out = cli(&data, &["user", "add", "carol"], "carol-pass-123\n", &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("created user carol"));
+    // Taken names and empty passwords are refused with a message and a failure status.
+    let out = cli(&data, &["user", "add", "carol"], "other\n", &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("user already exists"));
+    let out = cli(&data, &["user", "add", "dave"], "\n", &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("empty password"));
+
+    let p = Proc::start(
+        &data,
+        &[],
+        &[
+            ("AUTHFETCH_ACCESS_TTL", "5s"),
+            ("AUTHFETCH_DEBUG_STATS", "true"),
+        ],
+    );
+    let r = post(
+        &p.url(LOGIN_PATH),
+        None,
+        Some(login_body("carol", "carol-pass-123")),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let expires_in = r.body["expires_in"].as_u64().unwrap();
+    assert!(
+        (4..=5).contains(&expires_in),
+        "AUTHFETCH_ACCESS_TTL applied: {expires_in}"
+    );
+    let access = r.body["access_token"].as_str().unwrap().to_owned();
+    let cookie = r.cookie.unwrap();
+    let (status, me) = get(&p.url("/api/me"), Some(&access)).await;
+    assert_eq!(status, 200);
+    assert_eq!(me["username"], "carol");
+    let r = post(&p.url(REFRESH_PATH), Some(&cookie), None).await;
+    assert_eq!(r.status, 200);
+    let (status, stats) = get(&p.url("/debug/stats"), None).await;
+    assert_eq!(status, 200, "AUTHFETCH_DEBUG_STATS applied");
+    assert_eq!(stats["refresh"], 1);
+    assert_eq!(stats["login"], 1);
+    // Wrong password: rate limits see the real peer IP.
+    let r = post(
+        &p.url(LOGIN_PATH),
+        None,
+        Some(login_body("carol", "nope-nope")),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+
+    let logs = p.logs();
+    let status = p.terminate();
+    assert!(status.success(), "graceful exit on SIGTERM: {status}");
+    assert!(logs.contains("event=\"login\""), "{logs}");
+    assert!(logs.contains("ip=127.0.0.1"), "{logs}");
+    assert!(logs.contains("event=\"login_failed\""), "{logs}");
+    for secret in ["carol-pass-123", "nope-nope", &access, &cookie] {
+        assert!(!logs.contains(secret), "secret in the server log");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_keys_rotate_activates_a_new_key_and_keeps_the_old_one_published() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let p = Proc::start(&data, &["--demo"], &[]);
+    let (_, jwks) = get(&p.url(JWKS_PATH), None).await;
+    let old_kid = jwks["keys"][0]["kid"].as_str().unwrap().to_owned();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
+    let r = post(
+        &p.url(LOGIN_PATH),
+        None,
+        Some(login_body("alice", "alice-password")),
+    )
+    .await;
+    let old_token = r.body["access_token"].as_str().unwrap().to_owned();
+    assert!(p.terminate().success());
+
+    let out = cli(&data, &["keys", "rotate"], "", &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let new_kid = stdout
+        .trim()
+        .strip_prefix("new active key ")
+        .unwrap_or_else(|| panic!("{stdout}"))
+        .to_owned();
+    assert_ne!(new_kid, old_kid);
+
+    let p = Proc::start(&data, &["--demo"], &[]);
+    let (_, jwks) = get(&p.url(JWKS_PATH), None).await;
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert!(
+        kids.contains(&old_kid.as_str()) && kids.contains(&new_kid.as_str()),
+        "{kids:?}"
+    );
+    let r = post(
+        &p.url(LOGIN_PATH),
+        None,
+        Some(login_body("alice", "alice-password")),
+    )
+    .await;
+    let token = r.body["access_token"].as_str().unwrap().to_owned();
+    let header: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            token.split('.').next().unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        header["kid"],
+        new_kid.as_str(),
+        "new tokens use the new key"
+    );
+    assert_eq!(
+        get(&p.url("/api/me"), Some(&old_token)).await.0,
+        200,
+        "old tokens still verify"
+    );
+    assert_eq!(get(&p.url("/api/me"), Some(&token)).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_redis_url_env_two_processes_share_sessions() {
+    let redis = RedisServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let env = [("AUTHFETCH_REDIS_URL", redis.url.as_str())];
+    let out = cli(&data, &["user", "add", "erin"], "erin-pass-456\n", &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Two processes: one data dir (the shared signing keys), one Redis (the shared sessions).
+    let a = Proc::start(&data, &[], &env);
+    let b = Proc::start(&data, &["--redis-url", &redis.url], &[]);
+    let r = post(
+        &a.url(LOGIN_PATH),
+        None,
+        Some(login_body("erin", "erin-pass-456")),
+    )
+    .await;
+    assert_eq!(r.status, 200, "user added through Redis: {}", r.body);
+    let access = r.body["access_token"].as_str().unwrap().to_owned();
+    let c0 = r.cookie.unwrap();
+    assert_eq!(get(&b.url("/api/me"), Some(&access)).await.0, 200);
+    let r = post(&b.url(REFRESH_PATH), Some(&c0), None).await;
+    assert_eq!(r.status, 200, "refresh on B of a login on A");
+    let c1 = r.cookie.unwrap();
+    let r = post(&a.url(REFRESH_PATH), Some(&c0), None).await;
+    assert_eq!(r.status, 200, "the parent within grace, on A");
+    assert_eq!(
+        r.cookie.as_deref(),
+        Some(c1.as_str()),
+        "same successor across processes"
+    );
+    // Logout on B; A sees it.
+    let r = post(&b.url(authfetch_protocol::LOGOUT_PATH), Some(&c1), None).await;
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        post(&a.url(REFRESH_PATH), Some(&c1), None).await.status,
+        401
+    );
+    assert_eq!(get(&a.url("/api/me"), Some(&access)).await.0, 401);
+    // The Redis URL never reaches the logs in a form with a password (none here), and
+    // sessions never do.
+    for secret in ["erin-pass-456", &c0, &c1, &access] {
+        assert!(!a.logs().contains(secret) && !b.logs().contains(secret));
+    }
+}
+
+#[test]
+fn cli_rejects_bad_flags_with_a_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (args, needle) in [
+        (&["--store", "mysql://x"][..], "--store must be"),
+        (
+            &["--redis-url", "http://x"][..],
+            "--redis-url must start with",
+        ),
+        (&["--access-ttl", "0"][..], "at least 1s"),
+        (&["--grace", "ten"][..], "invalid duration"),
+        (&["--alg", "HS256"][..], "invalid value"),
+    ] {
+        let out = cli(tmp.path(), args, "", &[]);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
