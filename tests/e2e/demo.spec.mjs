@@ -1,12 +1,15 @@
 // The demo app (www/), driven as a person would: typing, clicking, a second tab, a second device.
 // The real authfetch-server serves it under its strict CSP; access tokens live 3 s, so refreshes
-// happen within each test. Screenshots for the README go to docs/screenshots/ (stable names).
+// happen within each test. Screenshots go to test-results/screenshots/ (stable names); run with
+// AUTHFETCH_UPDATE_SCREENSHOTS=1 to refresh the README's copies in docs/screenshots/ instead.
 import { test, expect } from './fixtures.mjs';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT } from './fixtures.mjs';
 
-const SHOTS = join(ROOT, 'docs', 'screenshots');
+const SHOTS = process.env.AUTHFETCH_UPDATE_SCREENSHOTS
+  ? join(ROOT, 'docs', 'screenshots')
+  : join(ROOT, 'test-results', 'screenshots');
 mkdirSync(SHOTS, { recursive: true });
 const COOKIE = '__Host-authfetch_rt';
 const GRACE_S = 2;
