@@ -1,17 +1,24 @@
 // The platform bindings of authfetch's wasm module, imported by the generated glue.
 //
 // Every global the token touches is captured HERE, when the package is first imported (K2):
-// a script that later replaces `fetch`, `Request`, `Headers.prototype.set` or the `headers`
-// getter does not see the bearer. (It can still call authFetch itself: see the crate docs.)
-// Nothing in this file keeps the token: it arrives as an argument, goes into a header, and
-// the string is garbage the moment `fetch` has been called.
+// a script that later replaces `fetch`, `Request`, `Headers.prototype.set`, the `headers` getter
+// or `Response.prototype.json` does not see the bearer. (It can still call authFetch itself,
+// and a script that ran BEFORE this import, or that patches intrinsics such as
+// `Promise.prototype.then`, can observe more: see the crate docs.)
+// Nothing in this file keeps the token: it arrives as an argument, goes into a header, and the
+// string is garbage the moment `fetch` has been called.
 const g = globalThis;
 const F = g.fetch;
 const Req = g.Request;
 const clone = Req && Req.prototype.clone;
 const headersOf = Req && (Object.getOwnPropertyDescriptor(Req.prototype, 'headers') || {}).get;
+const urlOf = Req && (Object.getOwnPropertyDescriptor(Req.prototype, 'url') || {}).get;
 const setHeader = g.Headers && g.Headers.prototype.set;
-const json = g.Response && g.Response.prototype.json;
+const getHeader = g.Headers && g.Headers.prototype.get;
+const Res = g.Response;
+const statusOf = Res && (Object.getOwnPropertyDescriptor(Res.prototype, 'status') || {}).get;
+const resHeadersOf = Res && (Object.getOwnPropertyDescriptor(Res.prototype, 'headers') || {}).get;
+const json = Res && Res.prototype.json;
 const stringify = JSON.stringify;
 const perf = g.performance;
 const clock = perf ? perf.now.bind(perf) : Date.now;
@@ -20,6 +27,11 @@ const timer = g.setTimeout;
 /** `new Request(input, init)` with the captured constructor (throws like fetch would). */
 export function make(input, init) {
   return new Req(input, init);
+}
+
+/** The request's absolute URL (for the allowlist). */
+export function url(req) {
+  return urlOf.call(req);
 }
 
 /**
@@ -45,14 +57,37 @@ export function send(req, bearer) {
   return F.call(g, r);
 }
 
-/** POSTs to an auth endpoint; resolves `[status, parsedJsonOrNull]`. */
-export function post(url, name, value, body, bearer) {
+/** The response's status. */
+export function status(res) {
+  return statusOf.call(res);
+}
+
+/** The response's `WWW-Authenticate` header, or undefined. */
+export function challenge(res) {
+  const v = getHeader.call(resHeadersOf.call(res), 'www-authenticate');
+  return v === null ? undefined : v;
+}
+
+/**
+ * POSTs to an auth endpoint (a JSON body only for a login); resolves
+ * `[status, access_token, token_type, expires_in, error]`, each undefined when absent or of
+ * the wrong type. The wasm module validates the rest.
+ */
+export function post(url, name, value, username, password, bearer) {
   const headers = { [name]: value };
-  if (body) headers['content-type'] = 'application/json';
+  let body;
+  if (username !== undefined) {
+    headers['content-type'] = 'application/json';
+    body = stringify({ username, password });
+  }
   if (bearer) headers.authorization = 'Bearer ' + bearer;
+  const str = (v) => (typeof v === 'string' ? v : undefined);
   return F.call(g, url, {
-    method: 'POST', headers, body: body ? stringify(body) : undefined, credentials: 'include', cache: 'no-store', redirect: 'error',
-  }).then((r) => json.call(r).then((j) => [r.status, j], () => [r.status, null]));
+    method: 'POST', headers, body, credentials: 'include', cache: 'no-store', redirect: 'error',
+  }).then((r) => json.call(r).then((j) => j || {}, () => ({})).then((j) => [
+    statusOf.call(r), str(j.access_token), str(j.token_type),
+    typeof j.expires_in === 'number' ? j.expires_in : undefined, str(j.error),
+  ]));
 }
 
 /** Monotonic milliseconds (K8). */
@@ -82,15 +117,39 @@ export function lock(name, ms) {
   });
 }
 
-/** Opens the BroadcastChannel `name` (null where there is none). */
+/**
+ * Opens the BroadcastChannel `name` (null where there is none). Messages are unpacked here and
+ * handed on as `(kind, token, ms, flag)`; anything malformed is dropped.
+ */
 export function channel(name, onMessage) {
   if (!g.BroadcastChannel) return null;
   const c = new g.BroadcastChannel(name);
-  c.onmessage = (e) => onMessage(e.data);
+  c.onmessage = (e) => {
+    const d = e.data;
+    if (!d || typeof d !== 'object' || ![0, 1, 2].includes(d.k)) return;
+    onMessage(d.k, typeof d.t === 'string' ? d.t : undefined, typeof d.m === 'number' ? d.m : 0, d.l === true);
+  };
   return c;
 }
 
 /** Posts a message built by the wasm module. */
-export function post_message(c, kind, token, ms, login) {
-  c.postMessage({ k: kind, t: token, m: ms, l: login });
+export function post_message(c, kind, token, ms, flag) {
+  c.postMessage({ k: kind, t: token, m: ms, l: flag });
+}
+
+const STEPS = [, 'waited', 'no-bearer', 'refreshed', 'retried']; // eslint-disable-line no-sparse-arrays
+
+/** Reports one authFetch call to `cb` as `{method, url, steps, status, bearer}`. */
+export function trace(cb, req, codes, bearer) {
+  const steps = Array.from(codes, (c) => (c >= 100 ? String(c) : STEPS[c]));
+  let status = null;
+  for (const c of codes) if (c >= 100) status = c;
+  cb({ method: req.method, url: urlOf.call(req), steps, status, bearer: bearer && status !== null });
+}
+
+const EVENTS = ['signed_in', 'refreshed', 'signed_out', 'session_expired', 'refresh_failed'];
+
+/** Delivers auth-state event number `n` to `cb` as `{type}`. */
+export function emit(cb, n) {
+  cb({ type: EVENTS[n] });
 }

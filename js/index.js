@@ -61,38 +61,54 @@ function loadWasm() {
   return wasmLoading;
 }
 
-/** Resolves `url` against the page; `''` for something that is not http(s). */
+/** Resolves `url` against the page; ERR_INVALID_CONFIG unless it is an http(s) URL. */
 function absolute(url, key) {
-  if (url === undefined) return '';
   if (typeof url !== 'string' && !(url instanceof URL)) throw new AuthFetchError('ERR_INVALID_CONFIG', key);
   const u = new URL(url, g.location.href);
   if (!/^https?:$/.test(u.protocol)) throw new AuthFetchError('ERR_INVALID_CONFIG', key);
   return u.href;
 }
 
-/** The public options → what the wasm module expects (URLs normalised by the platform's parser). */
+const num = (v, dflt, key) => {
+  if (v === undefined) return dflt;
+  if (typeof v !== 'number' || !(v >= 0 && v <= 1e9)) throw new AuthFetchError('ERR_INVALID_CONFIG', key);
+  return v;
+};
+
+/** The public options → the wasm constructor's arguments (URLs normalised by the platform). */
 function normalise(options) {
   const o = options || {};
   try {
-    const base = o.baseUrl === undefined ? g.location.origin : absolute(o.baseUrl, 'baseUrl');
+    const base = (o.baseUrl === undefined ? g.location.origin : absolute(o.baseUrl, 'baseUrl')).replace(/\/+$/, '');
+    const url = (v, key, path) => (v === undefined ? base + path : absolute(v, key));
     const allowed = (o.allowedOrigins ?? [g.location.origin]).map((entry) => {
       const u = new URL(absolute(entry, 'allowedOrigins'));
       if (u.username || u.password) throw new AuthFetchError('ERR_INVALID_CONFIG', 'allowedOrigins');
       return u.origin + (u.pathname === '/' ? '' : u.pathname);
     });
-    const csrf = o.csrfHeader === undefined ? undefined : [String(o.csrfHeader.name), String(o.csrfHeader.value)];
-    return {
-      base: base.replace(/\/+$/, ''),
-      loginUrl: absolute(o.loginUrl, 'loginUrl'),
-      refreshUrl: absolute(o.refreshUrl, 'refreshUrl'),
-      logoutUrl: absolute(o.logoutUrl, 'logoutUrl'),
-      logoutAllUrl: absolute(o.logoutAllUrl, 'logoutAllUrl'),
-      allowed,
-      refreshAheadSeconds: o.refreshAheadSeconds,
-      csrf,
-      crossTab: o.crossTab,
-      lockTimeoutMs: o.lockTimeoutMs,
-    };
+    const csrf = o.csrfHeader === undefined ? { name: 'x-authfetch', value: '1' } : o.csrfHeader;
+    if (typeof csrf.name !== 'string' || typeof csrf.value !== 'string') {
+      throw new AuthFetchError('ERR_INVALID_CONFIG', 'csrfHeader');
+    }
+    if (o.crossTab !== undefined && typeof o.crossTab !== 'boolean') {
+      throw new AuthFetchError('ERR_INVALID_CONFIG', 'crossTab');
+    }
+    const lines = [
+      url(o.loginUrl, 'loginUrl', '/auth/login'),
+      url(o.refreshUrl, 'refreshUrl', '/auth/refresh'),
+      url(o.logoutUrl, 'logoutUrl', '/auth/logout'),
+      url(o.logoutAllUrl, 'logoutAllUrl', '/auth/logout-all'),
+      csrf.name,
+      csrf.value,
+      ...allowed,
+    ];
+    if (lines.some((l) => /[\r\n]/.test(l))) throw new AuthFetchError('ERR_INVALID_CONFIG', 'csrfHeader');
+    return [
+      lines.join('\n'),
+      num(o.refreshAheadSeconds, 30, 'refreshAheadSeconds') * 1000,
+      o.crossTab !== false,
+      num(o.lockTimeoutMs, 5000, 'lockTimeoutMs'),
+    ];
   } catch (err) {
     throw err instanceof AuthFetchError ? err : new AuthFetchError('ERR_INVALID_CONFIG', err);
   }
@@ -129,16 +145,14 @@ function makeInstance(initialOptions) {
     if (!starting) {
       if (!inBrowser()) return Promise.reject(new AuthFetchError('ERR_UNSUPPORTED'));
       starting = loadWasm().then(() => {
-        const opts = normalise(options);
+        const args = normalise(options);
         let c;
         try {
           c = new Client(
-            opts,
-            (type) => deliver(events, { type }),
-            (method, url, steps, status, bearer) => deliver(traces, {
-              method, url, steps: Array.from(steps, String), status: status || null, bearer,
-            }),
-            (data) => { if (c) c.message(data); },
+            ...args,
+            (event) => deliver(events, event),
+            (trace) => deliver(traces, trace),
+            (kind, token, ms, flag) => { if (c) c.message(kind, token, ms, flag); },
           );
         } catch (err) {
           throw wrap(err);
@@ -181,7 +195,17 @@ function makeInstance(initialOptions) {
       return client ? client.isAuthenticated() : false;
     },
     claims() {
-      return client ? client.claims() : null;
+      const segment = client ? client.claims() : undefined;
+      if (segment === undefined) return null;
+      try {
+        // base64url → bytes → UTF-8 → JSON. Display only: never trusted, never verified here.
+        const b64 = segment.replace(/-/g, '+').replace(/_/g, '/');
+        const bytes = Uint8Array.from(g.atob(b64 + '==='.slice((b64.length + 3) % 4)), (ch) => ch.charCodeAt(0));
+        const c = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+        return c && typeof c === 'object' && !Array.isArray(c) ? c : null;
+      } catch {
+        return null;
+      }
     },
     expiresIn() {
       return client ? client.expiresIn() : undefined;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the npm package `authfetch` into pkg/:
 #   cargo build (wasm32, profile wasm-release, no_std "tiny" feature)
-#   → wasm-bindgen --target web → wasm-opt -Oz → pkg/ (+ index.js, index.d.ts, package.json)
+#   → wasm-bindgen --target web → wasm-opt -Oz → esbuild (js/index.js + glue + js/bridge.js,
+#   one minified ES module) → pkg/{index.js, authfetch_bg.wasm, index.d.ts, package.json}
 # then type-checks the public .d.ts against a usage file and prints a size report.
 #
 #   bash scripts/build-pkg.sh                # build (fast when nothing changed) + size report
@@ -62,20 +63,51 @@ else
   # 2. JS glue + the bridge snippet. Our own index.d.ts is the package's type entry.
   wasm-bindgen --target web --no-typescript --out-dir "$STAGE" "$RAW"
 
-  # 3. Optimise for size. Names and producers are debug data; target_features is kept.
+  # 3. Snip the panic and formatting machinery, then optimise for size.
+  #    The shipped build's panic handler traps without reading its message, but every panic
+  #    site in core, alloc and js-sys still builds a `fmt::Arguments`, which keeps `core::fmt`
+  #    (and the functions it points to) alive: ~4 KB of `.wasm` that can never run usefully. Like
+  #    `wasm-snip --snip-rust-fmt-code --snip-rust-panicking-code`, but with binaryen.js (already
+  #    a dependency): their bodies become `unreachable`, and wasm-opt then drops what only they
+  #    used. A panic still traps, exactly as before. The crate itself has no `format!`.
+  node --input-type=module - "$STAGE/${CRATE}_bg.wasm" <<'JS'
+import binaryen from 'binaryen';
+import { readFileSync, writeFileSync } from 'node:fs';
+const file = process.argv[2];
+const m = binaryen.readBinary(readFileSync(file));
+const F = binaryen.Features;
+m.setFeatures(F.MutableGlobals | F.NontrappingFPToInt | F.BulkMemory | F.SignExt | F.ReferenceTypes
+  | F.Multivalue | F.BulkMemoryOpt | F.CallIndirectOverlong);
+const SNIP = /::fmt::|::panicking::|::panic_|_fail(_rt)?$|unwrap_failed|expect_failed|handle_alloc_error|__rdl_oom|alloc_error_handler|capacity_overflow|raw_vec::handle_error/;
+let snipped = 0;
+for (let i = 0; i < m.getNumFunctions(); i++) {
+  const f = m.getFunctionByIndex(i);
+  const info = binaryen.getFunctionInfo(f);
+  if (info.module || !SNIP.test(info.name)) continue; // imports are never touched
+  binaryen.Function.setBody(f, m.unreachable());
+  snipped++;
+}
+if (snipped === 0) throw new Error('snip: no panic/fmt function found (names missing?)');
+writeFileSync(file, m.emitBinary());
+JS
   "$WASM_OPT" -Oz --strip-debug --strip-producers "${WASM_FEATURES[@]}" \
     "$STAGE/${CRATE}_bg.wasm" -o "$STAGE/${CRATE}_bg.wasm"
 
-  # The glue's JSDoc repeats the Rust docs of the internal Client class; browsers don't need it.
-  node -e '
-    const fs = require("fs");
-    const f = process.argv[1];
-    const src = fs.readFileSync(f, "utf8");
-    fs.writeFileSync(f, src.replace(/^[ \t]*\/\*\*[\s\S]*?\*\/[ \t]*\n/gm, ""));
-  ' "$STAGE/$CRATE.js"
+  # 4. One ES module: the entry (js/index.js), the glue and the bridge, bundled and minified
+  #    with esbuild (what an app's bundler would do anyway; a page without a bundler saves two
+  #    requests). `new URL('./authfetch_bg.wasm', import.meta.url)` survives untouched, so
+  #    browsers, Vite and webpack 5 still find the .wasm next to it.
+  cp js/index.js "$STAGE/entry.js"
+  node_modules/.bin/esbuild "$STAGE/entry.js" --bundle --format=esm --minify --target=es2020 \
+    --platform=browser --legal-comments=none --log-level=warning \
+    --log-override:duplicate-object-key=silent --outfile="$STAGE/bundle/index.js"
+  grep -q "new URL(\"./${CRATE}_bg.wasm\",import.meta.url)" "$STAGE/bundle/index.js" \
+    || { echo "build-pkg.sh: the bundle lost new URL('./${CRATE}_bg.wasm', import.meta.url)" >&2; exit 1; }
+  PKG_DIR="$STAGE/pkg"
+  mkdir -p "$PKG_DIR"
+  cp "$STAGE/bundle/index.js" "$STAGE/${CRATE}_bg.wasm" js/index.d.ts "$PKG_DIR/"
 
-  # 4. The public entry, its types, and the manifest.
-  cp js/index.js js/index.d.ts "$STAGE/"
+  # 5. The manifest.
   node -e '
     const fs = require("fs");
     const [dir, version] = process.argv.slice(1);
@@ -96,26 +128,26 @@ else
         "./package.json": "./package.json",
       },
       files: files.concat("package.json"),
-      // The entry only defines functions; the wasm is loaded on first use. The bridge snippet
-      // captures fetch/Request/Headers when it is evaluated, which no bundler may drop or reorder
-      // away from its importer, but that is no side effect an app depends on.
+      // Importing defines functions and captures fetch/Request/Headers (K2); the wasm is
+      // loaded on first use. Nothing an app depends on happens at import, so a bundler may drop
+      // the module when none of its exports is used.
       sideEffects: false,
       keywords: ["fetch", "auth", "jwt", "refresh-token", "wasm", "spa"],
     };
     fs.writeFileSync(`${dir}/package.json`, JSON.stringify(pkg, null, 2) + "\n");
-  ' "$STAGE" "$version"
+  ' "$PKG_DIR" "$version"
 
-  # 5. Type-check the public API against a usage file (strict TypeScript).
+  # 6. Type-check the public API against a usage file (strict TypeScript).
   node_modules/.bin/tsc -p js/tsconfig.json
 
   # Swap into place.
   rm -rf "$OUT"
-  mv "$STAGE" "$OUT"
+  mv "$PKG_DIR" "$OUT"
   echo "$inputs_hash" > "$STAMP"
   say "wrote $OUT/ (authfetch $version)"
 fi
 
-# 6. Size report: every shipped file, raw / gzip -9 / brotli (quality 11).
+# 7. Size report: every shipped file, raw / gzip -9 / brotli (quality 11).
 total_gz=0
 printf '\n%-58s %9s %9s %9s\n' "shipped file" "raw" "gzip -9" "brotli"
 while IFS= read -r f; do

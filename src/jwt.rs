@@ -57,6 +57,32 @@ pub fn base64url_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The payload segment (base64url text) of a compact JWT: three non-empty dot-separated parts
+/// within [`MAX_TOKEN_LEN`], the middle one in the base64url alphabet. The browser build hands
+/// this to `js/index.js`, which decodes it with the platform's `atob` and `JSON.parse` (the
+/// claims are public; the signature, the part that makes a token usable, never leaves the
+/// `.wasm`). Byte scanning only: no searcher, no panic path.
+pub fn payload_segment(token: &str) -> Option<&str> {
+    let b = token.as_bytes();
+    if b.len() > MAX_TOKEN_LEN {
+        return None;
+    }
+    let first = b.iter().position(|&c| c == b'.')?;
+    let second = first + 1 + b.get(first + 1..)?.iter().position(|&c| c == b'.')?;
+    let payload = b.get(first + 1..second)?;
+    let sig = b.get(second + 1..)?;
+    let ok = first > 0
+        && !payload.is_empty()
+        && !sig.is_empty()
+        && !sig.contains(&b'.')
+        && payload.iter().all(|&c| sextet(c).is_some());
+    if ok {
+        token.get(first + 1..second)
+    } else {
+        None
+    }
+}
+
 /// The decoded JSON text of a compact JWT's payload, or `None` if the token is not three
 /// base64url parts within [`MAX_TOKEN_LEN`] whose payload is UTF-8.
 pub fn payload_json(token: &str) -> Option<alloc::string::String> {
@@ -74,6 +100,7 @@ pub fn payload_json(token: &str) -> Option<alloc::string::String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::string::String;
 
     #[test]
     fn decodes_rfc4648_vectors_in_url_alphabet() {
@@ -97,6 +124,27 @@ mod tests {
         for bad in ["Zg==", "+/8", "Z", "Zh", "Zm9", "Zm9vY", "Zm 9v"] {
             assert_eq!(base64url_decode(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn payload_segment_is_the_middle_of_exactly_three_parts() {
+        let p = "eyJzdWIiOiJhbGljZSJ9";
+        assert_eq!(payload_segment(&["h.", p, ".s"].concat()), Some(p));
+        assert_eq!(payload_segment(&["h.", p].concat()), None, "two parts");
+        assert_eq!(payload_segment(&["h.", p, ".s.x"].concat()), None);
+        assert_eq!(payload_segment(&[".", p, ".s"].concat()), None);
+        assert_eq!(payload_segment(&["h.", p, "."].concat()), None);
+        assert_eq!(payload_segment("h..s"), None);
+        assert_eq!(payload_segment("h.!!!.s"), None);
+        assert_eq!(payload_segment("h.a=b.s"), None);
+        assert_eq!(payload_segment(""), None);
+        assert_eq!(payload_segment("..."), None);
+        let huge = ["h.", &"a".repeat(MAX_TOKEN_LEN), ".s"].concat();
+        assert_eq!(payload_segment(&huge), None);
+        // Whatever the segment, it decodes the same way as `payload_json` does.
+        let t = ["h.", p, ".s"].concat();
+        let decoded = base64url_decode(payload_segment(&t).unwrap()).unwrap();
+        assert_eq!(String::from_utf8(decoded).ok(), payload_json(&t));
     }
 
     #[test]

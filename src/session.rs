@@ -13,17 +13,34 @@
 //! * No `RefCell` borrow is held across an `.await` or across a call into [`Env`]
 //!   (events run arbitrary JS listeners, which may call back into the session).
 
-use crate::config::Config;
+use crate::config::{find_bytes, Config};
 use crate::error::Error;
 use alloc::boxed::Box;
 use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::cell::RefCell;
+use core::cell::{Ref, RefCell, RefMut};
 use core::fmt;
 use core::future::Future;
 use core::pin::Pin;
 use core::task::{Context, Poll, Waker};
+
+/// `RefCell::borrow` without the formatted panic (whose `core::fmt` costs kilobytes of `.wasm`).
+/// A failed borrow is a bug (the invariants above rule it out): it traps.
+fn rd<T>(c: &RefCell<T>) -> Ref<'_, T> {
+    match c.try_borrow() {
+        Ok(b) => b,
+        Err(_) => crate::bug(),
+    }
+}
+
+/// `RefCell::borrow_mut` without the formatted panic; see [`rd`].
+fn wr<T>(c: &RefCell<T>) -> RefMut<'_, T> {
+    match c.try_borrow_mut() {
+        Ok(b) => b,
+        Err(_) => crate::bug(),
+    }
+}
 
 /// A boxed local task, as handed to [`Env::spawn`].
 pub type Task = Pin<Box<dyn Future<Output = ()>>>;
@@ -171,7 +188,11 @@ pub trait Env: 'static {
     /// [`Error::SessionExpired`] when the server refuses the refresh cookie,
     /// [`Error::InvalidCredentials`] for a refused login, [`Error::Network`],
     /// [`Error::RateLimited`] or [`Error::InvalidResponse`] otherwise.
-    fn auth(&self, call: AuthCall<'_>) -> impl Future<Output = Result<Option<Grant>, Error>>;
+    fn auth(
+        &self,
+        config: &Config,
+        call: AuthCall<'_>,
+    ) -> impl Future<Output = Result<Option<Grant>, Error>>;
     /// Delivers an auth-state event.
     fn emit(&self, event: Event);
     /// Posts a message to the other tabs.
@@ -218,7 +239,10 @@ pub enum Failure<X> {
 /// server's challenge names an error other than `invalid_token`.
 pub fn wants_refresh(status: u16, www_authenticate: Option<&str>) -> bool {
     status == 401
-        && www_authenticate.is_none_or(|h| !h.contains("error=") || h.contains("invalid_token"))
+        && www_authenticate.is_none_or(|h| {
+            let h = h.as_bytes();
+            find_bytes(h, b"error=").is_none() || find_bytes(h, b"invalid_token").is_some()
+        })
 }
 
 fn backoff_ms(failures: u32) -> f64 {
@@ -266,13 +290,13 @@ impl Flight {
     /// Sets the outcome once (later calls are ignored) and wakes every waiter.
     fn complete(&self, outcome: Result<(), Error>) {
         {
-            let mut o = self.outcome.borrow_mut();
+            let mut o = wr(&self.outcome);
             if o.is_some() {
                 return;
             }
             *o = Some(outcome);
         }
-        let wakers = core::mem::take(&mut *self.wakers.borrow_mut());
+        let wakers = core::mem::take(&mut *wr(&self.wakers));
         for w in wakers {
             w.wake();
         }
@@ -284,10 +308,10 @@ struct Wait(Rc<Flight>);
 impl Future for Wait {
     type Output = Result<(), Error>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Some(o) = self.0.outcome.borrow().as_ref() {
+        if let Some(o) = rd(&self.0.outcome).as_ref() {
             return Poll::Ready(o.clone());
         }
-        self.0.wakers.borrow_mut().push(cx.waker().clone());
+        wr(&self.0.wakers).push(cx.waker().clone());
         Poll::Pending
     }
 }
@@ -329,20 +353,20 @@ impl<E: Env> Session<E> {
 
     /// Current state.
     pub fn state(&self) -> State {
-        self.inner.borrow().state
+        rd(&self.inner).state
     }
 
     /// Milliseconds until the held token expires on the monotonic clock (negative once it
     /// has), or `None` without a token.
     pub fn expires_in(&self) -> Option<f64> {
         let now = self.env.now();
-        let i = self.inner.borrow();
+        let i = rd(&self.inner);
         i.token.as_ref().map(|t| t.expires_at - now)
     }
 
     /// Runs `f` on the held token (for decoding its public claims); `None` without one.
     pub fn with_token<R>(&self, f: impl FnOnce(&str) -> R) -> Option<R> {
-        let i = self.inner.borrow();
+        let i = rd(&self.inner);
         i.token.as_ref().map(|t| f(t.secret.expose()))
     }
 
@@ -380,7 +404,7 @@ impl<E: Env> Session<E> {
         }
         let now = self.env.now();
         let Some((version, delay)) = ({
-            let i = self.inner.borrow();
+            let i = rd(&self.inner);
             i.token.as_ref().map(|t| (i.version, t.refresh_at - now))
         }) else {
             return;
@@ -390,7 +414,7 @@ impl<E: Env> Session<E> {
         self.env.spawn(Box::pin(async move {
             sleep.await;
             let due = {
-                let i = this.inner.borrow();
+                let i = rd(&this.inner);
                 i.version == version && i.state == State::SignedIn && i.flight.is_none()
             };
             if due {
@@ -403,7 +427,7 @@ impl<E: Env> Session<E> {
     /// task, so a caller that gives up (abort) does not cancel it.
     fn refresh(self: &Rc<Self>) -> Rc<Flight> {
         let (flight, epoch, v0) = {
-            let mut i = self.inner.borrow_mut();
+            let mut i = wr(&self.inner);
             if let Some(f) = &i.flight {
                 return Rc::clone(f);
             }
@@ -425,7 +449,7 @@ impl<E: Env> Session<E> {
     /// Did a token arrive (from another tab) since version `v0`? If so, finish `flight`.
     fn adopted_since(&self, v0: u64, flight: &Rc<Flight>) -> bool {
         let adopted = {
-            let mut i = self.inner.borrow_mut();
+            let mut i = wr(&self.inner);
             let fresh = i.version != v0
                 && i.state == State::SignedIn
                 && i.token
@@ -444,7 +468,7 @@ impl<E: Env> Session<E> {
 
     async fn run_refresh(self: Rc<Self>, epoch: u64, v0: u64, flight: Rc<Flight>) {
         if !self.config.cross_tab {
-            let result = self.env.auth(AuthCall::Refresh).await;
+            let result = self.env.auth(&self.config, AuthCall::Refresh).await;
             self.finish_refresh(epoch, &flight, result);
             return;
         }
@@ -461,7 +485,7 @@ impl<E: Env> Session<E> {
         if self.adopted_since(v0, &flight) {
             return;
         }
-        let result = self.env.auth(AuthCall::Refresh).await;
+        let result = self.env.auth(&self.config, AuthCall::Refresh).await;
         self.finish_refresh(epoch, &flight, result);
         drop(guard);
     }
@@ -476,7 +500,7 @@ impl<E: Env> Session<E> {
         let mut share = false;
         let mut expired = false;
         let outcome = {
-            let mut i = self.inner.borrow_mut();
+            let mut i = wr(&self.inner);
             if i.flight.as_ref().is_some_and(|f| Rc::ptr_eq(f, flight)) {
                 i.flight = None;
             }
@@ -545,7 +569,7 @@ impl<E: Env> Session<E> {
         }
         let now = self.env.now();
         let token = {
-            let i = self.inner.borrow();
+            let i = rd(&self.inner);
             i.token
                 .as_ref()
                 .map(|t| (t.secret.clone(), t.expires_at - now))
@@ -568,7 +592,7 @@ impl<E: Env> Session<E> {
         for _ in 0..2 {
             let flight = {
                 let now = self.env.now();
-                let i = self.inner.borrow();
+                let i = rd(&self.inner);
                 match (&i.flight, i.state, &i.token) {
                     (Some(f), _, _) => Some(Rc::clone(f)),
                     (None, State::SignedOut, _) => return Ok(None),
@@ -591,7 +615,7 @@ impl<E: Env> Session<E> {
             trace.push(Step::Waited);
             Wait(flight).await?;
         }
-        let i = self.inner.borrow();
+        let i = rd(&self.inner);
         Ok(match (&i.token, i.state) {
             (Some(t), State::SignedIn) => Some((t.secret.clone(), i.version)),
             _ => None,
@@ -638,7 +662,7 @@ impl<E: Env> Session<E> {
         }
         // Already replaced by a refresh that ran while this request was out? Use that one.
         let newer = {
-            let i = self.inner.borrow();
+            let i = rd(&self.inner);
             match (&i.token, i.state) {
                 (Some(t), State::SignedIn) if i.version != version => Some(t.secret.clone()),
                 _ => None,
@@ -649,7 +673,7 @@ impl<E: Env> Session<E> {
             None => {
                 Wait(self.refresh()).await.map_err(Failure::Auth)?;
                 trace.push(Step::Refreshed);
-                let i = self.inner.borrow();
+                let i = rd(&self.inner);
                 match (&i.token, i.state) {
                     (Some(t), State::SignedIn) => t.secret.clone(),
                     _ => return Err(Failure::Auth(Error::SignedOut)),
@@ -671,11 +695,11 @@ impl<E: Env> Session<E> {
     pub async fn login(self: &Rc<Self>, username: &str, password: &str) -> Result<(), Error> {
         let grant = self
             .env
-            .auth(AuthCall::Login { username, password })
+            .auth(&self.config, AuthCall::Login { username, password })
             .await?
             .ok_or(Error::InvalidResponse)?;
         let (event, flight) = {
-            let mut i = self.inner.borrow_mut();
+            let mut i = wr(&self.inner);
             i.epoch += 1;
             i.state = State::SignedOut;
             let e = self.install(&mut i, grant.token, grant.expires_in_ms);
@@ -698,7 +722,7 @@ impl<E: Env> Session<E> {
     pub async fn logout(self: &Rc<Self>, everywhere: bool) -> Result<(), Error> {
         let bearer = self.sign_out(false, true);
         self.env
-            .auth(AuthCall::Logout { everywhere, bearer })
+            .auth(&self.config, AuthCall::Logout { everywhere, bearer })
             .await
             .map(|_| ())
     }
@@ -706,7 +730,7 @@ impl<E: Env> Session<E> {
     /// Clears the token, bumps the generation, rejects waiters; returns the token given up.
     fn sign_out(&self, expired: bool, tell_tabs: bool) -> Option<Secret> {
         let (token, flight, was) = {
-            let mut i = self.inner.borrow_mut();
+            let mut i = wr(&self.inner);
             i.epoch += 1;
             i.version += 1;
             i.failures = 0;
@@ -740,7 +764,7 @@ impl<E: Env> Session<E> {
         match msg {
             Message::Hello => {
                 let live = {
-                    let i = self.inner.borrow();
+                    let i = rd(&self.inner);
                     i.state == State::SignedIn
                         && i.token
                             .as_ref()
@@ -770,7 +794,7 @@ impl<E: Env> Session<E> {
         }
         let now = self.env.now();
         let (event, flight) = {
-            let mut i = self.inner.borrow_mut();
+            let mut i = wr(&self.inner);
             if i.state == State::SignedOut && !login {
                 return;
             }

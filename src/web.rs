@@ -4,13 +4,17 @@
 //! Why a hand-written bridge instead of `web-sys`/`gloo-net` for fetch: web-sys bindings look
 //! the global (`fetch`, `Headers.prototype.set`, …) up at call time, so a script that replaced
 //! one after start-up would see the bearer. The bridge captures them once, at import (K2).
-//! web-sys is still used where nothing secret passes (`Request.url`, `Response.status`).
+//!
+//! The boundary is kept narrow on purpose: plain strings, numbers and booleans in both
+//! directions (the JS side unpacks options, messages and traces), so the `.wasm` carries no
+//! object-walking code and the generated glue stays small. Every byte here is paid by every
+//! user of the package (see `BENCHMARKS.md`).
 
-use crate::config::Config;
+use crate::config::{split_url, Config};
 use crate::error::Error;
 use crate::jwt;
 use crate::session::{
-    AuthCall, Env, Event, Failure, Grant, Message, Reply, Secret, Session, Step, Task,
+    AuthCall, Env, Event, Failure, Grant, Message, Reply, Secret, Session, State, Step, Task,
 };
 use alloc::boxed::Box;
 use alloc::rc::Rc;
@@ -19,11 +23,9 @@ use alloc::vec::Vec;
 use authfetch_protocol as proto;
 use core::future::Future;
 use core::pin::Pin;
-use js_sys::{Array, Function, Object, Promise, Reflect};
+use js_sys::{Array, Function, Promise};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::{future_to_promise, JsFuture};
-use web_sys::{Request, Response};
 
 /// Name of the Web Lock held around a refresh (tests and other tools may take it too).
 pub const LOCK_NAME: &str = "authfetch-refresh";
@@ -33,23 +35,27 @@ pub const CHANNEL_NAME: &str = "authfetch";
 #[wasm_bindgen(module = "/js/bridge.js")]
 extern "C" {
     #[wasm_bindgen(catch)]
-    fn make(input: &JsValue, init: &JsValue) -> Result<Request, JsValue>;
-    fn abortable(p: &Promise, req: &Request) -> Promise;
-    fn send(req: &Request, bearer: Option<&str>) -> Promise;
-    fn post(url: &str, name: &str, value: &str, body: &JsValue, bearer: Option<&str>) -> Promise;
+    fn make(input: &JsValue, init: &JsValue) -> Result<JsValue, JsValue>;
+    fn url(req: &JsValue) -> String;
+    fn abortable(p: &Promise, req: &JsValue) -> Promise;
+    fn send(req: &JsValue, bearer: Option<&str>) -> Promise;
+    fn status(res: &JsValue) -> u16;
+    fn challenge(res: &JsValue) -> Option<String>;
+    fn post(
+        url: &str,
+        csrf_name: &str,
+        csrf_value: &str,
+        username: Option<&str>,
+        password: Option<&str>,
+        bearer: Option<&str>,
+    ) -> Promise;
     fn now() -> f64;
     fn sleep(ms: f64) -> Promise;
     fn lock(name: &str, ms: f64) -> Promise;
     fn channel(name: &str, on_message: &Function) -> JsValue;
-    fn post_message(c: &JsValue, kind: u32, token: Option<&str>, ms: f64, login: bool);
-}
-
-fn get(target: &JsValue, key: &str) -> JsValue {
-    Reflect::get(target, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
-}
-
-fn set(target: &JsValue, key: &str, value: &JsValue) {
-    let _ = Reflect::set(target, &JsValue::from_str(key), value);
+    fn post_message(c: &JsValue, kind: u32, token: Option<&str>, ms: f64, flag: bool);
+    fn trace(cb: &Function, req: &JsValue, steps: &[u16], bearer: bool);
+    fn emit(cb: &Function, event: u32);
 }
 
 /// Converts an [`Error`] into the rejection value `[code, cause]`, which `js/index.js` turns
@@ -70,12 +76,15 @@ fn promise(f: impl Future<Output = Result<JsValue, JsValue>> + 'static) -> Promi
     future_to_promise(f)
 }
 
-impl Reply for Response {
+/// A `Response` as the session core sees it.
+pub struct WebReply(JsValue);
+
+impl Reply for WebReply {
     fn status(&self) -> u16 {
-        Response::status(self)
+        status(&self.0)
     }
     fn www_authenticate(&self) -> Option<String> {
-        self.headers().get("www-authenticate").ok().flatten()
+        challenge(&self.0)
     }
 }
 
@@ -90,18 +99,14 @@ impl Drop for LockGuard {
 
 /// The browser platform for [`Session`].
 pub struct WebEnv {
-    config: Config,
     on_event: Function,
     channel: JsValue,
 }
 
-/// Validates a token response body into a [`Grant`].
-fn grant(body: &JsValue) -> Option<Grant> {
-    let token = get(body, "access_token").as_string()?;
-    let ok_type = get(body, "token_type")
-        .as_string()
-        .is_some_and(|t| t.eq_ignore_ascii_case(proto::TOKEN_TYPE));
-    let secs = get(body, "expires_in").as_f64()?;
+/// Validates the `[status, access_token, token_type, expires_in]` answer of login/refresh.
+fn grant(token: Option<String>, token_type: Option<String>, secs: f64) -> Option<Grant> {
+    let token = token?;
+    let ok_type = token_type.is_some_and(|t| t.eq_ignore_ascii_case(proto::TOKEN_TYPE));
     let ok_token = !token.is_empty()
         && token.len() <= jwt::MAX_TOKEN_LEN
         && token.bytes().all(|b| b.is_ascii_graphic());
@@ -135,18 +140,21 @@ impl Env for WebEnv {
 
     fn lock(&self, timeout_ms: f64) -> impl Future<Output = Option<LockGuard>> + 'static {
         let p = JsFuture::from(lock(LOCK_NAME, timeout_ms));
-        async move { p.await.ok()?.dyn_into::<Function>().ok().map(LockGuard) }
+        async move {
+            let f = p.await.ok()?;
+            f.is_function().then(|| LockGuard(f.unchecked_into()))
+        }
     }
 
-    fn auth(&self, call: AuthCall<'_>) -> impl Future<Output = Result<Option<Grant>, Error>> {
-        let c = &self.config;
-        let (url, body, bearer, kind) = match call {
-            AuthCall::Refresh => (&c.refresh_url, JsValue::UNDEFINED, None, 0),
+    fn auth(
+        &self,
+        c: &Config,
+        call: AuthCall<'_>,
+    ) -> impl Future<Output = Result<Option<Grant>, Error>> {
+        let (url, user, pass, bearer, kind) = match call {
+            AuthCall::Refresh => (&c.refresh_url, None, None, None, 0),
             AuthCall::Login { username, password } => {
-                let o: JsValue = Object::new().into();
-                set(&o, "username", &JsValue::from_str(username));
-                set(&o, "password", &JsValue::from_str(password));
-                (&c.login_url, o, None, 1)
+                (&c.login_url, Some(username), Some(password), None, 1)
             }
             AuthCall::Logout { everywhere, bearer } => {
                 let url = if everywhere {
@@ -154,27 +162,34 @@ impl Env for WebEnv {
                 } else {
                     &c.logout_url
                 };
-                (url, JsValue::UNDEFINED, bearer, 2)
+                (url, None, None, bearer, 2)
             }
         };
         let p = post(
             url,
             &c.csrf.0,
             &c.csrf.1,
-            &body,
+            user,
+            pass,
             bearer.as_ref().map(Secret::expose),
         );
         drop(bearer);
         let p = JsFuture::from(p);
         async move {
-            let answer = p.await.map_err(Error::Network)?;
-            let status = get(&answer, "0").as_f64().unwrap_or(0.0) as u16;
-            let json = get(&answer, "1");
-            let code = get(&json, "error").as_string();
-            let invalid_grant = code.as_deref() == Some(proto::ErrorCode::InvalidGrant.as_str());
+            // [status, access_token, token_type, expires_in, error] (see js/bridge.js).
+            let answer: Array = p.await.map_err(Error::Network)?.unchecked_into();
+            let status = answer.get(0).as_f64().unwrap_or(0.0) as u16;
+            let invalid_grant = answer.get(4).as_string().as_deref()
+                == Some(proto::ErrorCode::InvalidGrant.as_str());
             match (kind, status) {
                 (2, 200..=299 | 401) => Ok(None),
-                (0 | 1, 200) => grant(&json).map(Some).ok_or(Error::InvalidResponse),
+                (0 | 1, 200) => grant(
+                    answer.get(1).as_string(),
+                    answer.get(2).as_string(),
+                    answer.get(3).as_f64().unwrap_or(0.0),
+                )
+                .map(Some)
+                .ok_or(Error::InvalidResponse),
                 (_, 429) => Err(Error::RateLimited),
                 (0, 400 | 401) if invalid_grant || status == 401 => Err(Error::SessionExpired),
                 (1, 400 | 401) if invalid_grant || status == 401 => Err(Error::InvalidCredentials),
@@ -184,9 +199,7 @@ impl Env for WebEnv {
     }
 
     fn emit(&self, event: Event) {
-        let _ = self
-            .on_event
-            .call1(&JsValue::NULL, &JsValue::from_str(event.name()));
+        emit(&self.on_event, event as u32);
     }
 
     fn broadcast(&self, msg: Message<'_>) {
@@ -205,87 +218,22 @@ impl Env for WebEnv {
     }
 }
 
-/// Reads a string option; `''` means "use the default".
-fn string_opt(options: &JsValue, key: &str) -> Result<String, Error> {
-    let v = get(options, key);
-    if v.is_undefined() {
-        return Ok(String::new());
-    }
-    v.as_string().ok_or(Error::InvalidConfig)
-}
-
-/// Reads a non-negative finite number option.
-fn number_opt(options: &JsValue, key: &str, default: f64) -> Result<f64, Error> {
-    let v = get(options, key);
-    if v.is_undefined() {
-        return Ok(default);
-    }
-    match v.as_f64() {
-        Some(n) if (0.0..=1e9).contains(&n) => Ok(n),
-        _ => Err(Error::InvalidConfig),
-    }
-}
-
-/// Builds a [`Config`] from the options object prepared by `js/index.js` (URLs already
-/// resolved by the platform's `URL` parser; an unparsable one arrives as `''`).
-fn config_from(options: &JsValue) -> Result<Config, Error> {
-    let base = string_opt(options, "base")?;
-    let base = base.trim_end_matches('/');
-    let url = |key: &str, path: &str| -> Result<String, Error> {
-        let v = string_opt(options, key)?;
-        let v = if v.is_empty() && !base.is_empty() {
-            [base, path].concat()
-        } else {
-            v
-        };
-        if crate::config::split_url(&v).is_none() {
-            return Err(Error::InvalidConfig);
-        }
-        Ok(v)
-    };
-    let mut allowed = Vec::new();
-    for entry in Array::from(&get(options, "allowed")).iter() {
-        let e = entry.as_string().ok_or(Error::InvalidConfig)?;
-        if crate::config::split_url(&e).is_none() {
-            return Err(Error::InvalidConfig);
-        }
-        allowed.push(e);
-    }
-    let csrf_opt = get(options, "csrf");
-    let csrf = if csrf_opt.is_undefined() {
-        (
-            String::from(proto::CSRF_HEADER),
-            String::from(proto::CSRF_HEADER_VALUE),
-        )
-    } else {
-        let name = get(&csrf_opt, "0")
-            .as_string()
-            .ok_or(Error::InvalidConfig)?;
-        let value = get(&csrf_opt, "1")
-            .as_string()
-            .ok_or(Error::InvalidConfig)?;
-        (name, value)
-    };
-    Ok(Config {
-        login_url: url("loginUrl", proto::LOGIN_PATH)?,
-        refresh_url: url("refreshUrl", proto::REFRESH_PATH)?,
-        logout_url: url("logoutUrl", proto::LOGOUT_PATH)?,
-        logout_all_url: url("logoutAllUrl", proto::LOGOUT_ALL_PATH)?,
-        allowed,
-        refresh_ahead_ms: number_opt(options, "refreshAheadSeconds", 30.0)? * 1000.0,
-        csrf,
-        cross_tab: get(options, "crossTab").as_bool().unwrap_or(true),
-        lock_timeout_ms: number_opt(options, "lockTimeoutMs", 5000.0)?,
-    })
-}
-
-fn step_js(s: &Step) -> JsValue {
+/// Trace codes of the non-status steps (statuses are sent as themselves, 100–599).
+fn step_code(s: &Step) -> u16 {
     match s {
-        Step::Status(n) => JsValue::from_f64(f64::from(*n)),
-        Step::NoBearer => JsValue::from_str("no-bearer"),
-        Step::Waited => JsValue::from_str("waited"),
-        Step::Refreshed => JsValue::from_str("refreshed"),
-        Step::Retried => JsValue::from_str("retried"),
+        Step::Status(n) => *n,
+        Step::Waited => 1,
+        Step::NoBearer => 2,
+        Step::Refreshed => 3,
+        Step::Retried => 4,
+    }
+}
+
+/// An absolute URL the bearer logic can compare, else `ERR_INVALID_CONFIG`.
+fn checked(url: String) -> Result<String, JsValue> {
+    match split_url(&url) {
+        Some(_) => Ok(url),
+        None => Err(to_js(&Error::InvalidConfig)),
     }
 }
 
@@ -298,29 +246,64 @@ pub struct Client {
 
 #[wasm_bindgen]
 impl Client {
-    /// Creates a client. `on_event(type)` receives auth-state events, `on_trace(method, url,
-    /// steps, status, bearer)` per-call traces, and `on_message` is wired to the tab channel.
+    /// Creates a client from options already resolved by `js/index.js`: `config` is the
+    /// absolute login, refresh, logout and logout-all URLs (from the platform's `URL` parser),
+    /// the CSRF header's name and value, then the allowlist entries, one per line (none of
+    /// these can contain a line break). `on_event` receives auth-state events, `on_trace`
+    /// per-call traces, and `on_message` is wired to the tab channel (see `js/bridge.js`).
     ///
     /// # Errors
-    /// An `AuthFetchError` with code `ERR_INVALID_CONFIG` for unusable options.
+    /// `[ERR_INVALID_CONFIG]` for a missing line or a URL the allowlist logic cannot use.
     #[wasm_bindgen(constructor)]
     pub fn new(
-        options: &JsValue,
+        config: &str,
+        refresh_ahead_ms: f64,
+        cross_tab: bool,
+        lock_timeout_ms: f64,
         on_event: Function,
         on_trace: Function,
         on_message: &Function,
     ) -> Result<Client, JsValue> {
-        let config = config_from(options).map_err(|e| to_js(&e))?;
-        let channel = if config.cross_tab {
+        // Split by hand: `str::split` brings a searcher the `.wasm` otherwise does without.
+        let mut rest = config;
+        let mut lines = core::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            let end = rest.bytes().position(|b| b == b'\n').unwrap_or(rest.len());
+            let line = rest.get(..end).map(String::from);
+            rest = rest.get(end + 1..).unwrap_or("");
+            line
+        });
+        let mut next = || lines.next().ok_or_else(|| to_js(&Error::InvalidConfig));
+        let (login_url, refresh_url, logout_url, logout_all_url) = (
+            checked(next()?)?,
+            checked(next()?)?,
+            checked(next()?)?,
+            checked(next()?)?,
+        );
+        let csrf = (next()?, next()?);
+        let mut allowed = Vec::new();
+        for entry in lines {
+            allowed.push(checked(entry)?);
+        }
+        let config = Config {
+            login_url,
+            refresh_url,
+            logout_url,
+            logout_all_url,
+            allowed,
+            refresh_ahead_ms,
+            csrf,
+            cross_tab,
+            lock_timeout_ms,
+        };
+        let channel = if cross_tab {
             channel(CHANNEL_NAME, on_message)
         } else {
             JsValue::NULL
         };
-        let env = WebEnv {
-            config: config.clone(),
-            on_event,
-            channel,
-        };
+        let env = WebEnv { on_event, channel };
         Ok(Client {
             session: Session::new(env, config),
             on_trace,
@@ -330,8 +313,8 @@ impl Client {
     /// `authFetch(input, init)`: see `Session::fetch`.
     ///
     /// # Errors
-    /// Rejects with the platform's error for a failed or aborted request, and with an
-    /// `AuthFetchError` for auth failures; resolves with the `Response` for any status.
+    /// Rejects with the platform's error for a failed or aborted request, and with
+    /// `[code, cause]` for auth failures; resolves with the `Response` for any status.
     pub fn fetch(&self, input: JsValue, init: JsValue) -> Promise {
         // Built now, as `fetch` would: a bad input rejects at once, and the caller's signal is
         // known before anything waits.
@@ -341,33 +324,25 @@ impl Client {
         };
         let s = Rc::clone(&self.session);
         let on_trace = self.on_trace.clone();
-        let signal_req = Clone::clone(&req);
+        let signal_req = req.clone();
         let p = promise(async move {
-            let url = req.url();
-            let attach = s.config().allows(&url);
+            let attach = s.config().allows(&url(&req));
             let mut steps = Vec::new();
             let r = s
                 .fetch(attach, &mut steps, |bearer| {
                     let p = JsFuture::from(send(&req, bearer));
-                    async move { p.await.map(JsCast::unchecked_into::<Response>) }
+                    async move { p.await.map(WebReply) }
                 })
                 .await;
-            let status = steps.iter().rev().find_map(|s| match s {
-                Step::Status(n) => Some(f64::from(*n)),
-                _ => None,
-            });
-            let bearer = attach && !steps.contains(&Step::NoBearer) && status.is_some();
-            let list: Array = steps.iter().map(step_js).collect();
-            let args = Array::of5(
-                &JsValue::from_str(&req.method()),
-                &JsValue::from_str(&url),
-                &list,
-                &JsValue::from_f64(status.unwrap_or(0.0)),
-                &JsValue::from_bool(bearer),
+            let codes: Vec<u16> = steps.iter().map(step_code).collect();
+            trace(
+                &on_trace,
+                &req,
+                &codes,
+                attach && !steps.contains(&Step::NoBearer),
             );
-            let _ = on_trace.apply(&JsValue::NULL, &args);
             match r {
-                Ok(resp) => Ok(resp.into()),
+                Ok(resp) => Ok(resp.0),
                 Err(Failure::Request(e)) => Err(e),
                 Err(Failure::Auth(e)) => Err(to_js(&e)),
             }
@@ -414,17 +389,15 @@ impl Client {
     /// Whether a session is held.
     #[wasm_bindgen(js_name = isAuthenticated)]
     pub fn is_authenticated(&self) -> bool {
-        self.session.state() == crate::session::State::SignedIn
+        self.session.state() == State::SignedIn
     }
 
-    /// The token's decoded public claims, or `null`. Never the token itself.
-    pub fn claims(&self) -> JsValue {
+    /// The token's payload segment (base64url JSON of the public claims), decoded by
+    /// `js/index.js`; never the whole token (the signature stays here).
+    pub fn claims(&self) -> Option<String> {
         self.session
-            .with_token(jwt::payload_json)
+            .with_token(|t| jwt::payload_segment(t).map(String::from))
             .flatten()
-            .and_then(|json| js_sys::JSON::parse(&json).ok())
-            .filter(JsValue::is_object)
-            .unwrap_or(JsValue::NULL)
     }
 
     /// Milliseconds until the held token expires (monotonic clock), or `undefined`.
@@ -433,19 +406,17 @@ impl Client {
         self.session.expires_in()
     }
 
-    /// Handles a message from another tab (`{k, t, m, l}`, see `js/bridge.js`).
-    pub fn message(&self, data: &JsValue) {
-        let kind = get(data, "k").as_f64();
-        let token = get(data, "t").as_string();
-        let flag = get(data, "l").as_bool().unwrap_or(false);
+    /// Handles a message from another tab, unpacked by `js/bridge.js`: `kind` 0 = hello,
+    /// 1 = token (`token`, `ms` left, `flag` = from a login), 2 = signed out (`flag` = expired).
+    pub fn message(&self, kind: u32, token: Option<String>, ms: f64, flag: bool) {
         let msg = match (kind, &token) {
-            (Some(0.0), _) => Message::Hello,
-            (Some(1.0), Some(t)) => Message::Token {
+            (0, _) => Message::Hello,
+            (1, Some(t)) => Message::Token {
                 token: t,
-                remaining_ms: get(data, "m").as_f64().unwrap_or(0.0),
+                remaining_ms: ms,
                 login: flag,
             },
-            (Some(2.0), _) => Message::SignedOut { expired: flag },
+            (2, _) => Message::SignedOut { expired: flag },
             _ => return,
         };
         self.session.on_message(msg);

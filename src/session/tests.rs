@@ -87,7 +87,11 @@ impl Env for Tab {
             Some(())
         }
     }
-    fn auth(&self, call: AuthCall<'_>) -> impl Future<Output = Result<Option<Grant>, Error>> {
+    fn auth(
+        &self,
+        _config: &Config,
+        call: AuthCall<'_>,
+    ) -> impl Future<Output = Result<Option<Grant>, Error>> {
         let w = Rc::clone(&self.world);
         let call = match call {
             AuthCall::Refresh => Ok(()),
