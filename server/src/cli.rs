@@ -147,9 +147,16 @@ pub enum UserCommand {
 /// `keys …`
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Add a new signing key and make it active. Run while the server is stopped; the old
-    /// public key stays in the JWKS for the access-token lifetime plus skew.
-    Rotate,
+    /// Add a new signing key. It is published in the JWKS at once and signs tokens from
+    /// `--lead` later, so verifiers that cache the JWKS see it before the first token signed
+    /// with it (J12); the old public key stays published for the access-token lifetime plus
+    /// skew after the switch. Run while the server is stopped (keys are read at start-up).
+    Rotate {
+        /// Delay between publishing the new key and signing with it. The default covers the
+        /// verification layer's JWKS cache (5 min) plus the clock skew (1 min).
+        #[arg(long, value_parser = parse_duration, default_value = "6m")]
+        lead: Duration,
+    },
 }
 
 impl Cli {
@@ -299,7 +306,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Some(Command::Keys {
-            cmd: KeysCommand::Rotate,
+            cmd: KeysCommand::Rotate { lead },
         }) => {
             let now = SystemClock.now_ms();
             crate::create_private_dir(&config.data_dir).map_err(|e| e.to_string())?;
@@ -311,10 +318,17 @@ async fn run(cli: Cli) -> Result<(), String> {
             )
             .map_err(|e| e.to_string())?;
             let kid = ring
-                .rotate(config.alg, now, Duration::ZERO)
+                .rotate(config.alg, now, *lead)
                 .map_err(|e| e.to_string())?;
             let _ = Arc::new(ring);
-            println!("new active key {kid}");
+            if lead.is_zero() {
+                println!("new active key {kid}");
+            } else {
+                println!(
+                    "new key {kid} published; it signs from {}s from now",
+                    lead.as_secs()
+                );
+            }
             Ok(())
         }
     }

@@ -180,6 +180,18 @@ async fn get(url: &str, bearer: Option<&str>) -> (u16, serde_json::Value) {
     )
 }
 
+fn kid_of(token: &str) -> String {
+    let header: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            token.split('.').next().unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    header["kid"].as_str().unwrap().to_owned()
+}
+
 fn login_body(u: &str, p: &str) -> serde_json::Value {
     serde_json::json!({"username": u, "password": p})
 }
@@ -255,23 +267,56 @@ async fn cli_user_add_reads_stdin_env_vars_configure_the_server_and_sigterm_stop
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cli_keys_rotate_activates_a_new_key_and_keeps_the_old_one_published() {
+async fn cli_keys_rotate_publishes_before_use_and_keeps_the_old_key() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
+    let login = |p: &Proc| {
+        let url = p.url(LOGIN_PATH);
+        async move {
+            let r = post(&url, None, Some(login_body("alice", "alice-password"))).await;
+            assert_eq!(r.status, 200);
+            r.body["access_token"].as_str().unwrap().to_owned()
+        }
+    };
+    let kids = |jwks: &serde_json::Value| -> Vec<String> {
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect()
+    };
     let p = Proc::start(&data, &["--demo"], &[]);
     let (_, jwks) = get(&p.url(JWKS_PATH), None).await;
-    let old_kid = jwks["keys"][0]["kid"].as_str().unwrap().to_owned();
-    assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
-    let r = post(
-        &p.url(LOGIN_PATH),
-        None,
-        Some(login_body("alice", "alice-password")),
-    )
-    .await;
-    let old_token = r.body["access_token"].as_str().unwrap().to_owned();
+    let old_kid = kids(&jwks).remove(0);
+    assert_eq!(kids(&jwks).len(), 1);
+    let old_token = login(&p).await;
     assert!(p.terminate().success());
 
+    // Default: the next key is published at once and signs only after the lead (J12).
     let out = cli(&data, &["keys", "rotate"], "", &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let next_kid = stdout
+        .trim()
+        .strip_prefix("new key ")
+        .and_then(|r| r.split_once(' '))
+        .unwrap_or_else(|| panic!("{stdout}"))
+        .0
+        .to_owned();
+    let p = Proc::start(&data, &["--demo"], &[]);
+    let (_, jwks) = get(&p.url(JWKS_PATH), None).await;
+    assert_eq!(kids(&jwks), vec![old_kid.clone(), next_kid.clone()]);
+    let t = login(&p).await;
+    assert_eq!(kid_of(&t), old_kid, "still the old key during the lead");
+    assert!(p.terminate().success());
+
+    // --lead 0: active at once; every earlier key stays published.
+    let out = cli(&data, &["keys", "rotate", "--lead", "0"], "", &[]);
     assert!(
         out.status.success(),
         "{}",
@@ -283,45 +328,20 @@ async fn cli_keys_rotate_activates_a_new_key_and_keeps_the_old_one_published() {
         .strip_prefix("new active key ")
         .unwrap_or_else(|| panic!("{stdout}"))
         .to_owned();
-    assert_ne!(new_kid, old_kid);
-
     let p = Proc::start(&data, &["--demo"], &[]);
     let (_, jwks) = get(&p.url(JWKS_PATH), None).await;
-    let kids: Vec<&str> = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap())
-        .collect();
-    assert!(
-        kids.contains(&old_kid.as_str()) && kids.contains(&new_kid.as_str()),
-        "{kids:?}"
-    );
-    let r = post(
-        &p.url(LOGIN_PATH),
-        None,
-        Some(login_body("alice", "alice-password")),
-    )
-    .await;
-    let token = r.body["access_token"].as_str().unwrap().to_owned();
-    let header: serde_json::Value = serde_json::from_slice(
-        &base64::Engine::decode(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-            token.split('.').next().unwrap(),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(
-        header["kid"],
-        new_kid.as_str(),
-        "new tokens use the new key"
-    );
+    let published = kids(&jwks);
+    for k in [&old_kid, &next_kid, &new_kid] {
+        assert!(published.contains(k), "{k} missing from {published:?}");
+    }
+    let token = login(&p).await;
+    assert_eq!(kid_of(&token), new_kid, "new tokens use the new key");
     assert_eq!(
         get(&p.url("/api/me"), Some(&old_token)).await.0,
         200,
         "old tokens still verify"
     );
+    assert_eq!(get(&p.url("/api/me"), Some(&t)).await.0, 200);
     assert_eq!(get(&p.url("/api/me"), Some(&token)).await.0, 200);
 }
 
