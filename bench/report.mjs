@@ -90,6 +90,11 @@ if (browser) {
   for (const [k, byN] of Object.entries(s.coalesce)) {
     for (const [N, v] of Object.entries(byN)) p(`| ${k} | ${N} | ${v.refreshes} / ${v.maxRefreshes} | ${v.ok} / ${N} | ${f2(v.addedMs)} (${f2(v.baseMs)} → ${f2(v.expiredMs)}) |`);
   }
+  if (s.coalesceReal?.byN) {
+    p(); p(`Against the real server on loopback (\`${s.coalesceReal.server}\`, \`--access-ttl\` as listed, the client configured with \`refreshAheadSeconds: 0\` so the token really is expired; refreshes counted by the server's /debug/stats):`); p();
+    p('| N | access TTL s | runs | refreshes at the server (median / max) | calls answered 200 | added latency ms (expired − valid) |'); p('|---:|---:|---:|---:|---:|---:|');
+    for (const [N, v] of Object.entries(s.coalesceReal.byN)) p(`| ${N} | ${v.accessTtlS} | ${v.reps} | ${v.refreshes} / ${v.maxRefreshes} | ${v.ok} / ${N} | ${f2(v.addedMs)} (${f2(v.baseMs)} → ${f2(v.expiredMs)}) |`);
+  } else if (s.coalesceReal?.skipped) { p(); p(`Real-server coalescing run skipped: ${s.coalesceReal.skipped}`); }
   p();
 }
 

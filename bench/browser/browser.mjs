@@ -41,6 +41,7 @@ const CALLS = quick ? 2000 : 10000;
 const WARMUP = quick ? 500 : 3000;
 const NS = [1, 10, 100, 1000];
 const COALESCE_REPS = quick ? 2 : 5;
+const COALESCE_REPS_REAL = quick ? 1 : 3;
 
 // --- assets: the authfetch package as built (pkg/), axios + axios-auth-refresh bundled by esbuild.
 const assets = path.join(bench, 'results', 'browser-assets');
@@ -230,6 +231,58 @@ async function pageBench({ ROUNDS, CALLS, WARMUP, NS, COALESCE_REPS }) {
   return out;
 }
 
+// Benchmark 3 once more, against the real authfetch-server on loopback (bench/browser/real/):
+// tokens really expire (--access-ttl), refreshes are counted by the server (/debug/stats).
+// The access TTL must outlast a whole batch: on this machine Chromium's six connections per
+// host serialise 1000 calls into several seconds (raw fetch too), so N = 1000 gets its own
+// server with a longer TTL (and one repetition, since every one waits for the TTL to lapse).
+const REAL_RUNS = quick ? [{ ttlS: 3, Ns: [1, 10, 100], reps: 1 }]
+  : [{ ttlS: 3, Ns: [1, 10, 100], reps: COALESCE_REPS_REAL }, { ttlS: 30, Ns: [1000], reps: 1 }];
+async function coalesceReal(browser) {
+  const all = { byN: {}, ttlByN: {} };
+  for (const run of REAL_RUNS) {
+    const r = await coalesceRealOnce(browser, run.ttlS, run.Ns, run.reps);
+    if (r.skipped) return r;
+    all.server = r.server;
+    for (const [N, reps] of Object.entries(r.byN)) { all.byN[N] = reps; all.ttlByN[N] = run.ttlS; }
+  }
+  return all;
+}
+async function coalesceRealOnce(browser, REAL_TTL_S, Ns, reps) {
+  const bin = ['release', 'debug'].map((p) => path.join(root, 'target', p, 'authfetch-server')).find((f) => fs.existsSync(f));
+  if (!bin) { console.error('browser bench: no authfetch-server binary; the real-server coalescing run is skipped'); return { skipped: 'no authfetch-server binary (cargo build --release -p authfetch-server)' }; }
+  const { spawn } = await import('node:child_process');
+  const os = await import('node:os');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'authfetch-bench-coalesce-'));
+  const child = spawn(bin, ['--listen', '127.0.0.1:0', '--data-dir', dir, '--demo', '--debug-stats',
+    '--access-ttl', `${REAL_TTL_S}s`, '--www', path.join(here, 'real'), '--pkg', pkgDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  try {
+    const url = await new Promise((resolve, reject) => {
+      let out = '';
+      const t = setTimeout(() => reject(new Error(`authfetch-server did not start:\n${out}`)), 60000);
+      const on = (d) => { out += d; const m = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(out); if (m) { clearTimeout(t); resolve(m[1]); } };
+      child.stdout.on('data', on); child.stderr.on('data', on);
+      child.on('exit', (c) => { clearTimeout(t); reject(new Error(`authfetch-server exited (${c}):\n${out}`)); });
+    });
+    const page = await browser.newPage();
+    page.on('pageerror', (e) => console.error('[real page error]', e.message));
+    await page.goto(url + '/');
+    await page.waitForFunction(() => window.__ready === true, null, { timeout: 30000 });
+    await page.evaluate(() => window.__bench.login());
+    const byN = {};
+    for (const N of Ns) {
+      byN[N] = [];
+      for (let rep = 0; rep < reps; rep++) byN[N].push(await page.evaluate(([n, ttl]) => window.__bench.round(n, ttl), [N, REAL_TTL_S * 1000]));
+    }
+    await page.close();
+    return { server: path.relative(root, bin), byN };
+  } finally {
+    child.removeAllListeners('exit');
+    child.kill('SIGTERM');
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 // DevTools CPU profiles of each library's per-call loop (call + JSON body), self time grouped.
 async function cpuProfiles(page, n) {
   const cdp = await page.context().newCDPSession(page);
@@ -311,6 +364,7 @@ try {
   result = await page.evaluate(pageBench, { ROUNDS, CALLS, WARMUP, NS, COALESCE_REPS });
   result.chromium = browser.version();
   if (profileCalls) result.profiles = await cpuProfiles(page, profileCalls);
+  result.coalesceReal = await coalesceReal(browser);
 } finally {
   await browser.close();
   server.close();
@@ -337,6 +391,19 @@ for (const [k, byN] of Object.entries(result.coalesce)) {
   }
 }
 if (result.profiles) summary.profiles = result.profiles;
+if (result.coalesceReal?.byN) {
+  const c = result.coalesceReal;
+  summary.coalesceReal = { server: c.server, byN: {} };
+  for (const [N, reps] of Object.entries(c.byN)) {
+    summary.coalesceReal.byN[N] = {
+      accessTtlS: c.ttlByN[N], reps: reps.length,
+      refreshes: med(reps.map((r) => r.refreshes)), maxRefreshes: Math.max(...reps.map((r) => r.refreshes)),
+      ok: Math.min(...reps.map((r) => r.ok)), okBase: Math.min(...reps.map((r) => r.okBase)),
+      refreshesDuringBase: Math.max(...reps.map((r) => r.refreshesDuringBase)),
+      baseMs: med(reps.map((r) => r.baseMs)), expiredMs: med(reps.map((r) => r.expMs)), addedMs: med(reps.map((r) => r.addedMs)),
+    };
+  }
+} else if (result.coalesceReal) summary.coalesceReal = result.coalesceReal;
 if (outPath) { fs.mkdirSync(path.dirname(outPath), { recursive: true }); fs.writeFileSync(outPath, JSON.stringify({ summary, raw: result }, null, 2)); }
 console.log(`Chromium ${summary.chromium}; bearer attached: ${JSON.stringify(summary.checks)}`);
 for (const [group, rows] of Object.entries(summary.overhead)) {
@@ -349,6 +416,12 @@ for (const [k, byN] of Object.entries(summary.coalesce)) {
   console.log(`coalescing, ${k}:`);
   for (const [N, v] of Object.entries(byN)) {
     console.log(`  N=${String(N).padStart(4)}  refreshes ${v.refreshes} (max ${v.maxRefreshes})  ok ${v.ok}/${N}  added ${v.addedMs.toFixed(2)} ms (valid ${v.baseMs.toFixed(2)} ms, expired ${v.expiredMs.toFixed(2)} ms)`);
+  }
+}
+if (summary.coalesceReal?.byN) {
+  console.log(`coalescing, authFetch against the real server (${summary.coalesceReal.server}):`);
+  for (const [N, v] of Object.entries(summary.coalesceReal.byN)) {
+    console.log(`  N=${String(N).padStart(4)}  TTL ${v.accessTtlS} s  refreshes ${v.refreshes} (max ${v.maxRefreshes})  ok ${v.ok}/${N}  added ${v.addedMs.toFixed(2)} ms (valid ${v.baseMs.toFixed(2)} ms, expired ${v.expiredMs.toFixed(2)} ms)`);
   }
 }
 if (summary.profiles) {

@@ -22,7 +22,7 @@ const BUCKETS = [
   ['tokio runtime (scheduler, blocking pool, I/O driver)', /tokio::|mio::|parking_lot|std::sys::sync|std::thread|crossbeam/],
   ['allocator (malloc / free)', /malloc|_int_free|free|cfree|realloc|_int_|arena_|sysmalloc|tcache|unlink_chunk|malloc_consolidate/],
   ['libc memcpy / memset / string', /mem(cpy|move|set|cmp)|__memcpy|__memset|strlen|__strchr|bcmp/],
-  ['OpenSSL (libcrypto, statically linked into node)', /libcrypto|libssl|\[\.\] (EVP_|__?ecp_nistz256|ecp_|bn_|BN_|ossl_|ECDSA_|EC_|sha256_block|SHA256|OPENSSL_|CRYPTO_|RAND_|ec_|p256_|__bn|bn_mul|rsaz)/],
+  ['OpenSSL (libcrypto, statically linked into node)', /libcrypto|libssl|\[\.\] (EVP_|__?ecp_nistz256|scrypt|[Ss]alsa|ecp_|bn_|BN_|ossl_|ECDSA_|EC_|sha256_block|SHA256|OPENSSL_|CRYPTO_|RAND_|ec_|p256_|__bn|bn_mul|rsaz)/],
   ['Node.js / V8 (JIT code, builtins, GC, libuv)', /^(node|perf-\d+\.map|\[JIT\]|libnode\S*|\[unknown\]) /],
   ['kernel: scheduler / futex / context switch / irq restore', /\[k\] .*(schedule|finish_task_switch|futex|wake_up|try_to_wake|enqueue_|dequeue_|switch_mm|switch_to|pick_next|update_curr|hrtimer|_raw_spin|ttwu|select_task|rseq)/],
   ['kernel: TCP / loopback networking', /\[k\] .*(tcp_|ip_|inet|sock|skb|net_|netif|__dev_|napi|loopback|dst_|nf_|sk_|__sys_(send|recv)|recv|send|epoll)/],

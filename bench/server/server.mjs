@@ -72,6 +72,17 @@ const PEERS = {
     cmd: SERVER_BIN,
     args: (dir) => ['--listen', '127.0.0.1:0', '--data-dir', dir, '--demo', ...serverFlags()],
   }),
+  // Diagnostic, not a peer: the same authfetch server with glibc's malloc told to keep a fixed
+  // mmap threshold (128 KiB). With the default (dynamic) threshold, each Argon2id buffer
+  // (19 MiB) is served from — and kept in — the malloc arenas of the blocking-pool threads, and
+  // RSS grows with every batch of logins; with a fixed threshold it is mmap'd and returned.
+  // Shows how much of the RSS is that allocator behaviour. BENCH_NO_DIAG=1 skips it.
+  'authfetch-mmap128k': () => ({
+    name: 'authfetch-server, GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072 (diagnostic)',
+    cmd: SERVER_BIN,
+    env: { GLIBC_TUNABLES: 'glibc.malloc.mmap_threshold=131072' },
+    args: (dir) => ['--listen', '127.0.0.1:0', '--data-dir', dir, '--demo', ...serverFlags()],
+  }),
   'node-ref': () => ({
     name: 'node-ref (node:http + jose + better-sqlite3)',
     cmd: process.execPath,
@@ -82,7 +93,7 @@ const PEERS = {
 function startServer(spec) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'authfetch-bench-'));
   const child = spawn('taskset', ['-c', SERVER_CPU, spec.cmd, ...spec.args(dir)], {
-    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
+    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn', ...(spec.env ?? {}) },
   });
   let out = '';
   return new Promise((resolve, reject) => {
@@ -197,13 +208,14 @@ const SCENARIOS = [
 const results = { binary: path.relative(root, SERVER_BIN), loadavgStart: loadavg(), runs: RUNS, durationS: DURATION, warmupS: WARMUP, clients: CLIENTS, serverCpu: SERVER_CPU, loadCpu: LOAD_CPU, peers: {} };
 for (const [key, mk] of Object.entries(PEERS)) {
   if (only && only !== key) continue;
+  if (key === 'authfetch-mmap128k' && process.env.BENCH_NO_DIAG) continue;
   const spec = mk();
-  if (key === 'authfetch' && !fs.existsSync(spec.cmd)) {
+  if (key.startsWith('authfetch') && !fs.existsSync(spec.cmd)) {
     console.error(`server bench: ${spec.cmd} is missing (cargo build --release -p authfetch-server)`);
     results.peers[key] = { name: spec.name, missing: true };
     continue;
   }
-  const peer = { name: spec.name, flags: key === 'authfetch' ? serverFlags() : [], scenarios: {} };
+  const peer = { name: spec.name, flags: key.startsWith('authfetch') ? serverFlags() : [], env: spec.env ?? null, scenarios: {} };
   results.peers[key] = peer;
   const srv = await startServer(spec);
   try {
@@ -214,10 +226,12 @@ for (const [key, mk] of Object.entries(PEERS)) {
       const runs = [];
       let profiled = null;
       // With --profile, one extra run under perf, kept out of the medians (perf costs a little).
-      for (let i = 0; i < RUNS + (profile ? 1 : 0); i++) {
+      const diag = key === 'authfetch-mmap128k';
+      const nRuns = diag ? Math.min(RUNS, 3) : RUNS;
+      for (let i = 0; i < nRuns + (profile && !diag ? 1 : 0); i++) {
         resetPeak(srv.pid);
         const load0 = loadavg();
-        const prof = profile && i === RUNS;
+        const prof = profile && !diag && i === nRuns;
         const pfile = path.join(RESULTS, `perf-${key}-${sc.name}.data`);
         // perf attaches once the load generator's set-up (logins) is done, so that the profile
         // shows the measured load only.
@@ -260,7 +274,7 @@ for (const [key, mk] of Object.entries(PEERS)) {
     }
     peer.peakRssKiB = Math.max(...Object.values(peer.scenarios).map((s) => s.peakRssKiB));
     peer.overallHwmKiB = rssKiB(srv.pid).hwm;
-    if (key === 'authfetch' && peer.flags.includes('--debug-stats')) {
+    if (key.startsWith('authfetch') && peer.flags.includes('--debug-stats')) {
       try { peer.debugStats = await (await fetch(`http://${srv.addr}/debug/stats`)).json(); } catch { /* optional */ }
     }
   } finally {
