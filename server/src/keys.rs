@@ -360,6 +360,7 @@ impl KeyRing {
             ring.push(alg, now_ms, now_ms);
             ring.persist()?;
         }
+        ignore_in_git(dir);
         Ok(ring)
     }
 
@@ -496,6 +497,23 @@ impl KeyRing {
         drop(f);
         std::fs::rename(&tmp, path)?;
         Ok(())
+    }
+}
+
+/// File name of the marker that keeps the data directory out of version control.
+pub const GITIGNORE: &str = ".gitignore";
+
+/// J11 "never committed": a data directory created inside a Git checkout (the default
+/// `authfetch-data` is relative to the working directory) ignores itself, like Cargo's
+/// `target/`. Best effort: a read-only directory only gets a warning.
+fn ignore_in_git(dir: &Path) {
+    let path = dir.join(GITIGNORE);
+    if path.exists() {
+        return;
+    }
+    let body = "# Created by authfetch-server: this directory holds private signing keys.\n*\n";
+    if let Err(e) = std::fs::write(&path, body) {
+        tracing::warn!(path = %path.display(), error = %e, "could not write .gitignore into the data directory");
     }
 }
 

@@ -937,6 +937,9 @@ async fn j11_key_file_is_0600_in_a_0700_dir_and_private_keys_are_never_served() 
     let key_file = data.join(KEY_FILE);
     assert_eq!(mode(&key_file), 0o600, "key file");
     assert_eq!(mode(&data), 0o700, "data dir");
+    // Never committed by accident: the data directory ignores itself in Git.
+    let ignore = std::fs::read_to_string(data.join(authfetch_server::keys::GITIGNORE)).unwrap();
+    assert!(ignore.lines().any(|l| l.trim() == "*"), "{ignore}");
     // Rotation rewrites the file: still 0600.
     state
         .service
