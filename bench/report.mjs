@@ -121,6 +121,13 @@ if (server) {
     const x = a.scenarios.refresh.rps / n.scenarios.refresh.rps;
     p(`Refresh throughput vs the Node reference: ×${f2(x)} (target ≥ ×5) ${mark(x >= 5)}`);
   }
+  if (server.crypto?.us) {
+    const u = server.crypto.us;
+    p(); p(`One signature / verification of a JWT-sized message on the server's core (bench/crypto-micro, median of 5 × ${server.crypto.iters}; load average ${server.crypto.loadavg}):`); p();
+    p('| library | ES256 sign µs | ES256 verify µs | Ed25519 sign µs | Ed25519 verify µs |'); p('|---|---:|---:|---:|---:|');
+    p(`| RustCrypto p256 0.13 / ed25519-dalek 2 (authfetch-server) | ${f1(u.p256_es256_sign)} | ${f1(u.p256_es256_verify)} | ${f1(u.ed25519_dalek_sign)} | ${f1(u.ed25519_dalek_verify)} |`);
+    p(`| ring 0.17 (assembly) | ${f1(u.ring_es256_sign)} | ${f1(u.ring_es256_verify)} | ${f1(u.ring_ed25519_sign)} | ${f1(u.ring_ed25519_verify)} |`);
+  }
   const profs = Object.entries(server.peers).flatMap(([k, peer]) => Object.entries(peer.scenarios ?? {}).filter(([, v]) => v.profile).map(([sc, v]) => [`${k} ${sc}`, v.profile]));
   if (profs.length) {
     p(); p('Server CPU profile (perf, self time by component, % of the server\'s samples during the measured load):'); p();

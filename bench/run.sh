@@ -67,6 +67,8 @@ if want server; then
   # the root target dir, so the server crate and its dependencies are compiled only once.
   cargo build --release --manifest-path bench/server-harness/Cargo.toml --target-dir target
   cargo build --release --manifest-path bench/loadgen/Cargo.toml
+  # Signing/verification cost per crypto library on this CPU (context for the server profile).
+  cargo build --release --manifest-path bench/crypto-micro/Cargo.toml --target-dir target
 fi
 
 profile="--profile"

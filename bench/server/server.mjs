@@ -205,7 +205,16 @@ const SCENARIOS = [
   { name: 'login', mode: 'login', extra: ['--clients', '4', '--requests', '2000', '--duration', String(DURATION)] },
 ];
 
-const results = { binary: path.relative(root, SERVER_BIN), loadavgStart: loadavg(), runs: RUNS, durationS: DURATION, warmupS: WARMUP, clients: CLIENTS, serverCpu: SERVER_CPU, loadCpu: LOAD_CPU, peers: {} };
+// What one signature / verification costs on the server's core, per library (evidence for the
+// profile): bench/crypto-micro, built by run.sh into the root target dir.
+async function cryptoMicro() {
+  const bin = path.join(root, 'target', 'release', 'authfetch-crypto-micro');
+  if (!fs.existsSync(bin)) return null;
+  const r = await run('taskset', ['-c', SERVER_CPU, bin, '--iters', quick ? '100' : '300'], 300000);
+  try { return { ...JSON.parse(r.out.trim().split('\n').pop()), loadavg: loadavg() }; } catch { return null; }
+}
+
+const results = { binary: path.relative(root, SERVER_BIN), loadavgStart: loadavg(), crypto: only ? null : await cryptoMicro(), runs: RUNS, durationS: DURATION, warmupS: WARMUP, clients: CLIENTS, serverCpu: SERVER_CPU, loadCpu: LOAD_CPU, peers: {} };
 for (const [key, mk] of Object.entries(PEERS)) {
   if (only && only !== key) continue;
   if (key === 'authfetch-mmap128k' && process.env.BENCH_NO_DIAG) continue;
