@@ -96,7 +96,8 @@ pub struct Limit {
     pub window: Duration,
 }
 
-/// Rate limits (R9). All in-memory, per server process.
+/// Rate limits (R9). Counted in memory per process with the SQLite store, and in Redis (shared
+/// by every instance) with the Redis store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RateLimits {
     /// Login attempts per client IP.

@@ -1,5 +1,9 @@
 //! In-memory fixed-window rate limiting (R9), keyed by client IP or account name.
 //!
+//! Used when the store is process-local (SQLite). A store shared by several instances (Redis)
+//! counts in the store instead ([`crate::store::Store::rate_limit`]), so N instances do not
+//! allow N times the limit.
+//!
 //! A std `Mutex` is right here (as in mini-redis `db.rs`): the critical section is a hash map
 //! lookup, never held across an `.await`.
 
@@ -26,6 +30,11 @@ impl RateLimiter {
             limit,
             windows: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The configured limit.
+    pub fn limit(&self) -> Limit {
+        self.limit
     }
 
     /// Counts one event for `key`. `Err(seconds)` when over the limit: the `Retry-After` value.

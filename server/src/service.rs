@@ -13,7 +13,9 @@ use crate::password::PasswordHasher;
 use crate::ratelimit::RateLimiter;
 use crate::secret::{random_id, AccessToken, Password, RefreshToken};
 use crate::stats::Stats;
-use crate::store::{AccessCheck, NewFamily, RotateOutcome, RotateRequest, Store, StoreError, User};
+use crate::store::{
+    AccessCheck, NewFamily, RotateOutcome, RotateRequest, SharedLimit, Store, StoreError, User,
+};
 use crate::verify::{AccessClaims, RevocationCheck, Verifier, VerifierConfig};
 
 /// Target of audit events in the log (`RUST_LOG=authfetch::audit=info`).
@@ -207,12 +209,14 @@ impl TokenService {
             return Err(AppError::InvalidRequest("password must be 1-1024 bytes"));
         }
         let now = self.clock.now_ms();
-        self.login_ip
-            .check(ip, now)
-            .map_err(AppError::RateLimited)?;
-        self.login_account
-            .check(&username.to_lowercase(), now)
-            .map_err(AppError::RateLimited)?;
+        self.limit(&self.login_ip, "login_ip", ip, now).await?;
+        self.limit(
+            &self.login_account,
+            "login_account",
+            &username.to_lowercase(),
+            now,
+        )
+        .await?;
 
         let user = self.store.user_by_name(username).await?;
         let ok = self
@@ -249,6 +253,26 @@ impl TokenService {
         self.issue(&user.id, &family_id, token, absolute, now)
     }
 
+    /// Counts one event (R9): in the store when it is shared by several instances (Redis),
+    /// else in this process. If the shared counter is unreachable, the local one still applies.
+    async fn limit(
+        &self,
+        local: &RateLimiter,
+        bucket: &'static str,
+        key: &str,
+        now: i64,
+    ) -> Result<(), AppError> {
+        match self.store.rate_limit(bucket, key, local.limit(), now).await {
+            Ok(SharedLimit::Allowed) => Ok(()),
+            Ok(SharedLimit::Limited(secs)) => Err(AppError::RateLimited(secs)),
+            Ok(SharedLimit::Unsupported) => local.check(key, now).map_err(AppError::RateLimited),
+            Err(e) => {
+                tracing::warn!(error = %e, bucket, "shared rate limit unavailable; counting locally");
+                local.check(key, now).map_err(AppError::RateLimited)
+            }
+        }
+    }
+
     /// Rotates the refresh token (R1 and the rules in SECURITY.md).
     ///
     /// # Errors
@@ -260,9 +284,7 @@ impl TokenService {
         ip: &str,
     ) -> Result<Issued, AppError> {
         let now = self.clock.now_ms();
-        self.refresh_ip
-            .check(ip, now)
-            .map_err(AppError::RateLimited)?;
+        self.limit(&self.refresh_ip, "refresh_ip", ip, now).await?;
         let result = self.rotate(presented, now).await;
         if matches!(result, Err(AppError::RefreshRejected(_))) {
             Stats::bump(&self.stats.refresh_failed);

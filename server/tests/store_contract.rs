@@ -9,7 +9,7 @@ mod common;
 
 use authfetch_protocol::{LOGOUT_ALL_PATH, LOGOUT_PATH};
 use authfetch_server::clock::Clock as _;
-use authfetch_server::config::{Config, StoreKind};
+use authfetch_server::config::{Config, Limit, RateLimits, StoreKind};
 use authfetch_server::secret::{Password, RefreshToken};
 use authfetch_server::store::{AccessCheck, StoreError};
 use axum::body::Body;
@@ -89,7 +89,67 @@ contract!(
     s3_login_replaces_the_presented_family,
     restart_keeps_users_sessions_and_keys,
     store_level_users_denylist_and_access_checks,
+    r9_login_and_refresh_rate_limits_with_retry_after,
 );
+
+fn tight_limits(c: &mut Config) {
+    let minute = Duration::from_secs(60);
+    c.rate_limits = RateLimits {
+        login_per_ip: Limit {
+            max: 5,
+            window: minute,
+        },
+        login_per_account: Limit {
+            max: 3,
+            window: minute,
+        },
+        refresh_per_ip: Limit {
+            max: 2,
+            window: minute,
+        },
+    };
+}
+
+async fn r9_login_and_refresh_rate_limits_with_retry_after(b: Backend) {
+    let t = fixture(b, "r9", tight_limits).await;
+    for _ in 0..3 {
+        let r = t.send(login_req("alice", "nope")).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    // Per account (3), case-insensitively.
+    let r = t.send(login_req("ALICE", "alice-password")).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = r.headers()[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(error_code(r).await, "rate_limited");
+    // Per IP (5): one more login for another account, then the IP is out.
+    assert_eq!(
+        t.send(login_req("bob", "bob-password")).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        t.send(login_req("carol", "x")).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Refresh has its own per-IP limit (2); a 429 keeps the cookie.
+    let fake = RefreshToken::generate().secret();
+    refresh_refused(&t, &fake).await;
+    refresh_refused(&t, &fake).await;
+    let r = t.refresh(&fake).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key(header::RETRY_AFTER));
+    assert!(
+        set_cookies(&r).is_empty(),
+        "a rate limit says nothing about the cookie"
+    );
+    // The window passes.
+    t.advance(Duration::from_secs(61));
+    t.login("alice", "alice-password").await;
+}
 
 async fn refresh_ok(t: &TestApp, cookie: &str) -> Session {
     let r = t.refresh(cookie).await;
@@ -541,6 +601,29 @@ async fn redis_two_instances_share_sessions_login_on_a_refresh_on_b() {
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(b.me(&s.access).await.status(), StatusCode::UNAUTHORIZED);
     refresh_refused(&b, &s.cookie).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r9_redis_rate_limits_are_shared_by_every_instance() {
+    let f = fixture(Backend::Redis, "r9shared", tight_limits).await;
+    let a = &f.t;
+    let mut b_config = a.config.clone();
+    let b_dir = tempfile::tempdir().unwrap();
+    b_config.data_dir = b_dir.path().to_owned();
+    let b = TestApp::attach(b_config, a.clock.clone()).await;
+    // Three failures for one account, spread over two instances...
+    for t in [a, &b, a] {
+        let r = t.send(login_req("alice", "nope")).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    // ...exhaust the account on both: N instances do not allow N times the limit.
+    for t in [&b, a] {
+        let r = t.send(login_req("alice", "alice-password")).await;
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(r.headers().contains_key(header::RETRY_AFTER));
+    }
+    a.advance(Duration::from_secs(61));
+    b.login("alice", "alice-password").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

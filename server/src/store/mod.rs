@@ -193,4 +193,29 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes expired denylist entries and long-dead families; drops sealed successors whose
     /// grace window has passed.
     async fn purge(&self, now_ms: i64, grace_ms: i64) -> Result<(), StoreError>;
+
+    /// Counts one event against a rate limit shared by every server instance on this store
+    /// (R9): fixed windows of `limit.window` aligned on the server clock, keyed by `bucket`
+    /// and `key`. A process-local store answers [`SharedLimit::Unsupported`] (the default) and
+    /// the service counts in memory instead.
+    async fn rate_limit(
+        &self,
+        _bucket: &str,
+        _key: &str,
+        _limit: crate::config::Limit,
+        _now_ms: i64,
+    ) -> Result<SharedLimit, StoreError> {
+        Ok(SharedLimit::Unsupported)
+    }
+}
+
+/// Answer of [`Store::rate_limit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SharedLimit {
+    /// This store does not keep shared counters: count in memory.
+    Unsupported,
+    /// Under the limit; the event was counted.
+    Allowed,
+    /// Over the limit: retry after this many seconds.
+    Limited(u64),
 }

@@ -18,6 +18,7 @@
 //! rt:{hex sha256}      hash   family_id created_ms [used_ms successor]     (R6: a hash index)
 //! rts:{hex sha256}     string the successor sealed under this token; expires after the grace window
 //! deny:{len(iss)}:{iss}:{jti}  string exp_ms (J13); expires at exp
+//! rl:{bucket}:{window start}:{key}  counter of a shared rate-limit window (R9); expires with it
 //! ```
 //!
 //! Only SHA-256 hashes of refresh tokens are stored. Times in values are the server clock's
@@ -36,8 +37,10 @@ use std::time::Duration;
 use tokio::sync::RwLock;
 
 use super::{
-    AccessCheck, FamilyRef, NewFamily, RotateOutcome, RotateRequest, Store, StoreError, User,
+    AccessCheck, FamilyRef, NewFamily, RotateOutcome, RotateRequest, SharedLimit, Store,
+    StoreError, User,
 };
+use crate::config::Limit;
 use crate::secret::{hex, random_id, TokenHash};
 
 /// Key prefix used when none is configured.
@@ -204,6 +207,14 @@ end
 return 0
 ";
 
+/// `KEYS[1]` counter of one window. `ARGV`: max, window end (ms). → 1 over the limit, 0 fine.
+const RATE_LIMIT: &str = r"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIREAT', KEYS[1], ARGV[2]) end
+if n > tonumber(ARGV[1]) then return 1 end
+return 0
+";
+
 struct Scripts {
     create_user: Script,
     user_by_name: Script,
@@ -216,6 +227,7 @@ struct Scripts {
     revoke_user: Script,
     deny_jti: Script,
     is_access_revoked: Script,
+    rate_limit: Script,
 }
 
 impl Scripts {
@@ -234,6 +246,7 @@ impl Scripts {
             revoke_user: Script::new(REVOKE_USER_BODY),
             deny_jti: Script::new(DENY_JTI),
             is_access_revoked: Script::new(IS_ACCESS_REVOKED),
+            rate_limit: Script::new(RATE_LIMIT),
         }
     }
 }
@@ -557,5 +570,29 @@ impl Store for RedisStore {
     async fn purge(&self, _now_ms: i64, _grace_ms: i64) -> Result<(), StoreError> {
         // Redis expires every key on its own (see the module docs).
         Ok(())
+    }
+
+    async fn rate_limit(
+        &self,
+        bucket: &str,
+        key: &str,
+        limit: Limit,
+        now_ms: i64,
+    ) -> Result<SharedLimit, StoreError> {
+        let window = i64::try_from(limit.window.as_millis())
+            .unwrap_or(i64::MAX)
+            .max(1);
+        let start = now_ms.div_euclid(window).saturating_mul(window);
+        let end = start.saturating_add(window);
+        let mut inv = self.scripts.rate_limit.prepare_invoke();
+        inv.key(self.key("rl", &format!("{bucket}:{start}:{key}")))
+            .arg(limit.max)
+            .arg(end);
+        let over: i64 = self.invoke(inv).await?;
+        if over == 0 {
+            return Ok(SharedLimit::Allowed);
+        }
+        let left_ms = u64::try_from(end.saturating_sub(now_ms)).unwrap_or(0);
+        Ok(SharedLimit::Limited(left_ms.div_ceil(1000).max(1)))
     }
 }
