@@ -37,10 +37,50 @@ pub struct Issued {
     pub cookie_max_age: u64,
 }
 
-/// Checks access tokens against the store (denylist, family, user `not_before`).
-struct StoreRevocation {
+/// Checks access tokens against a store (denylist, family, user `not_before`; J13, J14).
+///
+/// The server's own layer uses it; another service that shares the server's Redis can use it
+/// too, so its [`Verifier`] rejects logged-out and revoked tokens at once:
+///
+/// ```no_run
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// use authfetch_server::service::StoreRevocation;
+/// use authfetch_server::store::redis::RedisStore;
+/// use authfetch_server::verify::{Verifier, VerifierConfig};
+/// use std::sync::Arc;
+///
+/// let store = Arc::new(RedisStore::connect("redis://127.0.0.1:6379").await?);
+/// let verifier = Verifier::with_jwks_url(
+///     VerifierConfig::new("authfetch", "authfetch-api"),
+///     "http://127.0.0.1:8080/.well-known/jwks.json",
+/// )
+/// .revocation(Arc::new(StoreRevocation::new(store)));
+/// # let _ = verifier; Ok(()) }
+/// ```
+pub struct StoreRevocation {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+}
+
+impl StoreRevocation {
+    /// Checks against `store` with the system clock.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            clock: Arc::new(crate::clock::SystemClock),
+        }
+    }
+
+    /// Checks against `store` with an injected clock (tests).
+    pub fn with_clock(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+        Self { store, clock }
+    }
+}
+
+impl std::fmt::Debug for StoreRevocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreRevocation")
+    }
 }
 
 #[async_trait]

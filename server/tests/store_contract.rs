@@ -626,6 +626,60 @@ async fn r9_redis_rate_limits_are_shared_by_every_instance() {
     b.login("alice", "alice-password").await;
 }
 
+/// Another Rust service: verifies with the server's JWKS URL and checks revocation in the same
+/// Redis through `StoreRevocation`, so a logout on the server is effective there at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn j14_another_service_on_the_same_redis_sees_logouts_at_once() {
+    use authfetch_server::service::StoreRevocation;
+    use authfetch_server::store::redis::RedisStore;
+    use authfetch_server::verify::{Verifier, VerifierConfig, VerifyError};
+    use std::future::IntoFuture as _;
+    use std::sync::Arc;
+    let f = fixture(Backend::Redis, "other_service", |_| {}).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(axum::serve(listener, f.t.router.clone()).into_future());
+    let store =
+        RedisStore::connect_with_prefix(&f.redis.as_ref().unwrap().url, &f.t.config.redis_prefix)
+            .await
+            .unwrap();
+    let other = Verifier::with_jwks_url(
+        VerifierConfig::new("authfetch", "authfetch-api"),
+        format!("http://{addr}/.well-known/jwks.json"),
+    )
+    .revocation(Arc::new(StoreRevocation::with_clock(
+        Arc::new(store),
+        f.t.clock.clone(),
+    )));
+    // A verifier without the store: signature and claims only.
+    let plain = Verifier::with_jwks_url(
+        VerifierConfig::new("authfetch", "authfetch-api"),
+        format!("http://{addr}/.well-known/jwks.json"),
+    );
+    let s = f.login("alice", "alice-password").await;
+    assert_eq!(other.verify(&s.access).await.unwrap().iss, "authfetch");
+    let r = f
+        .send(
+            auth_post(LOGOUT_PATH)
+                .header(header::COOKIE, cookie_header(&s.cookie))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert!(matches!(
+        other.verify(&s.access).await,
+        Err(VerifyError::Invalid(
+            authfetch_server::jwt::JwtError::Revoked
+        ))
+    ));
+    assert!(
+        plain.verify(&s.access).await.is_ok(),
+        "without a revocation check a revoked token lives until exp (documented)"
+    );
+    server.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r6_redis_holds_only_hashes_of_refresh_tokens() {
     use base64::Engine as _;
