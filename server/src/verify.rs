@@ -415,12 +415,9 @@ impl RemoteJwks {
         if hit.is_some() && fresh {
             return hit;
         }
-        let recently = last.is_some_and(|t| t.elapsed() < self.min_refetch);
-        if recently && fresh {
-            // Unknown kid, but we fetched moments ago: do not let token spam hammer the JWKS.
-            return hit;
-        }
-        if recently && hit.is_some() {
+        // At most one fetch per `min_refetch`, whatever the reason (unknown kid, stale cache,
+        // or a JWKS endpoint that is down): token spam must never turn into a fetch per request.
+        if last.is_some_and(|t| t.elapsed() < self.min_refetch) {
             return hit;
         }
         *last = Some(Instant::now());

@@ -1425,6 +1425,25 @@ async fn jwks_url_mode_caches_and_refetches_on_unknown_kid_rate_limited() {
 }
 
 #[tokio::test]
+async fn jwks_url_mode_never_hammers_a_jwks_endpoint_that_is_down() {
+    // A port that was free a moment ago: connection refused.
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let k = Kit::new();
+    let v = Verifier::with_jwks_url(VerifierConfig::new(ISS, AUD), format!("http://{addr}/jwks"))
+        .clock(k.clock.clone());
+    for _ in 0..25 {
+        assert!(matches!(
+            v.verify(&k.valid()).await,
+            Err(VerifyError::Invalid(JwtError::UnknownKey))
+        ));
+    }
+    assert_eq!(v.jwks_fetches(), 1, "one attempt per refetch interval");
+}
+
+#[tokio::test]
 async fn jwks_url_mode_refuses_bad_key_sets() {
     // A JWKS server that serves hostile or broken sets: nothing in them becomes a key.
     use axum::response::IntoResponse as _;
