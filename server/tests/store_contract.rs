@@ -681,6 +681,48 @@ async fn j14_another_service_on_the_same_redis_sees_logouts_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_per_user_family_index_drops_collected_families() {
+    let f = fixture(Backend::Redis, "ufams", |_| {}).await;
+    let prefix = f.t.config.redis_prefix.clone();
+    let user = f
+        .state
+        .service
+        .store()
+        .user_by_name("alice")
+        .await
+        .unwrap()
+        .unwrap();
+    let client = ::redis::Client::open(f.redis.as_ref().unwrap().url.as_str()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let ufams = format!("{prefix}ufams:{}", user.id);
+    f.login("alice", "alice-password").await;
+    f.login("alice", "alice-password").await;
+    let ids: Vec<String> = ::redis::cmd("SMEMBERS")
+        .arg(&ufams)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 2);
+    // Redis collects both families (as it does a day after their absolute expiry).
+    for id in &ids {
+        let _: i64 = ::redis::cmd("DEL")
+            .arg(format!("{prefix}fam:{id}"))
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+    let s = f.login("alice", "alice-password").await;
+    let left: Vec<String> = ::redis::cmd("SMEMBERS")
+        .arg(&ufams)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1, "only the live family remains: {left:?}");
+    assert!(!ids.contains(&left[0]));
+    refresh_ok(&f, &s.cookie).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r6_redis_holds_only_hashes_of_refresh_tokens() {
     use base64::Engine as _;
     use sha2::Digest as _;

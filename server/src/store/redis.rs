@@ -13,7 +13,8 @@
 //! ```text
 //! user:{id}            hash   id username password_hash not_before_s created_ms
 //! uname:{username}     string user id (uniqueness of names: SET NX inside the script)
-//! ufams:{user id}      set    family ids of the user (for logout-everywhere, R4)
+//! ufams:{user id}      set    family ids of the user (for logout-everywhere, R4); ids of
+//!                             collected families are pruned at each login and at logout-all
 //! fam:{family id}      hash   user_id created_ms absolute_exp_ms idle_exp_ms current [revoked_ms]
 //! rt:{hex sha256}      hash   family_id created_ms [used_ms successor]     (R6: a hash index)
 //! rts:{hex sha256}     string the successor sealed under this token; expires after the grace window
@@ -102,8 +103,14 @@ return n
 ";
 
 /// `KEYS[1]` user, `KEYS[2]` ufams, `KEYS[3]` fam, `KEYS[4]` rt.
-/// `ARGV`: family id, user id, token hash, now, absolute, idle, expire-at.
+/// `ARGV`: family id, user id, token hash, now, absolute, idle, expire-at, prefix.
+///
+/// Also drops up to four ids of expired (collected) families from the user's index, so the
+/// index tracks the live families instead of growing with every login.
 const CREATE_FAMILY: &str = r"
+for _, old in ipairs(redis.call('SRANDMEMBER', KEYS[2], 4)) do
+  if redis.call('EXISTS', ARGV[8] .. 'fam:' .. old) == 0 then redis.call('SREM', KEYS[2], old) end
+end
 redis.call('HSET', KEYS[3], 'user_id', ARGV[2], 'created_ms', ARGV[4], 'absolute_exp_ms', ARGV[5],
   'idle_exp_ms', ARGV[6], 'current', ARGV[3])
 redis.call('PEXPIREAT', KEYS[3], ARGV[7])
@@ -463,7 +470,8 @@ impl Store for RedisStore {
             .arg(f.now_ms)
             .arg(f.absolute_exp_ms)
             .arg(f.idle_exp_ms)
-            .arg(f.absolute_exp_ms.saturating_add(KEEP_DEAD_MS));
+            .arg(f.absolute_exp_ms.saturating_add(KEEP_DEAD_MS))
+            .arg(&self.prefix);
         let _: i64 = self.invoke(inv).await?;
         Ok(())
     }
