@@ -14,7 +14,7 @@
 //! routes.rs    HTTP handlers, the CSRF guard (X2–X7), cookies (C1, C5), demo resources
 //! service.rs   TokenService: login (P1–P3, S3), refresh (R1, R2), logout, logout-all (R4),
 //!              rate limits (R9), audit events; knows nothing about HTTP
-//! store/       the Store trait (mod.rs), SQLite (sqlite.rs), Redis (redis.rs)
+//! store/       the Store trait (mod.rs), SQLite (sqlite.rs), Redis (redis.rs, Lua scripts)
 //! verify.rs    Verifier + VerifyLayer + Authenticated extractor (J1–J14); local keys or JWKS URL
 //! jwt.rs       strict compact-JWS parsing and encoding
 //! keys.rs      signing keys: generation, 0600 persistence, rotation, JWK Set
@@ -40,6 +40,19 @@
 //!
 //! Data flows one way: route → service → store. The store only ever sees hashes of refresh
 //! tokens.
+//!
+//! # Tests
+//!
+//! ```text
+//! tests/http.rs            HTTP through `app()` (oneshot): C*, X*, P*, S3, R*, garbage inputs
+//! tests/verify.rs          forged tokens against the layer, one test per J1–J14; JWKS-URL mode
+//! tests/store_contract.rs  one body per rule, run on SQLite and on a real redis-server;
+//!                          two instances on one Redis; Redis outage
+//! tests/audit.rs           captured logs: audit events present, secrets absent
+//! tests/cli.rs             the binary on loopback: user add, env vars, keys rotate, SIGTERM
+//! ```
+//!
+//! `docs/PROTOCOL.md` maps every SECURITY.md item to the test that proves it.
 
 pub mod cli;
 pub mod clock;
