@@ -1,7 +1,7 @@
 //! Compact JWS encoding and strict parsing, hand-rolled on top of `p256` / `ed25519-dalek` so
 //! every rule of J1–J10 is visible in one place.
 //!
-//! Encoding is only ever done by the server with its own keys. Parsing ([`parse_compact`])
+//! Encoding is only ever done by the server with its own keys. Parsing (`parse_compact`)
 //! checks the *form* of a token (J10, J2, J5, J6, J7) before any key or signature is looked at;
 //! `verify.rs` then does the signature (J1, J3, J4) and the claims (J8, J9, J13, J14).
 

@@ -3,7 +3,7 @@
 //! Every operation that reads and then writes is **one Lua script**, and Redis runs scripts one
 //! at a time, so a refresh is serialized against every other refresh, logout and revocation:
 //! the compare-and-set on the write-once `used_ms`, the grace-window lookup and the
-//! reuse → revoke-family decision ([`ROTATE`]) cannot be split across round trips and raced,
+//! reuse → revoke-family decision (`ROTATE`) cannot be split across round trips and raced,
 //! even by two server processes. The decision logic is the same as the SQLite store's, rule
 //! for rule (`sqlite.rs`, `rotate`), and both stores pass the same contract tests
 //! (`tests/store_contract.rs`).
