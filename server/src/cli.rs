@@ -178,9 +178,12 @@ impl Cli {
                 return Err("--redis-url must start with redis://, redis+unix:// or unix://".into())
             }
             (s, None) => {
+                // Only the scheme is echoed: the value may be a URL with a password in it.
+                let scheme = s.split_once("://").map_or(s, |(scheme, _)| scheme);
                 return Err(format!(
-                    "--store must be sqlite or a redis:// / redis+unix:// URL, got {s:?}"
-                ))
+                    "--store must be sqlite or a redis:// / redis+unix:// URL (rediss:// is not \
+                     supported), got {scheme:?}"
+                ));
             }
         };
         if self.redis_prefix.is_empty() {

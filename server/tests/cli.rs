@@ -401,6 +401,10 @@ fn cli_rejects_bad_flags_with_a_message() {
     for (args, needle) in [
         (&["--store", "mysql://x"][..], "--store must be"),
         (
+            &["--store", "rediss://:hunter2@db:6380"][..],
+            "got \"rediss\"",
+        ),
+        (
             &["--redis-url", "http://x"][..],
             "--redis-url must start with",
         ),
@@ -412,5 +416,6 @@ fn cli_rejects_bad_flags_with_a_message() {
         assert!(!out.status.success(), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("hunter2"), "a password echoed: {err}");
     }
 }

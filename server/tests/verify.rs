@@ -924,6 +924,45 @@ async fn j10_strict_compact_form_three_unpadded_base64url_parts_and_a_size_cap()
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
 
+/// J10, robustness: random junk built from JWT-ish pieces never panics and never verifies.
+#[tokio::test]
+async fn j10_random_token_shaped_junk_is_rejected_without_panicking() {
+    use rand::{Rng as _, SeedableRng as _};
+    let k = Kit::new();
+    let good = k.valid();
+    let parts: Vec<&str> = good.split('.').collect();
+    let pieces: Vec<String> = vec![
+        parts[0].into(),
+        parts[1].into(),
+        parts[2].into(),
+        ".".into(),
+        "..".into(),
+        "=".into(),
+        " ".into(),
+        "\u{0}".into(),
+        "é".into(),
+        "eyJ".into(),
+        b64("{}"),
+        b64("{\"alg\":\"ES256\"}"),
+        b64("null"),
+        b64("[]"),
+        b64([0u8; 64]),
+        "A".repeat(300),
+        "-_".into(),
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+    for _ in 0..3000 {
+        let n = rng.gen_range(1..8);
+        let t: String = (0..n)
+            .map(|_| pieces[rng.gen_range(0..pieces.len())].as_str())
+            .collect();
+        if t == good {
+            continue;
+        }
+        assert!(k.check(&t).await.is_err(), "{t:?} verified");
+    }
+}
+
 #[cfg(unix)]
 #[tokio::test]
 async fn j11_key_file_is_0600_in_a_0700_dir_and_private_keys_are_never_served() {
