@@ -118,11 +118,11 @@ export function lock(name, ms) {
 }
 
 /**
- * Opens the BroadcastChannel `name` (null where there is none). Messages are unpacked here and
+ * Opens the BroadcastChannel `name` (undefined where there is none). Messages are unpacked here and
  * handed on as `(kind, token, ms, flag)`; anything malformed is dropped.
  */
 export function channel(name, onMessage) {
-  if (!g.BroadcastChannel) return null;
+  if (!g.BroadcastChannel) return undefined;
   const c = new g.BroadcastChannel(name);
   c.onmessage = (e) => {
     const d = e.data;
@@ -139,17 +139,20 @@ export function post_message(c, kind, token, ms, flag) {
 
 const STEPS = [, 'waited', 'no-bearer', 'refreshed', 'retried']; // eslint-disable-line no-sparse-arrays
 
-/** Reports one authFetch call to `cb` as `{method, url, steps, status, bearer}`. */
-export function trace(cb, req, codes, bearer) {
-  const steps = Array.from(codes, (c) => (c >= 100 ? String(c) : STEPS[c]));
+/**
+ * Reports one authFetch call to `cb` as `{method, url, steps, status, bearer}`. `packed` holds
+ * the step codes as base-600 digits (see `pack_steps` in src/web.rs).
+ */
+export function trace(cb, req, packed, bearer) {
+  const codes = [];
+  for (let x = packed; x > 0; x = Math.floor(x / 600)) codes.unshift(x % 600);
+  const steps = codes.map((c) => (c >= 100 ? String(c) : STEPS[c]));
   let status = null;
   for (const c of codes) if (c >= 100) status = c;
   cb({ method: req.method, url: urlOf.call(req), steps, status, bearer: bearer && status !== null });
 }
 
-const EVENTS = ['signed_in', 'refreshed', 'signed_out', 'session_expired', 'refresh_failed'];
-
-/** Delivers auth-state event number `n` to `cb` as `{type}`. */
+/** Delivers auth-state event number `n` (the order of `session::Event`) to `cb`. */
 export function emit(cb, n) {
-  cb({ type: EVENTS[n] });
+  cb(n);
 }

@@ -10,17 +10,17 @@ import initWasm, { Client } from './authfetch.js';
 
 /** Human-readable text per code; callers branch on `code`, never on this text. */
 const MESSAGES = {
-  ERR_INVALID_CREDENTIALS: 'login refused: wrong username or password',
+  ERR_INVALID_CREDENTIALS: 'wrong username or password',
   ERR_SESSION_EXPIRED: 'the session has expired; sign in again',
-  ERR_SIGNED_OUT: 'signed out while the request was waiting for a token',
-  ERR_REFRESH_FAILED: 'the access token could not be refreshed',
+  ERR_SIGNED_OUT: 'signed out while waiting for a token',
+  ERR_REFRESH_FAILED: 'the token could not be refreshed',
   ERR_REFRESH_BACKOFF: 'refresh failed repeatedly; backing off',
   ERR_NETWORK: 'the auth server could not be reached',
-  ERR_RATE_LIMITED: 'too many requests to the auth server',
-  ERR_INVALID_RESPONSE: 'the auth server sent an invalid response',
+  ERR_RATE_LIMITED: 'rate-limited by the auth server',
+  ERR_INVALID_RESPONSE: 'invalid response from the auth server',
   ERR_INVALID_CONFIG: 'invalid authfetch options',
-  ERR_ALREADY_STARTED: 'configure() must be called before the first use',
-  ERR_UNSUPPORTED: 'authfetch needs a browser (fetch, WebAssembly, location) and a CSP allowing wasm',
+  ERR_ALREADY_STARTED: 'configure() must come before the first use',
+  ERR_UNSUPPORTED: 'needs a browser, with WebAssembly allowed by the CSP',
 };
 
 /**
@@ -37,16 +37,19 @@ export class AuthFetchError extends Error {
 
 const g = globalThis;
 
-/** A page or worker with the platform pieces authfetch needs (not Node, not a bare runtime). */
-function inBrowser() {
-  return typeof g.WebAssembly === 'object' && typeof g.fetch === 'function' && typeof g.Request === 'function'
-    && typeof g.location === 'object' && g.location !== null && /^https?:$/.test(g.location.protocol)
-    && (typeof g.document === 'object' || typeof g.WorkerGlobalScope === 'function');
-}
+/** A page or worker (http/https) with fetch and WebAssembly: not Node, not a bare runtime. */
+const inBrowser = () => typeof g.WebAssembly === 'object' && typeof g.fetch === 'function'
+  && /^https?:$/.test(g.location && g.location.protocol);
 
-/** Rejections from the wasm module: `[code, cause]` for auth failures, anything else as is. */
+/** Auth-state event types, in the order of `session::Event` in src/session.rs. */
+const EVENTS = ['signed_in', 'refreshed', 'signed_out', 'session_expired', 'refresh_failed'];
+
+/** The codes in the order of `Error::index` in src/error.rs (a Rust test keeps them in step). */
+const CODES = Object.keys(MESSAGES);
+
+/** Rejections from the wasm module: `[index, cause]` for auth failures, anything else as is. */
 function wrap(err) {
-  return Array.isArray(err) ? new AuthFetchError(err[0], err[1] ?? undefined) : err;
+  return Array.isArray(err) ? new AuthFetchError(CODES[err[0]], err[1] ?? undefined) : err;
 }
 
 let wasmLoading;
@@ -150,7 +153,7 @@ function makeInstance(initialOptions) {
         try {
           c = new Client(
             ...args,
-            (event) => deliver(events, event),
+            (n) => deliver(events, { type: EVENTS[n] }),
             (trace) => deliver(traces, trace),
             (kind, token, ms, flag) => { if (c) c.message(kind, token, ms, flag); },
           );
@@ -168,35 +171,26 @@ function makeInstance(initialOptions) {
     return starting;
   }
 
+  /** Runs `f` on the started client; wasm rejections become AuthFetchErrors. */
+  const run = (f) => start().then(f).catch((err) => { throw wrap(err); });
+  const out = (everywhere) => (client || inBrowser() ? run((c) => c.logout(everywhere)) : Promise.resolve());
+
   const api = {
-    authFetch(input, init) {
-      return start().then((c) => c.fetch(input, init).then(undefined, (err) => { throw wrap(err); }));
-    },
+    authFetch: (input, init) => run((c) => c.fetch(input, init)),
     login(credentials) {
       const { username, password } = credentials || {};
       if (typeof username !== 'string' || typeof password !== 'string') {
         return Promise.reject(new TypeError('authfetch: login({ username, password }) needs two strings'));
       }
-      return start().then((c) => c.login(username, password).then(() => undefined, (err) => { throw wrap(err); }));
+      return run((c) => c.login(username, password));
     },
-    logout() {
-      if (!client && !inBrowser()) return Promise.resolve();
-      return start().then((c) => c.logout(false).then(() => undefined, (err) => { throw wrap(err); }));
-    },
-    logoutEverywhere() {
-      if (!client && !inBrowser()) return Promise.resolve();
-      return start().then((c) => c.logout(true).then(() => undefined, (err) => { throw wrap(err); }));
-    },
-    ready() {
-      if (!inBrowser()) return Promise.resolve(false);
-      return start().then((c) => c.ready());
-    },
-    isAuthenticated() {
-      return client ? client.isAuthenticated() : false;
-    },
+    logout: () => out(false),
+    logoutEverywhere: () => out(true),
+    ready: () => (inBrowser() ? run((c) => c.ready()) : Promise.resolve(false)),
+    isAuthenticated: () => (client ? client.isAuthenticated() : false),
     claims() {
-      const segment = client ? client.claims() : undefined;
-      if (segment === undefined) return null;
+      const segment = client && client.claims();
+      if (!segment) return null;
       try {
         // base64url → bytes → UTF-8 → JSON. Display only: never trusted, never verified here.
         const b64 = segment.replace(/-/g, '+').replace(/_/g, '/');
@@ -207,15 +201,9 @@ function makeInstance(initialOptions) {
         return null;
       }
     },
-    expiresIn() {
-      return client ? client.expiresIn() : undefined;
-    },
-    onAuthStateChange(cb) {
-      return subscribe(events, cb);
-    },
-    onRequest(cb) {
-      return subscribe(traces, cb);
-    },
+    expiresIn: () => (client ? client.expiresIn() : undefined),
+    onAuthStateChange: (cb) => subscribe(events, cb),
+    onRequest: (cb) => subscribe(traces, cb),
   };
   api.fetch = api.authFetch;
   return {
@@ -245,23 +233,13 @@ export function configure(options) {
   main.setOptions(options);
 }
 
-/** `fetch` with the access token: same arguments, same `Response`; refresh and one retry on 401. */
-export const authFetch = (input, init) => main.api.authFetch(input, init);
-/** Signs in with a username and password; resolves when a token is held. */
-export const login = (credentials) => main.api.login(credentials);
-/** Signs out in every tab of this browser and tells the server. */
-export const logout = () => main.api.logout();
-/** Signs out and revokes every session of the user on the server (all devices). */
-export const logoutEverywhere = () => main.api.logoutEverywhere();
-/** Resolves `true`/`false` once the start-up refresh has learnt whether a session exists. */
-export const ready = () => main.api.ready();
-/** Whether a session is held now (synchronous; `false` before the first use). */
-export const isAuthenticated = () => main.api.isAuthenticated();
-/** The access token's public claims for display (`sub`, `exp`, …), or `null`. */
-export const claims = () => main.api.claims();
-/** Milliseconds until the held access token expires, or `undefined` without one. */
-export const expiresIn = () => main.api.expiresIn();
-/** Auth-state events (`signed_in`, `refreshed`, `signed_out`, …); returns an unsubscribe function. */
-export const onAuthStateChange = (cb) => main.api.onAuthStateChange(cb);
-/** A trace per authFetch call (method, url, steps, status, bearer); returns an unsubscribe function. */
-export const onRequest = (cb) => main.api.onRequest(cb);
+// The default client's functions. None of them uses `this`, so they can be passed around.
+// authFetch: `fetch` with the access token: same arguments, same `Response`; refresh and one
+//   retry on 401. login({username, password}); logout() (every tab of this browser);
+//   logoutEverywhere() (every device); ready() → whether a session exists after the start-up
+//   refresh; isAuthenticated(), claims(), expiresIn() (synchronous; signed out before the first
+//   use); onAuthStateChange(cb) and onRequest(cb) → unsubscribe. See index.d.ts.
+export const {
+  authFetch, login, logout, logoutEverywhere, ready, isAuthenticated, claims, expiresIn,
+  onAuthStateChange, onRequest,
+} = main.api;

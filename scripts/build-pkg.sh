@@ -45,6 +45,12 @@ WASM_FEATURES=(--enable-bulk-memory --enable-bulk-memory-opt --enable-nontrappin
 command -v wasm-bindgen >/dev/null || { echo "build-pkg.sh: wasm-bindgen missing: run scripts/bootstrap.sh" >&2; exit 1; }
 
 # 1. The release build. Cargo itself is incremental: nothing to do when nothing changed.
+#    Source paths end up in the .wasm (panic locations); shorten the registry's and ours.
+remap=("--remap-path-prefix=$PWD=authfetch")
+for d in "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/; do
+  [ -d "$d" ] && remap+=("--remap-path-prefix=${d%/}=")
+done
+export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="${remap[*]}"
 say "cargo build -p $CRATE --target $TARGET --profile $PROFILE --no-default-features --features tiny"
 cargo build -q -p "$CRATE" --target "$TARGET" --profile "$PROFILE" --no-default-features --features tiny
 
@@ -61,7 +67,10 @@ else
   mkdir -p "$STAGE"
 
   # 2. JS glue + the bridge snippet. Our own index.d.ts is the package's type entry.
-  wasm-bindgen --target web --no-typescript --out-dir "$STAGE" "$RAW"
+  # --omit-default-module-path: js/index.js always passes the URL of the .wasm; --encode-into
+  # always: every supported browser has TextEncoder.encodeInto.
+  wasm-bindgen --target web --no-typescript --omit-default-module-path --encode-into always \
+    --out-dir "$STAGE" "$RAW"
 
   # 3. Snip the panic and formatting machinery, then optimise for size.
   #    The shipped build's panic handler traps without reading its message, but every panic
@@ -90,8 +99,87 @@ for (let i = 0; i < m.getNumFunctions(); i++) {
 if (snipped === 0) throw new Error('snip: no panic/fmt function found (names missing?)');
 writeFileSync(file, m.emitBinary());
 JS
+  # Short import and export names. wasm-bindgen names each import `__wbg_<name>_<16 hex digits>` and its
+  # module by path ("./authfetch_bg.js", "./snippets/<crate>-<hash>/js/bridge.js"): both appear
+  # in the .wasm and again in the glue, and hashes don't compress (~1.5 KB gzip in all). They
+  # become "a", "b", … in the .wasm's import section and in the glue's import object; the
+  # bridge's own exports keep their names. The module's exports get short names too, and those
+  # the glue never uses are dropped before wasm-opt. Fails loudly if the glue's shape is not as
+  # expected.
+  node --input-type=module - "$STAGE/${CRATE}_bg.wasm" "$STAGE/$CRATE.js" <<'JS'
+import { readFileSync, writeFileSync } from 'node:fs';
+const [wasmFile, glueFile] = process.argv.slice(2);
+const b = readFileSync(wasmFile);
+let js = readFileSync(glueFile, 'utf8');
+let p = 8;
+const leb = () => { let r = 0, s = 0, x; do { x = b[p++]; r |= (x & 0x7f) << s; s += 7; } while (x & 0x80); return r >>> 0; };
+const enc = (n) => { const o = []; do { let x = n & 0x7f; n >>>= 7; if (n) x |= 0x80; o.push(x); } while (n); return Buffer.from(o); };
+const str = (s) => { const u = Buffer.from(s, 'utf8'); return Buffer.concat([enc(u.length), u]); };
+const name = () => { const l = leb(); const s = b.subarray(p, p + l).toString(); p += l; return s; };
+const short = (i) => { let s = ''; do { s = String.fromCharCode(97 + (i % 26)) + s; i = Math.floor(i / 26) - 1; } while (i >= 0); return s; };
+const esc = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+const section = (id, parts) => { const c = Buffer.concat(parts); return Buffer.concat([Buffer.from([id]), enc(c.length), c]); };
+const modules = new Map(); const fields = new Map(); const exportsMap = new Map();
+let dropped = 0;
+const out = [b.subarray(0, 8)];
+while (p < b.length) {
+  const start = p; const id = b[p++]; const len = leb(); const body = p;
+  if (id === 2) {
+    const n = leb(); const parts = [enc(n)];
+    for (let i = 0; i < n; i++) {
+      const mod = name(); const field = name();
+      const d = p; const kind = b[p++];
+      if (kind === 0) leb();
+      else if (kind === 1) { p++; const f = b[p++]; leb(); if (f & 1) leb(); }
+      else if (kind === 2) { const f = b[p++]; leb(); if (f & 1) leb(); }
+      else if (kind === 3) p += 2;
+      else throw new Error(`import kind ${kind}`);
+      if (!modules.has(mod)) modules.set(mod, short(modules.size));
+      let f = field; // the bridge's exports keep their names
+      if (mod.endsWith('_bg.js')) { if (!fields.has(field)) fields.set(field, short(fields.size)); f = fields.get(field); }
+      parts.push(str(modules.get(mod)), str(f), b.subarray(d, p));
+    }
+    out.push(section(2, parts));
+  } else if (id === 7) {
+    const n = leb(); const kept = [];
+    for (let i = 0; i < n; i++) {
+      const nm = name(); const d = p; p++; leb(); const desc = b.subarray(d, p);
+      if (nm === 'memory') { kept.push(str(nm), desc); continue; }
+      if (!new RegExp(`\\b${esc(nm)}\\b`).test(js)) { dropped++; continue; }
+      const s = 'x' + short(exportsMap.size); exportsMap.set(nm, s); kept.push(str(s), desc);
+    }
+    out.push(section(7, [enc(kept.length / 2), ...kept]));
+  } else {
+    out.push(b.subarray(start, body + len));
+  }
+  p = body + len;
+}
+writeFileSync(wasmFile, Buffer.concat(out));
+for (const [mod, s] of modules) {
+  const re = new RegExp(`"${esc(mod)}":`, 'g');
+  if (!re.test(js)) throw new Error(`glue lacks import module ${mod}`);
+  js = js.replace(re, `"${s}":`);
+}
+for (const [field, s] of fields) {
+  const re = new RegExp(`\\b${esc(field)}:`, 'g');
+  const hits = js.match(re);
+  if (!hits || hits.length !== 1) throw new Error(`glue: import ${field} found ${hits ? hits.length : 0} times`);
+  js = js.replace(re, `${s}:`);
+}
+for (const [nm, s] of exportsMap) {
+  const re = new RegExp(`\\bwasm\\.${esc(nm)}\\b`, 'g');
+  if (!re.test(js)) throw new Error(`glue does not use export ${nm} as wasm.${nm}`);
+  js = js.replace(re, `wasm.${s}`);
+  // (JS functions of the same name are fine; a string spelling of it would be a lookup we missed.)
+  if (new RegExp(`["'\`]${esc(nm)}["'\`]`).test(js)) throw new Error(`glue looks up export ${nm} by string`);
+}
+writeFileSync(glueFile, js);
+console.error(`short names: ${modules.size} import modules, ${fields.size} imports, ${exportsMap.size} exports (${dropped} unused dropped)`);
+JS
+
   "$WASM_OPT" -Oz --strip-debug --strip-producers "${WASM_FEATURES[@]}" \
     "$STAGE/${CRATE}_bg.wasm" -o "$STAGE/${CRATE}_bg.wasm"
+
 
   # 4. One ES module: the entry (js/index.js), the glue and the bridge, bundled and minified
   #    with esbuild (what an app's bundler would do anyway; a page without a bundler saves two

@@ -53,7 +53,7 @@ pub fn split_url(url: &str) -> Option<(&str, &str)> {
     let end_of = |from: usize, stops: &[u8]| {
         b.get(from..).map_or(b.len(), |rest| {
             rest.iter()
-                .position(|c| stops.contains(c))
+                .position(|c| stops.iter().any(|s| s == c))
                 .map_or(b.len(), |i| from + i)
         })
     };
@@ -86,7 +86,7 @@ impl Config {
         let Some((origin, path)) = split_url(url) else {
             return false;
         };
-        if origin.contains('@') || self.is_auth_endpoint(origin, path) {
+        if origin.bytes().any(|b| b == b'@') || self.is_auth_endpoint(origin, path) {
             return false;
         }
         self.allowed.iter().any(|entry| match split_url(entry) {

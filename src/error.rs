@@ -89,22 +89,39 @@ impl Error {
         }
     }
 
+    /// The position of [`Error::code`] in the code table (`Object.keys(MESSAGES)` in
+    /// `js/index.js`, same order; a test checks it). The browser build rejects with this number
+    /// rather than the string, which keeps the code strings out of the `.wasm`.
+    pub fn index(&self) -> u32 {
+        match self {
+            Error::InvalidCredentials => 0,
+            Error::SessionExpired => 1,
+            Error::SignedOut => 2,
+            Error::RefreshFailed(_) => 3,
+            Error::RefreshBackoff => 4,
+            Error::Network(_) => 5,
+            Error::RateLimited => 6,
+            Error::InvalidResponse => 7,
+            Error::InvalidConfig => 8,
+            Error::AlreadyStarted => 9,
+            Error::Unsupported => 10,
+        }
+    }
+
     /// A short human-readable message. Never contains a token or a server-provided string.
     pub fn message(&self) -> &'static str {
         match self {
-            Error::InvalidCredentials => "login refused: wrong username or password",
+            Error::InvalidCredentials => "wrong username or password",
             Error::SessionExpired => "the session has expired; sign in again",
-            Error::SignedOut => "signed out while the request was waiting for a token",
-            Error::RefreshFailed(_) => "the access token could not be refreshed",
+            Error::SignedOut => "signed out while waiting for a token",
+            Error::RefreshFailed(_) => "the token could not be refreshed",
             Error::RefreshBackoff => "refresh failed repeatedly; backing off",
             Error::Network(_) => "the auth server could not be reached",
-            Error::RateLimited => "too many requests to the auth server",
-            Error::InvalidResponse => "the auth server sent an invalid response",
+            Error::RateLimited => "rate-limited by the auth server",
+            Error::InvalidResponse => "invalid response from the auth server",
             Error::InvalidConfig => "invalid authfetch options",
-            Error::AlreadyStarted => "configure() must be called before the first use",
-            Error::Unsupported => {
-                "authfetch needs a browser (fetch, WebAssembly, location) and a CSP allowing wasm"
-            }
+            Error::AlreadyStarted => "configure() must come before the first use",
+            Error::Unsupported => "needs a browser, with WebAssembly allowed by the CSP",
         }
     }
 
@@ -186,6 +203,14 @@ mod tests {
             rows,
             "index.js has codes Rust lacks"
         );
+        // Same order: the wasm rejects with `index()`, JS looks it up in `Object.keys(MESSAGES)`.
+        let mut last = 0;
+        for (i, e) in Error::all().iter().enumerate() {
+            assert_eq!(e.index() as usize, i, "{}", e.code());
+            let at = table.find(&alloc::format!("{}:", e.code())).expect("row");
+            assert!(i == 0 || at > last, "{} out of order in index.js", e.code());
+            last = at;
+        }
     }
 
     #[test]

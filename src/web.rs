@@ -10,7 +10,7 @@
 //! object-walking code and the generated glue stays small. Every byte here is paid by every
 //! user of the package (see `BENCHMARKS.md`).
 
-use crate::config::{split_url, Config};
+use crate::config::Config;
 use crate::error::Error;
 use crate::jwt;
 use crate::session::{
@@ -52,18 +52,19 @@ extern "C" {
     fn now() -> f64;
     fn sleep(ms: f64) -> Promise;
     fn lock(name: &str, ms: f64) -> Promise;
-    fn channel(name: &str, on_message: &Function) -> JsValue;
+    fn channel(name: &str, on_message: &Function) -> Option<JsValue>;
     fn post_message(c: &JsValue, kind: u32, token: Option<&str>, ms: f64, flag: bool);
-    fn trace(cb: &Function, req: &JsValue, steps: &[u16], bearer: bool);
+    fn trace(cb: &Function, req: &JsValue, steps: f64, bearer: bool);
     fn emit(cb: &Function, event: u32);
 }
 
-/// Converts an [`Error`] into the rejection value `[code, cause]`, which `js/index.js` turns
-/// into an `AuthFetchError` (its message table lives there, out of the `.wasm`). A platform
-/// failure (a `TypeError`, an `AbortError`) is never an array, so the two cannot be confused.
+/// Converts an [`Error`] into the rejection value `[index, cause]` ([`Error::index`]), which
+/// `js/index.js` turns into an `AuthFetchError` (codes and messages live there, out of the
+/// `.wasm`). A platform failure (a `TypeError`, an `AbortError`) is never an array, so the two
+/// cannot be confused.
 pub fn to_js(e: &Error) -> JsValue {
     Array::of2(
-        &JsValue::from_str(e.code()),
+        &JsValue::from(e.index()),
         e.cause().unwrap_or(&JsValue::UNDEFINED),
     )
     .into()
@@ -100,7 +101,8 @@ impl Drop for LockGuard {
 /// The browser platform for [`Session`].
 pub struct WebEnv {
     on_event: Function,
-    channel: JsValue,
+    /// The tab channel, when cross-tab coordination is on and the platform has one.
+    channel: Option<JsValue>,
 }
 
 /// Validates the `[status, access_token, token_type, expires_in]` answer of login/refresh.
@@ -142,7 +144,8 @@ impl Env for WebEnv {
         let p = JsFuture::from(lock(LOCK_NAME, timeout_ms));
         async move {
             let f = p.await.ok()?;
-            f.is_function().then(|| LockGuard(f.unchecked_into()))
+            // The release function, or `undefined` when the lock was not taken.
+            (!f.is_undefined()).then(|| LockGuard(f.unchecked_into()))
         }
     }
 
@@ -199,21 +202,22 @@ impl Env for WebEnv {
     }
 
     fn emit(&self, event: Event) {
+        // `js/index.js` maps the number to its `{type}` event.
         emit(&self.on_event, event as u32);
     }
 
     fn broadcast(&self, msg: Message<'_>) {
-        if !self.channel.is_object() {
+        let Some(channel) = &self.channel else {
             return;
-        }
+        };
         match msg {
-            Message::Hello => post_message(&self.channel, 0, None, 0.0, false),
+            Message::Hello => post_message(channel, 0, None, 0.0, false),
             Message::Token {
                 token,
                 remaining_ms,
                 login,
-            } => post_message(&self.channel, 1, Some(token), remaining_ms, login),
-            Message::SignedOut { expired } => post_message(&self.channel, 2, None, 0.0, expired),
+            } => post_message(channel, 1, Some(token), remaining_ms, login),
+            Message::SignedOut { expired } => post_message(channel, 2, None, 0.0, expired),
         }
     }
 }
@@ -229,12 +233,22 @@ fn step_code(s: &Step) -> u16 {
     }
 }
 
-/// An absolute URL the bearer logic can compare, else `ERR_INVALID_CONFIG`.
-fn checked(url: String) -> Result<String, JsValue> {
-    match split_url(&url) {
-        Some(_) => Ok(url),
-        None => Err(to_js(&Error::InvalidConfig)),
+/// The steps of one call as the digits of a base-600 number (first step most significant; no
+/// code is 0), so a trace crosses to JS as one `f64` instead of an array. At most five steps
+/// fit exactly in an `f64` (600⁵ < 2⁵³), which is the most a call takes (waited, 401,
+/// refreshed, retried, 200) once repeated waits are counted once.
+pub fn pack_steps(steps: &[Step]) -> f64 {
+    let (mut acc, mut n, mut last) = (0.0, 0, 0);
+    for s in steps {
+        let c = step_code(s);
+        if (c == 1 && last == 1) || n == 5 {
+            continue;
+        }
+        acc = acc * 600.0 + f64::from(c);
+        last = c;
+        n += 1;
     }
+    acc
 }
 
 /// One authfetch client: a session and its browser platform. `js/index.js` wraps it.
@@ -253,7 +267,7 @@ impl Client {
     /// per-call traces, and `on_message` is wired to the tab channel (see `js/bridge.js`).
     ///
     /// # Errors
-    /// `[ERR_INVALID_CONFIG]` for a missing line or a URL the allowlist logic cannot use.
+    /// `[ERR_INVALID_CONFIG]` for a missing line.
     #[wasm_bindgen(constructor)]
     pub fn new(
         config: &str,
@@ -275,18 +289,13 @@ impl Client {
             rest = rest.get(end + 1..).unwrap_or("");
             line
         });
+        // No URL check here: `js/index.js` has resolved them, and one the allowlist logic can't
+        // split (`config::split_url` → `None`) simply never gets the bearer.
         let mut next = || lines.next().ok_or_else(|| to_js(&Error::InvalidConfig));
-        let (login_url, refresh_url, logout_url, logout_all_url) = (
-            checked(next()?)?,
-            checked(next()?)?,
-            checked(next()?)?,
-            checked(next()?)?,
-        );
+        let (login_url, refresh_url, logout_url, logout_all_url) =
+            (next()?, next()?, next()?, next()?);
         let csrf = (next()?, next()?);
-        let mut allowed = Vec::new();
-        for entry in lines {
-            allowed.push(checked(entry)?);
-        }
+        let allowed = lines.collect();
         let config = Config {
             login_url,
             refresh_url,
@@ -301,7 +310,7 @@ impl Client {
         let channel = if cross_tab {
             channel(CHANNEL_NAME, on_message)
         } else {
-            JsValue::NULL
+            None
         };
         let env = WebEnv { on_event, channel };
         Ok(Client {
@@ -334,11 +343,11 @@ impl Client {
                     async move { p.await.map(WebReply) }
                 })
                 .await;
-            let codes: Vec<u16> = steps.iter().map(step_code).collect();
+            let codes = pack_steps(&steps);
             trace(
                 &on_trace,
                 &req,
-                &codes,
+                codes,
                 attach && !steps.contains(&Step::NoBearer),
             );
             match r {
