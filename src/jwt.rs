@@ -74,7 +74,7 @@ pub fn payload_segment(token: &str) -> Option<&str> {
     let ok = first > 0
         && !payload.is_empty()
         && !sig.is_empty()
-        && !sig.iter().any(|&c| c == b'.')
+        && sig.iter().all(|&c| c != b'.')
         && payload.iter().all(|&c| sextet(c).is_some());
     if ok {
         token.get(first + 1..second)
