@@ -357,37 +357,45 @@ async fn p3_unknown_user_and_wrong_password_answer_the_same_at_the_same_cost() {
         };
     })
     .await;
-    let time = |user: &'static str| {
+    let attempt = |user: &'static str| {
         let t = &t;
         async move {
             let v0 = t.state.service.passwords().verifications();
-            let start = std::time::Instant::now();
             let r = t.send(login_req(user, "wrong-password")).await;
-            let el = start.elapsed();
             let hashed = t.state.service.passwords().verifications() - v0;
-            (r.status(), body_bytes(r).await, el, hashed)
+            (r.status(), body_bytes(r).await, hashed)
         }
     };
     let mut known = Vec::new();
     let mut unknown = Vec::new();
     for _ in 0..3 {
-        known.push(time("alice").await);
-        unknown.push(time("mallory").await);
+        known.push(attempt("alice").await);
+        unknown.push(attempt("mallory").await);
     }
     for (k, u) in known.iter().zip(&unknown) {
         assert_eq!(k.0, StatusCode::UNAUTHORIZED);
         assert_eq!(k.0, u.0);
         assert_eq!(k.1, u.1, "identical bodies");
-        assert_eq!((k.3, u.3), (1, 1), "one Argon2 verification each");
+        assert_eq!((k.2, u.2), (1, 1), "one Argon2 verification each");
     }
-    let med = |v: &Vec<(StatusCode, Vec<u8>, Duration, u64)>| {
-        let mut d: Vec<_> = v.iter().map(|x| x.2).collect();
-        d.sort();
-        d[1]
-    };
-    let (k, u) = (med(&known), med(&unknown));
-    // Loose bound (the machine is shared): the unknown user is not dramatically faster.
-    assert!(u * 4 >= k, "unknown {u:?} vs known {k:?}");
+    // The cost is proven by counting, not by timing (timed assertions flake on a shared
+    // machine and belong in bench/): both paths run exactly one Argon2id verification with the
+    // same parameters, the dummy hash having been made with them (`password.rs`).
+    let params = |h: &str| h.split('$').nth(3).map(str::to_owned);
+    let real = t
+        .state
+        .service
+        .store()
+        .user_by_name("alice")
+        .await
+        .unwrap()
+        .unwrap()
+        .password_hash;
+    assert_eq!(
+        params(&real),
+        params(t.state.service.passwords().dummy_hash()),
+        "the dummy hash costs what a real one does"
+    );
 }
 
 #[tokio::test]
