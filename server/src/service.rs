@@ -406,7 +406,9 @@ impl TokenService {
     }
 
     /// Logout everywhere (R4): revokes every family of the user identified by the bearer or,
-    /// failing that, the cookie. Idempotent; does nothing when neither identifies a user.
+    /// failing that, the cookie — which must be the family's current refresh token or its
+    /// immediate parent within the grace window, so that an old (possibly leaked) cookie cannot
+    /// log a user out of every device. Idempotent; does nothing when neither identifies a user.
     ///
     /// # Errors
     /// Storage failures only.
@@ -420,7 +422,7 @@ impl TokenService {
             (Some(c), _) => Some(c.sub),
             (None, Some(t)) => self
                 .store
-                .live_family_of(&t.hash(), now)
+                .live_family_of(&t.hash(), now, ms(self.config.grace))
                 .await?
                 .map(|f| f.user_id),
             (None, None) => None,
@@ -429,6 +431,8 @@ impl TokenService {
             let n = self.store.revoke_user(&user, now).await?;
             Stats::bump(&self.stats.logout_all);
             tracing::info!(target: AUDIT, event = "logout_all", %user, families = n);
+        } else {
+            tracing::info!(target: AUDIT, event = "logout_all_ignored", "no valid bearer and no current refresh cookie");
         }
         Ok(())
     }

@@ -90,7 +90,48 @@ contract!(
     restart_keeps_users_sessions_and_keys,
     store_level_users_denylist_and_access_checks,
     r9_login_and_refresh_rate_limits_with_retry_after,
+    r4_logout_all_by_cookie_needs_the_current_cookie_not_a_stale_one,
 );
+
+async fn r4_logout_all_by_cookie_needs_the_current_cookie_not_a_stale_one(b: Backend) {
+    let t = fixture(b, "logout_all_stale", |_| {}).await;
+    let logout_all = |cookie: &str| {
+        auth_post(LOGOUT_ALL_PATH)
+            .header(header::COOKIE, cookie_header(cookie))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let s0 = t.login("alice", "alice-password").await;
+    let s1 = refresh_ok(&t, &s0.cookie).await;
+    let other = t.login("alice", "alice-password").await;
+    t.advance(t.config.grace + Duration::from_secs(1));
+    let s2 = refresh_ok(&t, &s1.cookie).await;
+    t.advance(t.config.grace + Duration::from_secs(1));
+    // s0 and s1 are stale: they identify nobody, nothing is revoked.
+    for stale in [&s0.cookie, &s1.cookie] {
+        let r = t.send(logout_all(stale)).await;
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    }
+    assert_eq!(t.stats().await["logout_all"], 0);
+    assert_eq!(t.me(&other.access).await.status(), StatusCode::OK);
+    let s3 = refresh_ok(&t, &s2.cookie).await;
+    // The immediate parent within the grace window still counts (a tab racing a rotation).
+    let r = t.send(logout_all(&s2.cookie)).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(t.stats().await["logout_all"], 1);
+    assert_eq!(t.me(&other.access).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(t.me(&s3.access).await.status(), StatusCode::UNAUTHORIZED);
+    refresh_refused(&t, &other.cookie).await;
+    // And the current cookie, on a fresh session.
+    t.advance(Duration::from_secs(1));
+    let n = t.login("alice", "alice-password").await;
+    let n1 = refresh_ok(&t, &n.cookie).await;
+    t.advance(t.config.grace + Duration::from_secs(1));
+    let r = t.send(logout_all(&n1.cookie)).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(t.stats().await["logout_all"], 2);
+    assert_eq!(t.me(&n1.access).await.status(), StatusCode::UNAUTHORIZED);
+}
 
 fn tight_limits(c: &mut Config) {
     let minute = Duration::from_secs(60);

@@ -170,11 +170,15 @@ pub trait Store: Send + Sync + 'static {
     async fn create_family(&self, family: NewFamily) -> Result<(), StoreError>;
     /// The rotation rules, atomically (see [`RotateOutcome`]).
     async fn rotate(&self, req: RotateRequest) -> Result<RotateOutcome, StoreError>;
-    /// The live (not revoked, not expired) family of any token of it.
+    /// The live (not revoked, not expired) family of `token`, if `token` is its current
+    /// refresh token or the immediate parent within `grace_ms` of its first use: the tokens a
+    /// legitimate browser can hold. A stale token identifies nothing (logout-everywhere must
+    /// not be triggerable with an old, possibly leaked, cookie).
     async fn live_family_of(
         &self,
         token: &TokenHash,
         now_ms: i64,
+        grace_ms: i64,
     ) -> Result<Option<FamilyRef>, StoreError>;
     /// Revokes the family that `token` belongs to (any of its tokens). `None` if unknown.
     async fn revoke_family_of(

@@ -166,15 +166,21 @@ redis.call('HSET', fk, 'revoked_ms', ARGV[5])
 return {'reuse', fid, f[1], f[2]}
 ";
 
-/// `KEYS[1]` rt. `ARGV`: prefix, now. → {family id, user id, absolute} of a live family, or {}.
+/// `KEYS[1]` rt. `ARGV`: prefix, now, grace ms, token hash. → {family id, user id, absolute}
+/// of a live family whose current token this is (or its immediate parent within grace), or {}.
 const LIVE_FAMILY_OF: &str = r"
-local fid = redis.call('HGET', KEYS[1], 'family_id')
+local t = redis.call('HMGET', KEYS[1], 'family_id', 'used_ms', 'successor')
+local fid = t[1]
 if not fid then return {} end
-local f = redis.call('HMGET', ARGV[1] .. 'fam:' .. fid, 'user_id', 'absolute_exp_ms', 'idle_exp_ms', 'revoked_ms')
+local f = redis.call('HMGET', ARGV[1] .. 'fam:' .. fid, 'user_id', 'absolute_exp_ms', 'idle_exp_ms', 'revoked_ms', 'current')
 if not f[1] or f[4] then return {} end
 local now = tonumber(ARGV[2])
 if now >= tonumber(f[2]) or now >= tonumber(f[3]) then return {} end
-return {fid, f[1], f[2]}
+if f[5] == ARGV[4] then return {fid, f[1], f[2]} end
+if t[2] and t[3] == f[5] and now - tonumber(t[2]) <= tonumber(ARGV[3]) then
+  return {fid, f[1], f[2]}
+end
+return {}
 ";
 
 /// `KEYS[1]` rt. `ARGV`: prefix, now. → {family id, user id, absolute} (now revoked), or {}.
@@ -521,9 +527,14 @@ impl Store for RedisStore {
         &self,
         token: &TokenHash,
         now_ms: i64,
+        grace_ms: i64,
     ) -> Result<Option<FamilyRef>, StoreError> {
         let mut inv = self.scripts.live_family_of.prepare_invoke();
-        inv.key(self.rt_key(token)).arg(&self.prefix).arg(now_ms);
+        inv.key(self.rt_key(token))
+            .arg(&self.prefix)
+            .arg(now_ms)
+            .arg(grace_ms)
+            .arg(&token.0[..]);
         let reply: Vec<Vec<u8>> = self.invoke(inv).await?;
         if reply.is_empty() {
             return Ok(None);

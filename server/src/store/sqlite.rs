@@ -306,13 +306,16 @@ impl Store for SqliteStore {
         &self,
         token: &TokenHash,
         now_ms: i64,
+        grace_ms: i64,
     ) -> Result<Option<FamilyRef>, StoreError> {
         let h = *token;
         self.run(move |c| {
             Ok(c.query_row(
                 "SELECT f.id, f.user_id, f.absolute_exp_ms FROM refresh_tokens t JOIN families f ON f.id = t.family_id \
-                 WHERE t.hash = ?1 AND f.revoked_ms IS NULL AND f.absolute_exp_ms > ?2 AND f.idle_exp_ms > ?2",
-                params![&h.0[..], now_ms],
+                 WHERE t.hash = ?1 AND f.revoked_ms IS NULL AND f.absolute_exp_ms > ?2 AND f.idle_exp_ms > ?2 \
+                   AND (f.current_hash = t.hash \
+                        OR (t.successor_hash = f.current_hash AND t.used_ms >= ?2 - ?3))",
+                params![&h.0[..], now_ms, grace_ms],
                 |r| Ok(FamilyRef { family_id: r.get(0)?, user_id: r.get(1)?, absolute_exp_ms: r.get(2)? }),
             )
             .optional()?)
