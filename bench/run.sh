@@ -59,6 +59,11 @@ fi
 if want size || want browser; then
   say "building the npm package (scripts/build-pkg.sh)"
   bash scripts/build-pkg.sh
+  # Measure a snapshot: pkg/ may be rebuilt by someone else while the benchmark runs, and the
+  # size and browser parts must see the same files. (The named .wasm is rebuilt right after.)
+  rm -rf bench/results/pkg
+  cp -r pkg bench/results/pkg
+  export AUTHFETCH_PKG_DIR="$PWD/bench/results/pkg"
 fi
 if want server; then
   say "building authfetch-server (release), its bench harness and the load generator"

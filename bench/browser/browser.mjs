@@ -364,7 +364,12 @@ try {
   result = await page.evaluate(pageBench, { ROUNDS, CALLS, WARMUP, NS, COALESCE_REPS });
   result.chromium = browser.version();
   if (profileCalls) result.profiles = await cpuProfiles(page, profileCalls);
-  result.coalesceReal = await coalesceReal(browser);
+  try {
+    result.coalesceReal = await coalesceReal(browser);
+  } catch (e) {
+    console.error(`browser bench: the real-server coalescing run failed: ${e.message}`);
+    result.coalesceReal = { skipped: `failed: ${String(e.message).split('\n')[0]}` };
+  }
 } finally {
   await browser.close();
   server.close();

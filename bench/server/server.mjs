@@ -86,6 +86,9 @@ const PEERS = {
   'node-ref': () => ({
     name: 'node-ref (node:http + jose + better-sqlite3)',
     cmd: process.execPath,
+    // --perf-basic-prof makes V8 write /tmp/perf-PID.map (removed after the run) and an
+    // isolate-*.log into its working directory: the data dir, so nothing lands in the repo.
+    cwdIsDataDir: true,
     args: (dir) => [...(profile ? ['--perf-basic-prof'] : []), path.join(bench, 'node-ref', 'server.mjs'), '--listen', '127.0.0.1:0', '--data-dir', dir],
   }),
 };
@@ -93,6 +96,7 @@ const PEERS = {
 function startServer(spec) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'authfetch-bench-'));
   const child = spawn('taskset', ['-c', SERVER_CPU, spec.cmd, ...spec.args(dir)], {
+    cwd: spec.cwdIsDataDir ? dir : root,
     stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn', ...(spec.env ?? {}) },
   });
   let out = '';
@@ -116,6 +120,7 @@ async function stopServer(s) {
   const t = setTimeout(() => s.child.kill('SIGKILL'), 5000);
   await done; clearTimeout(t);
   fs.rmSync(s.dir, { recursive: true, force: true });
+  fs.rmSync(`/tmp/perf-${s.pid}.map`, { force: true });
 }
 
 // taskset is the parent; the server is its exec'd image (same pid).

@@ -50,7 +50,9 @@ function version(p) {
 
 /** The built authfetch package: pkg/ at the repository root (scripts/build-pkg.sh). */
 export function authfetchPkg() {
-  const dir = path.join(root, 'pkg');
+  // run.sh measures a snapshot of pkg/ (AUTHFETCH_PKG_DIR), so that a rebuild during the run
+  // cannot mix two versions.
+  const dir = process.env.AUTHFETCH_PKG_DIR ? path.resolve(process.env.AUTHFETCH_PKG_DIR) : path.join(root, 'pkg');
   const pj = path.join(dir, 'package.json');
   if (!fs.existsSync(pj)) return null;
   const meta = JSON.parse(fs.readFileSync(pj, 'utf8'));
