@@ -1,0 +1,404 @@
+//! Browser tests of the wasm facade (`src/web.rs` over `js/bridge.js`), run by
+//! wasm-bindgen-test in headless Chromium:
+//!
+//! ```sh
+//! CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+//! CHROMEDRIVER=/usr/bin/chromedriver cargo test -p authfetch --target wasm32-unknown-unknown
+//! ```
+//!
+//! The platform below the bridge is faked: `js/_test_fake.js` replaces `fetch` with an
+//! in-page auth server + API before `js/bridge.js` captures it (see that file for why it lives
+//! there; the first test proves the order held, so the others cannot pass against the real
+//! network by accident). Covered here: body
+//! replay for every body type (K5), an `AbortSignal` that rejects the caller's wait without
+//! cancelling the shared refresh, the bearer kept from other origins (K3), no refresh on 403
+//! (K4), typed failures, and nothing written to any browser storage (K1).
+#![cfg(target_arch = "wasm32")]
+
+use authfetch::session::Step;
+use authfetch::web::{pack_steps, Client};
+use js_sys::{Array, Function, Object, Promise, Reflect};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+#[wasm_bindgen(module = "/js/_test_fake.js")]
+extern "C" {
+    /// Resets the fake server; `opts`: `{refreshStatus, refreshGate}`.
+    fn fake_reset(opts: &JsValue);
+    /// Whether any request reached the fake since the last reset.
+    fn fake_installed() -> bool;
+    /// Every request the fake saw: `{url, method, auth, contentType, body}` (body as hex).
+    fn fake_log() -> Array;
+    /// Makes the API reject every token issued so far (401 invalid_token).
+    fn fake_expire();
+    /// How many refreshes the fake granted (200).
+    fn fake_refreshes() -> u32;
+    /// How many refresh requests reached the fake.
+    fn fake_refresh_requests() -> u32;
+    /// Lets a gated refresh answer.
+    fn fake_release();
+    /// The page's origin.
+    fn origin() -> String;
+    /// A function that records its arguments; read them with `calls(f)`.
+    fn recorder() -> Function;
+    fn calls(f: &Function) -> Array;
+    /// Builds `[input, init]` for body kind `kind` ("string", "json", "params", "form", "blob",
+    /// "buffer", "request") sent to `url`; `expected(kind)` is the hex the server must see.
+    fn body_case(kind: &str, url: &str) -> Array;
+    fn expected(kind: &str) -> String;
+    /// A pending `AbortController`.
+    fn controller() -> JsValue;
+    /// Resolves after `ms`.
+    fn delay(ms: f64) -> Promise;
+    /// Everything the page's storage holds, as one string (localStorage, sessionStorage,
+    /// document.cookie, indexedDB.databases(), caches.keys()).
+    fn storage_dump() -> Promise;
+}
+
+fn get(v: &JsValue, key: &str) -> JsValue {
+    Reflect::get(v, &JsValue::from_str(key)).unwrap()
+}
+
+fn text(v: &JsValue, key: &str) -> String {
+    get(v, key).as_string().unwrap_or_default()
+}
+
+/// A client for the page's origin, without cross-tab coordination (one tab here) and without
+/// the refresh-ahead timer (refreshes happen only on demand, so tests control them).
+fn client(events: &Function, traces: &Function) -> Client {
+    let o = origin();
+    let config = [
+        [o.as_str(), "/auth/login"].concat(),
+        [o.as_str(), "/auth/refresh"].concat(),
+        [o.as_str(), "/auth/logout"].concat(),
+        [o.as_str(), "/auth/logout-all"].concat(),
+        "x-authfetch".into(),
+        "1".into(),
+        o.clone(),
+    ]
+    .join("\n");
+    Client::new(
+        &config,
+        0.0,
+        false,
+        1000.0,
+        events.clone(),
+        traces.clone(),
+        &recorder(),
+    )
+    .unwrap_or_else(|_| panic!("client"))
+}
+
+async fn wait(p: Promise) -> Result<JsValue, JsValue> {
+    JsFuture::from(p).await
+}
+
+async fn signed_in(c: &Client) {
+    let ok = wait(c.ready()).await.unwrap();
+    assert_eq!(ok.as_bool(), Some(false), "no session before login");
+    wait(c.login("alice".into(), "alice-password".into()))
+        .await
+        .unwrap();
+    assert!(c.is_authenticated());
+}
+
+fn api_requests(path: &str) -> Vec<JsValue> {
+    fake_log()
+        .iter()
+        .filter(|r| text(r, "url").ends_with(path))
+        .collect()
+}
+
+#[wasm_bindgen_test]
+async fn the_fake_server_is_what_the_bridge_captured() {
+    // Otherwise every other test here would be talking to the real network (or nothing).
+    fake_reset(&JsValue::UNDEFINED);
+    let (events, traces) = (recorder(), recorder());
+    let c = client(&events, &traces);
+    let _ = wait(c.ready()).await;
+    assert!(
+        fake_installed(),
+        "the start-up refresh did not reach the fake"
+    );
+}
+
+#[wasm_bindgen_test]
+async fn k5_every_body_type_is_replayed_intact_after_a_refresh() {
+    for kind in [
+        "string", "json", "params", "form", "blob", "buffer", "request",
+    ] {
+        fake_reset(&JsValue::UNDEFINED);
+        let (events, traces) = (recorder(), recorder());
+        let c = client(&events, &traces);
+        signed_in(&c).await;
+        fake_expire(); // the token we hold now gets 401 invalid_token
+        let path = ["/api/echo/", kind].concat();
+        let case = body_case(kind, &[origin(), path.clone()].concat());
+        let res = wait(c.fetch(case.get(0), case.get(1))).await.unwrap();
+        assert_eq!(get(&res, "status").as_f64(), Some(200.0), "{kind}");
+
+        let sent = api_requests(&path);
+        assert_eq!(sent.len(), 2, "{kind}: first attempt + one retry");
+        let want = expected(kind);
+        assert!(!want.is_empty());
+        let (first, second) = (text(&sent[0], "body"), text(&sent[1], "body"));
+        assert_eq!(first, second, "{kind}: the retry's body differs");
+        if kind == "form" {
+            // A random boundary: the field's part must be there, byte for byte, and the file's.
+            assert!(first.contains(&want), "form: field part missing");
+            assert!(
+                first.contains("66696c652d6279746573"),
+                "form: file part missing"
+            );
+        } else {
+            assert_eq!(first, want, "{kind}: not the bytes the caller gave");
+        }
+        // The two attempts are identical but for the token; multipart boundaries included.
+        assert_eq!(text(&sent[0], "contentType"), text(&sent[1], "contentType"));
+        assert_eq!(text(&sent[0], "method"), text(&sent[1], "method"));
+        assert_ne!(text(&sent[0], "auth"), text(&sent[1], "auth"), "{kind}");
+        assert_eq!(fake_refreshes(), 1, "{kind}");
+
+        let t = Array::from(&calls(&traces).get(0)).get(0);
+        let steps: Vec<String> = Array::from(&get(&t, "steps"))
+            .iter()
+            .filter_map(|s| s.as_string())
+            .collect();
+        assert_eq!(steps, ["401", "refreshed", "retried", "200"], "{kind}");
+        assert_eq!(get(&t, "bearer").as_bool(), Some(true));
+    }
+}
+
+#[wasm_bindgen_test]
+async fn abort_rejects_the_callers_wait_but_not_the_shared_refresh() {
+    // The start-up refresh is held open; two calls wait for it; one is aborted.
+    fake_reset(&JsValue::UNDEFINED);
+    let (events, traces) = (recorder(), recorder());
+    let c = client(&events, &traces);
+    signed_in(&c).await;
+    fake_expire();
+    let gate = Object::new();
+    Reflect::set(&gate, &"refreshGate".into(), &JsValue::TRUE).unwrap();
+    // Keep the issued tokens (reset only the gate): the next refresh waits for `fake_release`.
+    Reflect::set(&gate, &"keep".into(), &JsValue::TRUE).unwrap();
+    fake_reset(&gate);
+
+    let url = [origin(), "/api/me".into()].concat();
+    let ac = controller();
+    let init = Object::new();
+    Reflect::set(&init, &"signal".into(), &get(&ac, "signal")).unwrap();
+    let aborted = c.fetch(url.clone().into(), init.into());
+    let other = c.fetch(url.clone().into(), JsValue::UNDEFINED);
+    wait(delay(50.0)).await.unwrap();
+    let abort: Function = get(&ac, "abort").unchecked_into();
+    abort.call0(&ac).unwrap();
+
+    let err = wait(aborted).await.expect_err("aborted call rejects");
+    assert_eq!(text(&err, "name"), "AbortError");
+    assert_eq!(
+        fake_refreshes(),
+        0,
+        "the refresh is still waiting at the server"
+    );
+
+    fake_release();
+    let res = wait(other).await.unwrap();
+    assert_eq!(get(&res, "status").as_f64(), Some(200.0));
+    assert_eq!(
+        fake_refreshes(),
+        1,
+        "one refresh, not cancelled by the abort"
+    );
+    // The aborted call's retry was never sent: two 401s (one per call) + the other's retry.
+    let me = api_requests("/api/me");
+    let ok = me.iter().filter(|r| text(r, "status") == "200").count();
+    assert_eq!(ok, 1, "only the non-aborted call was replayed");
+}
+
+#[wasm_bindgen_test]
+async fn an_already_aborted_signal_rejects_at_once() {
+    fake_reset(&JsValue::UNDEFINED);
+    let (events, traces) = (recorder(), recorder());
+    let c = client(&events, &traces);
+    let ac = controller();
+    let abort: Function = get(&ac, "abort").unchecked_into();
+    abort.call0(&ac).unwrap();
+    let init = Object::new();
+    Reflect::set(&init, &"signal".into(), &get(&ac, "signal")).unwrap();
+    let err = wait(c.fetch([origin(), "/api/me".into()].concat().into(), init.into()))
+        .await
+        .expect_err("rejects");
+    assert_eq!(text(&err, "name"), "AbortError");
+}
+
+#[wasm_bindgen_test]
+async fn k3_the_bearer_never_goes_to_another_origin_or_the_auth_endpoints() {
+    fake_reset(&JsValue::UNDEFINED);
+    let (events, traces) = (recorder(), recorder());
+    let c = client(&events, &traces);
+    signed_in(&c).await;
+    let other = "http://127.0.0.2:9/api/me";
+    let res = wait(c.fetch(other.into(), JsValue::UNDEFINED))
+        .await
+        .unwrap();
+    assert_eq!(get(&res, "status").as_f64(), Some(200.0));
+    for r in fake_log().iter() {
+        let url = text(&r, "url");
+        let auth = text(&r, "auth");
+        if url.starts_with(other) || url.contains("/auth/") && !url.ends_with("/logout") {
+            assert_eq!(auth, "", "bearer sent to {url}");
+        }
+    }
+    let t = Array::from(&calls(&traces).get(0)).get(0);
+    assert_eq!(get(&t, "bearer").as_bool(), Some(false));
+}
+
+#[wasm_bindgen_test]
+async fn k4_a_403_is_returned_as_is_without_a_refresh() {
+    fake_reset(&JsValue::UNDEFINED);
+    let (events, traces) = (recorder(), recorder());
+    let c = client(&events, &traces);
+    signed_in(&c).await;
+    let res = wait(c.fetch(
+        [origin(), "/api/forbidden".into()].concat().into(),
+        JsValue::UNDEFINED,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(get(&res, "status").as_f64(), Some(403.0));
+    assert_eq!(fake_refreshes(), 0);
+    assert_eq!(api_requests("/api/forbidden").len(), 1);
+}
+
+#[wasm_bindgen_test]
+async fn failures_reject_with_typed_indices() {
+    fake_reset(&JsValue::UNDEFINED);
+    let (events, traces) = (recorder(), recorder());
+    let c = client(&events, &traces);
+    let _ = wait(c.ready()).await;
+    // Wrong password: [index of ERR_INVALID_CREDENTIALS, undefined].
+    let err = wait(c.login("alice".into(), "wrong".into()))
+        .await
+        .expect_err("refused");
+    assert!(Array::is_array(&err));
+    assert_eq!(Array::from(&err).get(0).as_f64(), Some(0.0));
+    assert!(!c.is_authenticated());
+
+    // Signed in, then the refresh endpoint fails with 500: ERR_REFRESH_FAILED (3), session kept.
+    signed_in_again(&c).await;
+    fake_expire();
+    let opts = Object::new();
+    Reflect::set(&opts, &"refreshStatus".into(), &500.into()).unwrap();
+    Reflect::set(&opts, &"keep".into(), &JsValue::TRUE).unwrap();
+    fake_reset(&opts);
+    let err = wait(c.fetch(
+        [origin(), "/api/me".into()].concat().into(),
+        JsValue::UNDEFINED,
+    ))
+    .await
+    .expect_err("refresh failed");
+    assert_eq!(Array::from(&err).get(0).as_f64(), Some(3.0));
+    assert!(c.is_authenticated(), "K7: a failed refresh is not a logout");
+    // An immediate second call is inside the back-off: ERR_REFRESH_BACKOFF (4), no new refresh.
+    let before = fake_refresh_requests();
+    let err = wait(c.fetch(
+        [origin(), "/api/me".into()].concat().into(),
+        JsValue::UNDEFINED,
+    ))
+    .await
+    .expect_err("backing off");
+    assert_eq!(Array::from(&err).get(0).as_f64(), Some(4.0));
+    assert_eq!(fake_refresh_requests(), before);
+
+    // A bad input rejects like fetch (a TypeError), not with an auth error.
+    let err = wait(c.fetch("http://[::1".into(), JsValue::UNDEFINED))
+        .await
+        .expect_err("bad URL");
+    assert!(!Array::is_array(&err));
+    assert_eq!(text(&err, "name"), "TypeError");
+}
+
+async fn signed_in_again(c: &Client) {
+    wait(c.login("alice".into(), "alice-password".into()))
+        .await
+        .unwrap();
+    assert!(c.is_authenticated());
+}
+
+#[wasm_bindgen_test]
+async fn events_claims_and_expiry_follow_the_session() {
+    fake_reset(&JsValue::UNDEFINED);
+    let (events, traces) = (recorder(), recorder());
+    let c = client(&events, &traces);
+    assert!(c.claims().is_none());
+    assert!(c.expires_in().is_none());
+    signed_in(&c).await;
+    // The payload segment only: base64url of {"sub":"u-alice",…}, never the whole token.
+    let seg = c.claims().expect("claims");
+    assert!(!seg.contains('.'));
+    let ms = c.expires_in().expect("expiry");
+    assert!(ms > 0.0 && ms <= 3000.0, "{ms}");
+    wait(c.logout(false)).await.unwrap();
+    assert!(!c.is_authenticated());
+    assert!(c.claims().is_none());
+    let seen: Vec<f64> = calls(&events)
+        .iter()
+        .filter_map(|a| Array::from(&a).get(0).as_f64())
+        .collect();
+    // signed_in (0), then signed_out (2).
+    assert_eq!(seen, [0.0, 2.0]);
+}
+
+#[wasm_bindgen_test]
+async fn k1_nothing_is_written_to_any_storage() {
+    let before = wait(storage_dump()).await.unwrap().as_string().unwrap();
+    fake_reset(&JsValue::UNDEFINED);
+    let (events, traces) = (recorder(), recorder());
+    let c = client(&events, &traces);
+    signed_in(&c).await;
+    fake_expire();
+    let res = wait(c.fetch(
+        [origin(), "/api/me".into()].concat().into(),
+        JsValue::UNDEFINED,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(get(&res, "status").as_f64(), Some(200.0));
+    let during = wait(storage_dump()).await.unwrap().as_string().unwrap();
+    wait(c.logout(false)).await.unwrap();
+    let after = wait(storage_dump()).await.unwrap().as_string().unwrap();
+    assert_eq!(before, during);
+    assert_eq!(before, after);
+    for token in fake_log()
+        .iter()
+        .map(|r| text(&r, "auth"))
+        .filter(|a| !a.is_empty())
+    {
+        let t = token.trim_start_matches("Bearer ");
+        assert!(!during.contains(t) && !after.contains(t));
+    }
+}
+
+#[wasm_bindgen_test]
+fn trace_steps_pack_into_one_number() {
+    assert_eq!(pack_steps(&[]), 0.0);
+    let all = [
+        Step::Waited,
+        Step::Waited,
+        Step::Status(401),
+        Step::Refreshed,
+        Step::Retried,
+        Step::Status(200),
+    ];
+    // Repeated waits count once; five base-600 digits, exactly representable.
+    let want = (((1.0 * 600.0 + 401.0) * 600.0 + 3.0) * 600.0 + 4.0) * 600.0 + 200.0;
+    assert_eq!(pack_steps(&all), want);
+    assert_eq!(
+        pack_steps(&[Step::NoBearer, Step::Status(599)]),
+        2.0 * 600.0 + 599.0
+    );
+}
