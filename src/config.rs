@@ -151,6 +151,53 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn find_bytes_matches_str_find() {
+        for (hay, needle) in [
+            ("abc", "b"),
+            ("abc", "abc"),
+            ("abc", "abcd"),
+            ("", "x"),
+            ("x", ""),
+            ("error=a error=", "error="),
+            ("ééé://", "://"),
+        ] {
+            assert_eq!(
+                find_bytes(hay.as_bytes(), needle.as_bytes()),
+                hay.find(needle),
+                "{hay:?} {needle:?}"
+            );
+        }
+    }
+
+    /// Bad input gives `None`/`false`, never a panic: every prefix and suffix of tricky URLs,
+    /// with multi-byte characters at every position.
+    #[test]
+    fn split_url_and_allows_never_panic() {
+        let c = config(&["http://127.0.0.1:8080", "https://api.example.com/v1/"]);
+        let samples = [
+            "http://127.0.0.1:8080/api/me?x=1#f",
+            "https://api.example.com/v1/ü/ß?é#ö",
+            "hé://ü/",
+            "://",
+            ":///",
+            "a://b?c#d/e",
+            "https://例え.jp:443/パス",
+        ];
+        for s in samples {
+            for (i, _) in s.char_indices() {
+                for part in [&s[..i], &s[i..]] {
+                    let _ = split_url(part);
+                    let _ = c.allows(part);
+                }
+            }
+        }
+        assert_eq!(
+            split_url("https://例え.jp:443/パス?q"),
+            Some(("https://例え.jp:443", "/パス"))
+        );
+    }
+
+    #[test]
     fn k3_bearer_only_to_allowed_origins() {
         let c = config(&["http://127.0.0.1:8080"]);
         assert!(c.allows("http://127.0.0.1:8080/api/me"));
