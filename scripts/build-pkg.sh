@@ -57,7 +57,8 @@ cargo build -q -p "$CRATE" --target "$TARGET" --profile "$PROFILE" --no-default-
 version=$(awk -F'"' '/^\[package\]/{p=1} p && /^version *=/{print $2; exit}' Cargo.toml)
 
 # 2–4 only when an input changed (the .wasm, the hand-written JS/types, this script, the tools).
-inputs_hash=$( { sha256sum "$RAW" js/index.js js/index.d.ts js/bridge.js "$0" package-lock.json;
+inputs_hash=$( { sha256sum "$RAW" js/index.js js/index.d.ts js/bridge.js js/types-check.ts js/tsconfig.json \
+    "$0" package-lock.json;
   wasm-bindgen --version; echo "$version"; } | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$STAMP" 2>/dev/null || true)" = "$inputs_hash" ] && [ -f "$OUT/package.json" ] \
    && [ -f "$OUT/${CRATE}_bg.wasm" ] && [ -f "$OUT/index.js" ]; then
