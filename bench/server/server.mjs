@@ -208,6 +208,9 @@ const SCENARIOS = [
   { name: 'refresh', mode: 'refresh', extra: ['--clients', String(CLIENTS), '--requests', '5000000', '--duration', String(DURATION), '--login-concurrency', '2'] },
   { name: 'bearer', mode: 'bearer', extra: ['--clients', String(CLIENTS), '--requests', '5000000', '--duration', String(DURATION), '--path', '/api/me'] },
   { name: 'login', mode: 'login', extra: ['--clients', '4', '--requests', '2000', '--duration', String(DURATION)] },
+  // The ceiling of this HTTP stack + load generator on these two cores: a static route with no
+  // crypto and no store (GET /.well-known/jwks.json, served from memory). authfetch-server only.
+  { name: 'floor (GET jwks.json)', mode: 'bearer', only: 'authfetch', extra: ['--clients', String(CLIENTS), '--requests', '5000000', '--duration', String(DURATION), '--path', '/.well-known/jwks.json'] },
 ];
 
 // What one signature / verification costs on the server's core, per library (evidence for the
@@ -237,6 +240,7 @@ for (const [key, mk] of Object.entries(PEERS)) {
     peer.idleRssKiB = startRss.rss;
     for (const sc of SCENARIOS) {
       if (onlyScenario && onlyScenario !== sc.name) continue;
+      if (sc.only && sc.only !== key) continue;
       const runs = [];
       let profiled = null;
       // With --profile, one extra run under perf, kept out of the medians (perf costs a little).
@@ -246,7 +250,8 @@ for (const [key, mk] of Object.entries(PEERS)) {
         resetPeak(srv.pid);
         const load0 = loadavg();
         const prof = profile && !diag && i === nRuns;
-        const pfile = path.join(RESULTS, `perf-${key}-${sc.name}.data`);
+        const slug = sc.name.replace(/[^A-Za-z0-9]+/g, "-").replace(/-$/, "");
+        const pfile = path.join(RESULTS, `perf-${key}-${slug}.data`);
         // perf attaches once the load generator's set-up (logins) is done, so that the profile
         // shows the measured load only.
         let perfProc = null, cpu0 = null;
@@ -262,7 +267,7 @@ for (const [key, mk] of Object.entries(PEERS)) {
           r.serverCpuBusy = r.load_s ? dcpu / r.load_s : null;
         }
         if (perfProc) {
-          const txt = path.join(RESULTS, `profile-${key}-${sc.name}.txt`);
+          const txt = path.join(RESULTS, `profile-${key}-${slug}.txt`);
           r.profile = await perfStop(perfProc, pfile, txt);
         }
         r.peakRssKiB = rssKiB(srv.pid).hwm;
