@@ -96,11 +96,15 @@ function normalise(options) {
     if (o.crossTab !== undefined && typeof o.crossTab !== 'boolean') {
       throw new AuthFetchError('ERR_INVALID_CONFIG', 'crossTab');
     }
+    const refresh = url(o.refreshUrl, 'refreshUrl', '/auth/refresh');
     const lines = [
       url(o.loginUrl, 'loginUrl', '/auth/login'),
-      url(o.refreshUrl, 'refreshUrl', '/auth/refresh'),
+      refresh,
       url(o.logoutUrl, 'logoutUrl', '/auth/logout'),
       url(o.logoutAllUrl, 'logoutAllUrl', '/auth/logout-all'),
+      // The tab channel and the refresh lock (CHANNEL_NAME, LOCK_NAME in src/web.rs): tabs
+      // share tokens and a lock only with clients of the same auth server.
+      ...['authfetch', 'authfetch-refresh'].map((n) => (refresh === `${g.location.origin}/auth/refresh` ? n : `${n} ${refresh}`)),
       csrf.name,
       csrf.value,
       ...allowed,

@@ -178,7 +178,9 @@ writeFileSync(glueFile, js);
 console.error(`short names: ${modules.size} import modules, ${fields.size} imports, ${exportsMap.size} exports (${dropped} unused dropped)`);
 JS
 
-  "$WASM_OPT" -Oz --strip-debug --strip-producers "${WASM_FEATURES[@]}" \
+  # -Oz, then flatten + rereloop (rebuilds the control flow of the big async state machines
+  # more compactly) and -Oz again: ~0.1 KB gzip smaller than -Oz alone.
+  "$WASM_OPT" -Oz --flatten --rereloop -Oz --strip-debug --strip-producers "${WASM_FEATURES[@]}" \
     "$STAGE/${CRATE}_bg.wasm" -o "$STAGE/${CRATE}_bg.wasm"
 
 

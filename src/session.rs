@@ -446,24 +446,34 @@ impl<E: Env> Session<E> {
         flight
     }
 
-    /// Did a token arrive (from another tab) since version `v0`? If so, finish `flight`.
-    fn adopted_since(&self, v0: u64, flight: &Rc<Flight>) -> bool {
-        let adopted = {
+    /// Is the refresh of `epoch` no longer needed? Either the session ended or restarted
+    /// (logout, login, another tab's sign-out: whoever bumped the epoch has settled `flight`),
+    /// or a fresh token arrived from another tab since version `v0` (then `flight` succeeds).
+    fn settled(&self, epoch: u64, v0: u64, flight: &Rc<Flight>) -> bool {
+        let outcome = {
             let mut i = wr(&self.inner);
-            let fresh = i.version != v0
-                && i.state == State::SignedIn
-                && i.token
-                    .as_ref()
-                    .is_some_and(|t| self.env.now() < t.expires_at);
-            if fresh && i.flight.as_ref().is_some_and(|f| Rc::ptr_eq(f, flight)) {
+            let outcome = if i.epoch != epoch {
+                Some(Err(Error::SignedOut))
+            } else {
+                let fresh = i.version != v0
+                    && i.state == State::SignedIn
+                    && i.token
+                        .as_ref()
+                        .is_some_and(|t| self.env.now() < t.expires_at);
+                fresh.then_some(Ok(()))
+            };
+            if outcome.is_some() && i.flight.as_ref().is_some_and(|f| Rc::ptr_eq(f, flight)) {
                 i.flight = None;
             }
-            fresh
+            outcome
         };
-        if adopted {
-            flight.complete(Ok(()));
+        match outcome {
+            Some(o) => {
+                flight.complete(o);
+                true
+            }
+            None => false,
         }
-        adopted
     }
 
     async fn run_refresh(self: Rc<Self>, epoch: u64, v0: u64, flight: Rc<Flight>) {
@@ -477,12 +487,14 @@ impl<E: Env> Session<E> {
         if self.state() == State::Unknown {
             self.tell(Message::Hello);
             self.env.sleep(HELLO_WAIT_MS).await;
-            if self.adopted_since(v0, &flight) {
+            if self.settled(epoch, v0, &flight) {
                 return;
             }
         }
         let guard = self.env.lock(self.config.lock_timeout_ms).await;
-        if self.adopted_since(v0, &flight) {
+        // Signed out while waiting for the lock: nothing left to refresh (and a refresh now
+        // would rotate a cookie the server has just revoked, or start a session again).
+        if self.settled(epoch, v0, &flight) {
             return;
         }
         let result = self.env.auth(&self.config, AuthCall::Refresh).await;
@@ -796,6 +808,11 @@ impl<E: Env> Session<E> {
         let (event, flight) = {
             let mut i = wr(&self.inner);
             if i.state == State::SignedOut && !login {
+                return;
+            }
+            // Our own token coming back (every live tab answers a new tab's Hello): nothing
+            // changed, so nothing to install and no `refreshed` to report.
+            if i.token.as_ref().is_some_and(|t| t.secret.expose() == token) {
                 return;
             }
             if !login

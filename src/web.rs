@@ -27,9 +27,11 @@ use js_sys::{Array, Function, Promise};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{future_to_promise, JsFuture};
 
-/// Name of the Web Lock held around a refresh (tests and other tools may take it too).
+/// Name of the Web Lock held around a refresh (tests and other tools may take it too), for a
+/// client of the page's own auth server; `js/index.js` appends `" " + refresh URL` for a client
+/// of another one (and passes the names in).
 pub const LOCK_NAME: &str = "authfetch-refresh";
-/// Name of the BroadcastChannel the tabs talk on.
+/// Name of the BroadcastChannel the tabs talk on (scoped the same way as [`LOCK_NAME`]).
 pub const CHANNEL_NAME: &str = "authfetch";
 
 #[wasm_bindgen(module = "/js/bridge.js")]
@@ -103,6 +105,8 @@ pub struct WebEnv {
     on_event: Function,
     /// The tab channel, when cross-tab coordination is on and the platform has one.
     channel: Option<JsValue>,
+    /// The Web Lock held around a refresh ([`LOCK_NAME`], scoped by `js/index.js`).
+    lock_name: String,
 }
 
 /// Validates the `[status, access_token, token_type, expires_in]` answer of login/refresh.
@@ -141,7 +145,7 @@ impl Env for WebEnv {
     }
 
     fn lock(&self, timeout_ms: f64) -> impl Future<Output = Option<LockGuard>> + 'static {
-        let p = JsFuture::from(lock(LOCK_NAME, timeout_ms));
+        let p = JsFuture::from(lock(&self.lock_name, timeout_ms));
         async move {
             let f = p.await.ok()?;
             // The release function, or `undefined` when the lock was not taken.
@@ -262,8 +266,8 @@ pub struct Client {
 impl Client {
     /// Creates a client from options already resolved by `js/index.js`: `config` is the
     /// absolute login, refresh, logout and logout-all URLs (from the platform's `URL` parser),
-    /// the CSRF header's name and value, then the allowlist entries, one per line (none of
-    /// these can contain a line break). `on_event` receives auth-state events, `on_trace`
+    /// the names of the tab channel and of the refresh lock, the CSRF header's name and value,
+    /// then the allowlist entries, one per line (none of these can contain a line break). `on_event` receives auth-state events, `on_trace`
     /// per-call traces, and `on_message` is wired to the tab channel (see `js/bridge.js`).
     ///
     /// # Errors
@@ -279,21 +283,24 @@ impl Client {
         on_message: &Function,
     ) -> Result<Client, JsValue> {
         // Split by hand: `str::split` brings a searcher the `.wasm` otherwise does without.
-        let mut rest = config;
+        // Split by hand (like `str::split`, a trailing empty line included): `str::split`
+        // brings a searcher the `.wasm` otherwise does without.
+        let mut rest = Some(config);
         let mut lines = core::iter::from_fn(move || {
-            if rest.is_empty() {
-                return None;
-            }
-            let end = rest.bytes().position(|b| b == b'\n').unwrap_or(rest.len());
-            let line = rest.get(..end).map(String::from);
-            rest = rest.get(end + 1..).unwrap_or("");
-            line
+            let r = rest?;
+            let end = r.bytes().position(|b| b == b'\n');
+            rest = end.and_then(|e| r.get(e + 1..));
+            r.get(..end.unwrap_or(r.len())).map(String::from)
         });
         // No URL check here: `js/index.js` has resolved them, and one the allowlist logic can't
         // split (`config::split_url` → `None`) simply never gets the bearer.
         let mut next = || lines.next().ok_or_else(|| to_js(&Error::InvalidConfig));
         let (login_url, refresh_url, logout_url, logout_all_url) =
             (next()?, next()?, next()?, next()?);
+        // Clients of different auth servers must not share tokens or wait for each other: JS
+        // names their channel and lock after the auth server ([`CHANNEL_NAME`], [`LOCK_NAME`]
+        // for the page's own).
+        let (channel_name, lock_name) = (next()?, next()?);
         let csrf = (next()?, next()?);
         let allowed = lines.collect();
         let config = Config {
@@ -308,11 +315,15 @@ impl Client {
             lock_timeout_ms,
         };
         let channel = if cross_tab {
-            channel(CHANNEL_NAME, on_message)
+            channel(&channel_name, on_message)
         } else {
             None
         };
-        let env = WebEnv { on_event, channel };
+        let env = WebEnv {
+            on_event,
+            channel,
+            lock_name,
+        };
         Ok(Client {
             session: Session::new(env, config),
             on_trace,

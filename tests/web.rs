@@ -76,6 +76,8 @@ fn client(events: &Function, traces: &Function) -> Client {
         [o.as_str(), "/auth/refresh"].concat(),
         [o.as_str(), "/auth/logout"].concat(),
         [o.as_str(), "/auth/logout-all"].concat(),
+        "authfetch".into(),
+        "authfetch-refresh".into(),
         "x-authfetch".into(),
         "1".into(),
         o.clone(),

@@ -735,3 +735,59 @@ fn cross_tab_session_expired_is_broadcast() {
     assert_eq!(b.state(), State::SignedOut);
     assert_eq!(events_b.borrow().last(), Some(&"session_expired"));
 }
+
+#[test]
+fn cross_tab_a_refresh_queued_behind_the_lock_is_abandoned_after_a_sign_out() {
+    let mut h = Harness::new();
+    let (a, _, out_a) = h.tab(true, 0.0);
+    let (b, _, _) = h.tab(true, 0.0);
+    h.login(&a);
+    deliver(&out_a, &[&b]);
+    h.advance(3000.0);
+    // Another tab holds the lock; B's refresh waits for it.
+    let (tx, rx) = oneshot::channel();
+    *h.world.lock_gate.borrow_mut() = Some(rx);
+    let queued = h.fetch(&b, true, false);
+    h.run();
+    assert!(queued.borrow().is_none());
+    // A signs out; B hears of it while still waiting for the lock.
+    let a2 = Rc::clone(&a);
+    h.pool
+        .spawner()
+        .spawn_local(async move {
+            let _ = a2.logout(false).await;
+        })
+        .expect("spawn");
+    h.run();
+    deliver(&out_a, &[&b]);
+    h.run();
+    assert_eq!(code(&queued), "ERR_SIGNED_OUT");
+    // The lock comes free: B has nothing left to refresh, and does not ask the server.
+    tx.send(()).expect("lock");
+    h.run();
+    assert_eq!(h.world.refreshes.get(), 0);
+    assert_eq!(b.state(), State::SignedOut);
+}
+
+#[test]
+fn cross_tab_hello_answers_do_not_reinstall_the_same_token() {
+    let mut h = Harness::new();
+    let (a, _, out_a) = h.tab(true, 0.0);
+    let (c, events_c, out_c) = h.tab(true, 0.0);
+    h.login(&a);
+    deliver(&out_a, &[&c]);
+    assert_eq!(*events_c.borrow(), vec!["signed_in"]);
+    // A new tab says Hello; both live tabs answer, and each hears the other's answer.
+    let (b, events_b, out_b) = h.tab(true, 0.0);
+    let call = h.fetch(&b, true, false);
+    h.run();
+    deliver(&out_b, &[&a, &c]);
+    h.advance(1.0); // the answers are measured a moment later than the token was installed
+    deliver(&out_a, &[&b, &c]);
+    deliver(&out_c, &[&b, &a]);
+    h.advance(HELLO_WAIT_MS);
+    assert_eq!(status(&call), 200);
+    assert_eq!(h.world.refreshes.get(), 0);
+    assert_eq!(*events_c.borrow(), vec!["signed_in"], "no refreshed event");
+    assert_eq!(*events_b.borrow(), vec!["signed_in"]);
+}
