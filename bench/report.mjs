@@ -20,7 +20,10 @@ if (env) {
   p('### Machine and versions'); p();
   p(`- ${env.nproc} cores, ${env.cpu}, ${env.mem} RAM, Linux ${env.kernel}; load average at start ${env.loadavg}`);
   p(`- ${env.rustc}; Node ${env.node}; ${env.chromium}; ${env.wasmBindgen ?? 'wasm-bindgen: —'}; ${env.wrk ?? 'wrk: —'}`);
-  p(`- commit ${env.git}, ${env.date}`); p();
+  p(`- commit ${env.git}, ${env.date}`);
+  if (env.pkgWasmSha256) p(`- measured pkg/: authfetch_bg.wasm sha256 ${env.pkgWasmSha256}…, built ${env.pkgBuilt ?? '—'}`);
+  if (env.pkgNote) p(`- **note:** ${env.pkgNote}`);
+  p();
 }
 
 if (size) {

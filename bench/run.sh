@@ -58,7 +58,15 @@ fi
 
 if want size || want browser; then
   say "building the npm package (scripts/build-pkg.sh)"
-  bash scripts/build-pkg.sh
+  rm -f bench/results/pkg-note.txt
+  if ! bash scripts/build-pkg.sh; then
+    # The client is work in progress in a shared tree: measure the last good pkg/ rather than
+    # nothing, and say so in the report.
+    [ -f pkg/package.json ] || { echo "bench: scripts/build-pkg.sh failed and there is no pkg/" >&2; exit 1; }
+    note="scripts/build-pkg.sh failed at $(date -u +%H:%M) UTC; measured the existing pkg/ (built $(date -u -r pkg/package.json +%H:%M) UTC)"
+    echo "bench: $note"
+    echo "$note" > bench/results/pkg-note.txt
+  fi
   # Measure a snapshot: pkg/ may be rebuilt by someone else while the benchmark runs, and the
   # size and browser parts must see the same files. (The named .wasm is rebuilt right after.)
   rm -rf bench/results/pkg
