@@ -22,7 +22,7 @@
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { createRequire } from 'node:module';
 import * as esbuild from 'esbuild';
 
@@ -348,10 +348,11 @@ function summarizeProfile(profile, loopMs, n) {
   };
 }
 
+// The same browser and flags as the end-to-end tests (playwright.config.mjs).
+const { CHROMIUM_ARGS } = await import(pathToFileURL(path.join(root, 'playwright.config.mjs')).href);
 const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: ['--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'],
+  executablePath: process.env.AUTHFETCH_CHROMIUM || '/usr/bin/chromium',
+  args: CHROMIUM_ARGS,
 });
 let result;
 try {
