@@ -174,6 +174,12 @@ fn host(a: &Args) -> String {
     a.addr.to_string()
 }
 
+/// What a browser sends on a same-origin POST from a page served by the server itself (the
+/// server's CSRF check accepts its own `http://127.0.0.1:PORT` by default).
+fn origin(a: &Args) -> String {
+    format!("http://{}", a.addr)
+}
+
 fn login_req(a: &Args, user: &(String, String)) -> Request<Full<Bytes>> {
     let body = format!(
         "{{\"username\":{},\"password\":{}}}",
@@ -184,6 +190,8 @@ fn login_req(a: &Args, user: &(String, String)) -> Request<Full<Bytes>> {
         .method(Method::POST)
         .uri("/auth/login")
         .header("host", host(a))
+        .header("origin", origin(a))
+        .header("sec-fetch-site", "same-origin")
         .header("content-type", "application/json")
         .header("x-authfetch", "1")
         .body(Full::new(Bytes::from(body)))
@@ -195,6 +203,8 @@ fn refresh_req(a: &Args, cookie: &str) -> Request<Full<Bytes>> {
         .method(Method::POST)
         .uri("/auth/refresh")
         .header("host", host(a))
+        .header("origin", origin(a))
+        .header("sec-fetch-site", "same-origin")
         .header("x-authfetch", "1")
         .header("cookie", format!("{COOKIE}={cookie}"))
         .body(Full::new(Bytes::new()))
