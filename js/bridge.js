@@ -69,18 +69,18 @@ export function challenge(res) {
 }
 
 /**
- * POSTs to an auth endpoint (a JSON body only for a login); resolves
+ * POSTs to an auth endpoint with the cookie and the CSRF header, never a bearer (K3); a JSON
+ * body only for a login. Resolves
  * `[status, access_token, token_type, expires_in, error]`, each undefined when absent or of
  * the wrong type. The wasm module validates the rest.
  */
-export function post(url, name, value, username, password, bearer) {
+export function post(url, name, value, username, password) {
   const headers = { [name]: value };
   let body;
   if (username !== undefined) {
     headers['content-type'] = 'application/json';
     body = stringify({ username, password });
   }
-  if (bearer) headers.authorization = 'Bearer ' + bearer;
   const str = (v) => (typeof v === 'string' ? v : undefined);
   return F.call(g, url, {
     method: 'POST', headers, body, credentials: 'include', cache: 'no-store', redirect: 'error',

@@ -102,13 +102,12 @@ pub enum AuthCall<'a> {
         /// Password; never stored.
         password: &'a str,
     },
-    /// `POST /auth/logout` (`everywhere = false`) or `/auth/logout-all`, with the bearer if we
-    /// still had one (so the server can deny-list it).
+    /// `POST /auth/logout` (`everywhere = false`) or `/auth/logout-all`, with the cookie only:
+    /// the bearer never goes to an auth endpoint (K3); revoking the session's family revokes its
+    /// access tokens on the server (docs/PROTOCOL.md).
     Logout {
         /// Which endpoint.
         everywhere: bool,
-        /// The access token being given up.
-        bearer: Option<Secret>,
     },
 }
 
@@ -732,15 +731,16 @@ impl<E: Env> Session<E> {
     /// # Errors
     /// The server call's error ([`Error::Network`] …); the local sign-out has happened anyway.
     pub async fn logout(self: &Rc<Self>, everywhere: bool) -> Result<(), Error> {
-        let bearer = self.sign_out(false, true);
+        self.sign_out(false, true);
         self.env
-            .auth(&self.config, AuthCall::Logout { everywhere, bearer })
+            .auth(&self.config, AuthCall::Logout { everywhere })
             .await
             .map(|_| ())
     }
 
-    /// Clears the token, bumps the generation, rejects waiters; returns the token given up.
-    fn sign_out(&self, expired: bool, tell_tabs: bool) -> Option<Secret> {
+    /// Clears the token (its bytes are overwritten as it drops), bumps the generation, rejects
+    /// waiters.
+    fn sign_out(&self, expired: bool, tell_tabs: bool) {
         let (token, flight, was) = {
             let mut i = wr(&self.inner);
             i.epoch += 1;
@@ -768,7 +768,7 @@ impl<E: Env> Session<E> {
         if tell_tabs {
             self.tell(Message::SignedOut { expired });
         }
-        token.map(|t| t.secret)
+        drop(token);
     }
 
     /// Handles a message from another tab.
@@ -787,7 +787,7 @@ impl<E: Env> Session<E> {
                 }
             }
             Message::SignedOut { expired } => {
-                let _ = self.sign_out(expired, false);
+                self.sign_out(expired, false);
             }
             Message::Token {
                 token,

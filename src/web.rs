@@ -49,7 +49,6 @@ extern "C" {
         csrf_value: &str,
         username: Option<&str>,
         password: Option<&str>,
-        bearer: Option<&str>,
     ) -> Promise;
     fn now() -> f64;
     fn sleep(ms: f64) -> Promise;
@@ -158,29 +157,22 @@ impl Env for WebEnv {
         c: &Config,
         call: AuthCall<'_>,
     ) -> impl Future<Output = Result<Option<Grant>, Error>> {
-        let (url, user, pass, bearer, kind) = match call {
-            AuthCall::Refresh => (&c.refresh_url, None, None, None, 0),
+        let (url, user, pass, kind) = match call {
+            AuthCall::Refresh => (&c.refresh_url, None, None, 0),
             AuthCall::Login { username, password } => {
-                (&c.login_url, Some(username), Some(password), None, 1)
+                (&c.login_url, Some(username), Some(password), 1)
             }
-            AuthCall::Logout { everywhere, bearer } => {
+            AuthCall::Logout { everywhere } => {
                 let url = if everywhere {
                     &c.logout_all_url
                 } else {
                     &c.logout_url
                 };
-                (url, None, None, bearer, 2)
+                (url, None, None, 2)
             }
         };
-        let p = post(
-            url,
-            &c.csrf.0,
-            &c.csrf.1,
-            user,
-            pass,
-            bearer.as_ref().map(Secret::expose),
-        );
-        drop(bearer);
+        // Never a bearer here: auth endpoints get the cookie and the CSRF header only (K3).
+        let p = post(url, &c.csrf.0, &c.csrf.1, user, pass);
         let p = JsFuture::from(p);
         async move {
             // [status, access_token, token_type, expires_in, error] (see js/bridge.js).

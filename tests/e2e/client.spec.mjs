@@ -282,11 +282,13 @@ test('the refresh endpoint down: a typed error, the session kept, no retry loop'
   expect(out.events).toEqual(['signed_in', 'refresh_failed']);
 });
 
-test('after a full session, no storage holds the token', async ({ page, context, server }) => {
+test('after a full session, no storage holds the token (and no auth endpoint ever got the bearer)', async ({ page, context, server }) => {
   const tokens = new Set();
+  const authCalls = [];
   page.on('request', (r) => {
     const a = r.headers().authorization;
     if (a) tokens.add(a.replace(/^Bearer /, ''));
+    if (new URL(r.url()).pathname.startsWith('/auth/')) authCalls.push({ path: new URL(r.url()).pathname, authorization: a ?? null });
   });
   page.on('response', async (r) => {
     if (/\/auth\/(login|refresh)$/.test(r.url()) && r.status() === 200) {
@@ -314,6 +316,9 @@ test('after a full session, no storage holds the token', async ({ page, context,
   });
   await page.evaluate(() => af.logout());
   expect(tokens.size).toBeGreaterThanOrEqual(2);
+  // login, the start-up refresh, the refresh-ahead, logout: cookie and CSRF header only (K3).
+  expect(authCalls.map((c) => c.path)).toEqual(expect.arrayContaining(['/auth/login', '/auth/refresh', '/auth/logout']));
+  expect(authCalls.filter((c) => c.authorization !== null)).toEqual([]);
   expect(dump).toMatchObject({ local: 0, session: 0, cookie: '', dbs: [], caches: [], text: '' });
   // The browser's cookie jar holds only the refresh cookie (HttpOnly), never an access token.
   for (const c of await context.cookies()) {
