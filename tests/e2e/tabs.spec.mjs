@@ -385,11 +385,10 @@ test('logout everywhere rejects the calls another tab has queued behind a refres
   expect(h.problems).toEqual([]);
 });
 
-// Known bugs, reproduced. `test.fail` runs each test and expects its assertion to fail; when the
-// fix lands the test passes, Playwright reports it as an error, and the marker must go.
+// Bugs these tests reproduced, fixed in src/session.rs and src/web.rs (commit 13acbf7); the
+// tests stay as regression tests (their `test.fail` markers went with the fix).
 
 test('a refresh queued behind the lock is abandoned when the tab signs out meanwhile', async ({ context, server }) => {
-  test.fail(true, 'BUG: Session::run_refresh still calls /auth/refresh after the lock wait although the tab signed out meanwhile');
   const h = await harness(context, server);
   const a = await h.open();
   const b = await h.open();
@@ -412,7 +411,6 @@ test('a refresh queued behind the lock is abandoned when the tab signs out meanw
 });
 
 test('two clients for different auth servers do not take each other\'s tokens', async ({ context, server }) => {
-  test.fail(true, 'BUG: every client uses the same BroadcastChannel and Web Lock names, whatever its auth server');
   const h = await harness(context, server);
   const a = await h.open();
   // Another app on this origin with its own auth server (never reached: the page's CSP blocks it).
@@ -429,7 +427,6 @@ test('two clients for different auth servers do not take each other\'s tokens', 
 });
 
 test('a new tab asking for the token does not make the live tabs report a refresh', async ({ context, server }) => {
-  test.fail(true, 'BUG: Session::adopt re-installs the token it already holds (every live tab answers Hello) and emits "refreshed"');
   const h = await harness(context, server);
   const a = await h.open();
   const c = await h.open();
