@@ -104,14 +104,14 @@ if (browser) {
 if (server) {
   p(`### 4–5. Server on loopback (median of ${server.runs} runs × ${server.durationS} s after ${server.warmupS} s warm-up; ${server.clients} keep-alive clients; server on CPU ${server.serverCpu}, load generator on CPU ${server.loadCpu})`); p();
   p(`Load average at start ${server.loadavgStart ?? '—'}; binary \`${server.binary ?? '—'}\`.`); p();
-  p('| server | scenario | req/s | p50 µs | p99 µs | errors / requests | peak RSS MiB | server CPU µs/req | server core busy | load avg (1 min) per run |'); p('|---|---|---:|---:|---:|---:|---:|---:|---:|---|');
+  p('| server | scenario | req/s | p50 µs | p99 µs | errors / requests | peak RSS MiB | server CPU µs/req | server core busy | threads / context switches per req | load avg (1 min) per run |'); p('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|');
   for (const [key, peer] of Object.entries(server.peers)) {
     if (peer.missing) { p(`| ${key} | (binary missing) | | | | | |`); continue; }
     for (const [sc, v] of Object.entries(peer.scenarios)) {
       const la = (v.runs ?? []).map((r) => r.loadavgBefore?.split(' ')[0]).filter(Boolean).join(', ');
-      p(`| ${peer.name} | ${sc} | ${int(v.rps)} | ${int(v.p50_us)} | ${int(v.p99_us)} | ${v.errors} / ${v.requests}${v.failedRuns ? ` (${v.failedRuns} runs failed)` : ''} | ${f1(v.peakRssKiB / 1024)} | ${int(v.serverCpuUsPerReq)} | ${v.serverCpuBusy == null ? '—' : Math.round(100 * v.serverCpuBusy) + ' %'} | ${la} |`);
+      p(`| ${peer.name} | ${sc} | ${int(v.rps)} | ${int(v.p50_us)} | ${int(v.p99_us)} | ${v.errors} / ${v.requests}${v.failedRuns ? ` (${v.failedRuns} runs failed)` : ''} | ${f1(v.peakRssKiB / 1024)} | ${int(v.serverCpuUsPerReq)} | ${v.serverCpuBusy == null ? '—' : Math.round(100 * v.serverCpuBusy) + ' %'} | ${v.serverThreads ?? '—'} / ${f1(v.ctxSwitchesPerReq)} | ${la} |`);
     }
-    if (peer.wrkBearer) p(`| ${peer.name} | bearer (wrk cross-check) | ${int(peer.wrkBearer.rps)} | ${int(peer.wrkBearer.p50_us)} | ${int(peer.wrkBearer.p99_us)} | ${peer.wrkBearer.non2xx} non-2xx | |`);
+    if (peer.wrkBearer) p(`| ${peer.name} | bearer (wrk cross-check) | ${int(peer.wrkBearer.rps)} | ${int(peer.wrkBearer.p50_us)} | ${int(peer.wrkBearer.p99_us)} | ${peer.wrkBearer.non2xx} non-2xx | | | | | |`);
   }
   const a = server.peers.authfetch, n = server.peers['node-ref'];
   p();

@@ -135,6 +135,20 @@ function cpuSeconds(pid) {
   const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
   return (Number(f[11]) + Number(f[12])) / CLK_TCK; // utime, stime (fields 14, 15)
 }
+// Threads now, and context switches summed over the live threads (blocking-pool hand-offs).
+function sched(pid) {
+  let ctx = 0, threads = 0;
+  try {
+    for (const t of fs.readdirSync(`/proc/${pid}/task`)) {
+      try {
+        const st = fs.readFileSync(`/proc/${pid}/task/${t}/status`, 'utf8');
+        ctx += Number(/voluntary_ctxt_switches:\s+(\d+)/.exec(st)?.[1] ?? 0) + Number(/nonvoluntary_ctxt_switches:\s+(\d+)/.exec(st)?.[1] ?? 0);
+        threads++;
+      } catch { /* thread exited */ }
+    }
+  } catch { /* process gone */ }
+  return { ctx, threads };
+}
 function resetPeak(pid) { try { fs.writeFileSync(`/proc/${pid}/clear_refs`, '5'); return true; } catch { return false; } }
 
 function run(cmd, argv, timeoutMs, onErr = null) {
@@ -254,9 +268,10 @@ for (const [key, mk] of Object.entries(PEERS)) {
         const pfile = path.join(RESULTS, `perf-${key}-${slug}.data`);
         // perf attaches once the load generator's set-up (logins) is done, so that the profile
         // shows the measured load only.
-        let perfProc = null, cpu0 = null;
+        let perfProc = null, cpu0 = null, sched0 = null;
         const r = await loadgen(sc.mode, srv.addr, sc.extra, () => {
           cpu0 = cpuSeconds(srv.pid);
+          sched0 = sched(srv.pid);
           if (prof) perfProc = perfStart(srv.pid, pfile);
         });
         if (cpu0 != null && !r.error) {
@@ -265,6 +280,9 @@ for (const [key, mk] of Object.entries(PEERS)) {
           const dcpu = cpuSeconds(srv.pid) - cpu0;
           r.serverCpuUsPerReq = r.sent_total ? (dcpu * 1e6) / r.sent_total : null;
           r.serverCpuBusy = r.load_s ? dcpu / r.load_s : null;
+          const sc1 = sched(srv.pid);
+          r.serverThreads = sc1.threads;
+          r.ctxSwitchesPerReq = r.sent_total ? Math.max(0, sc1.ctx - sched0.ctx) / r.sent_total : null;
         }
         if (perfProc) {
           const txt = path.join(RESULTS, `profile-${key}-${slug}.txt`);
@@ -281,6 +299,7 @@ for (const [key, mk] of Object.entries(PEERS)) {
         rps: med(ok.map((r) => r.rps)), p50_us: med(ok.map((r) => r.p50_us)), p99_us: med(ok.map((r) => r.p99_us)),
         errors: ok.reduce((a, r) => a + r.errors, 0), requests: ok.reduce((a, r) => a + r.requests, 0),
         serverCpuUsPerReq: med(ok.map((r) => r.serverCpuUsPerReq)), serverCpuBusy: med(ok.map((r) => r.serverCpuBusy)),
+        serverThreads: Math.max(...ok.map((r) => r.serverThreads ?? 0)), ctxSwitchesPerReq: med(ok.map((r) => r.ctxSwitchesPerReq)),
         profile: profiled?.profile ?? null, profiledRun: profiled ? { ...profiled, profile: undefined } : null,
         peakRssKiB: Math.max(...runs.map((r) => r.peakRssKiB)), failedRuns: runs.length - ok.length, runs,
       };
