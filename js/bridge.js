@@ -100,6 +100,14 @@ export function sleep(ms) {
   return new Promise((resolve) => timer(resolve, ms));
 }
 
+// The refresh lock is released only once this tab's last message has gone round the channel
+// (echoed to a second BroadcastChannel object of this tab), capped at 250 ms: released at once,
+// a tab waiting for the lock could be granted it before the new token reaches it, and refresh a
+// second time (docs/TABS.md).
+let delivered = Promise.resolve();
+const echoes = new Map();
+let seq = 0;
+
 /**
  * Takes the Web Lock `name`; resolves with its release function, or with `undefined` after
  * `ms` (or at once without Web Locks). A tab that closes while holding it releases it.
@@ -112,7 +120,9 @@ export function lock(name, ms) {
     const t = timer(() => ac.abort(), ms);
     locks.request(name, { signal: ac.signal }, () => {
       g.clearTimeout(t);
-      return new Promise((release) => resolve(release));
+      return new Promise((release) => resolve(() => {
+        Promise.race([delivered, new Promise((r) => timer(r, 250))]).then(release);
+      }));
     }).catch(() => resolve());
   });
 }
@@ -129,12 +139,18 @@ export function channel(name, onMessage) {
     if (!d || typeof d !== 'object' || ![0, 1, 2].includes(d.k)) return;
     onMessage(d.k, typeof d.t === 'string' ? d.t : undefined, typeof d.m === 'number' ? d.m : 0, d.l === true);
   };
+  new g.BroadcastChannel(name).onmessage = (e) => {
+    const done = echoes.get(e.data && e.data.n);
+    if (done) done();
+  };
   return c;
 }
 
-/** Posts a message built by the wasm module. */
+/** Posts a message built by the wasm module; `delivered` settles when it has gone round. */
 export function post_message(c, kind, token, ms, flag) {
-  c.postMessage({ k: kind, t: token, m: ms, l: flag });
+  const n = `${clock()}:${++seq}`;
+  delivered = new Promise((r) => echoes.set(n, () => { echoes.delete(n); r(); }));
+  c.postMessage({ k: kind, t: token, m: ms, l: flag, n });
 }
 
 const STEPS = [, 'waited', 'no-bearer', 'refreshed', 'retried']; // eslint-disable-line no-sparse-arrays
