@@ -29,9 +29,12 @@ export function make(input, init) {
   return new Req(input, init);
 }
 
-/** The request's absolute URL (for the allowlist). */
+/**
+ * The request's absolute URL, for the allowlist; `''` (never allowed) when the caller set an
+ * Authorization header of its own, which then goes out as given (and a 401 is theirs to handle).
+ */
 export function url(req) {
-  return urlOf.call(req);
+  return getHeader.call(headersOf.call(req), 'authorization') === null ? urlOf.call(req) : '';
 }
 
 /**

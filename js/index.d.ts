@@ -104,7 +104,8 @@ export interface AuthClient {
 
 /**
  * `fetch` with the access token: the same arguments and the same `Response` for any status.
- * The bearer is added only for allowed origins; on a 401 that answered it, the token is
+ * The bearer is added only for allowed origins (and never over an `Authorization` header you
+ * set yourself, which is sent as given); on a 401 that answered it, the token is
  * refreshed once (shared by all concurrent calls) and the request replayed once. Rejects on
  * network failure and abort like `fetch`, and with an {@link AuthFetchError} for auth failures.
  */

@@ -266,6 +266,32 @@ async fn k3_the_bearer_never_goes_to_another_origin_or_the_auth_endpoints() {
 }
 
 #[wasm_bindgen_test]
+async fn a_callers_own_authorization_header_is_sent_as_given() {
+    fake_reset(&JsValue::UNDEFINED);
+    let (events, traces) = (recorder(), recorder());
+    let c = client(&events, &traces);
+    signed_in(&c).await;
+    let init = Object::new();
+    let headers = Object::new();
+    Reflect::set(
+        &headers,
+        &"Authorization".into(),
+        &"Basic dXNlcjpwdw==".into(),
+    )
+    .unwrap();
+    Reflect::set(&init, &"headers".into(), &headers).unwrap();
+    let res = wait(c.fetch([origin(), "/api/me".into()].concat().into(), init.into()))
+        .await
+        .unwrap();
+    // Not our bearer, so not our 401: no refresh, no retry.
+    assert_eq!(get(&res, "status").as_f64(), Some(401.0));
+    let sent = api_requests("/api/me");
+    assert_eq!(sent.len(), 1);
+    assert_eq!(text(&sent[0], "auth"), "Basic dXNlcjpwdw==");
+    assert_eq!(fake_refreshes(), 0);
+}
+
+#[wasm_bindgen_test]
 async fn k4_a_403_is_returned_as_is_without_a_refresh() {
     fake_reset(&JsValue::UNDEFINED);
     let (events, traces) = (recorder(), recorder());
