@@ -790,3 +790,23 @@ fn cross_tab_hello_answers_do_not_reinstall_the_same_token() {
     assert_eq!(*events_c.borrow(), vec!["signed_in"], "no refreshed event");
     assert_eq!(*events_b.borrow(), vec!["signed_in"]);
 }
+
+/// The wasm facade sends `event as u32`; `js/index.js` maps it back through `EVENTS`.
+#[test]
+fn index_js_event_table_matches_the_event_enum() {
+    let js = include_str!("../../js/index.js");
+    let start = js.find("const EVENTS = [").expect("EVENTS declared");
+    let end = start + js[start..].find("];").expect("EVENTS terminated");
+    let names: Vec<&str> = js[start..end].split('\'').skip(1).step_by(2).collect();
+    let all = [
+        Event::SignedIn,
+        Event::Refreshed,
+        Event::SignedOut,
+        Event::SessionExpired,
+        Event::RefreshFailed,
+    ];
+    assert_eq!(names.len(), all.len());
+    for e in all {
+        assert_eq!(names[e as usize], e.name());
+    }
+}
