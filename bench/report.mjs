@@ -66,12 +66,18 @@ if (browser) {
   p('| call | µs / call | overhead vs fetch (µs) | ratio to fetch |'); p('|---|---:|---:|---:|');
   for (const [group, rows] of Object.entries(s.overhead)) {
     for (const [k, v] of Object.entries(rows)) {
+      if (group === 'platformSteps') continue;
       p(`| ${k}${group === 'callOnly' ? ' (call only, body not read)' : ' (call + JSON body)'} | ${f2(v.medianUs)} | ${f2(v.overheadUs)} | ×${f2(v.ratio)} |`);
     }
   }
   const af = s.overhead.withBody?.authFetch, ax = s.overhead.withBody?.['axios + axios-auth-refresh'];
   if (af && ax) {
     p(); p(`Targets: authFetch overhead ≤ axios interceptor overhead → ${f2(af.overheadUs)} µs vs ${f2(ax.overheadUs)} µs ${mark(af.overheadUs <= ax.overheadUs)}; ≤ 10 µs per call → ${f2(af.overheadUs)} µs ${mark(af.overheadUs <= 10)}`);
+  }
+  if (s.overhead.platformSteps) {
+    p(); p('The platform steps of authFetch\'s bridge, each on its own around raw fetch (call + JSON body; same rounds):'); p();
+    p('| call | µs / call | added vs fetch (µs) |'); p('|---|---:|---:|');
+    for (const [k, v] of Object.entries(s.overhead.platformSteps)) p(`| \`${k}\` | ${f2(v.medianUs)} | ${f2(v.overheadUs)} |`);
   }
   if (s.profiles) {
     p(); p('Where the per-call time goes (DevTools CPU profiler, 50 µs sampling, self time per source; the profiler itself slows every call):'); p();

@@ -176,6 +176,24 @@ async function pageBench({ ROUNDS, CALLS, WARMUP, NS, COALESCE_REPS }) {
     fetch: () => fetch('/api/me', { headers: { Authorization: 'Bearer ' + rawToken } }),
     authFetch: () => authfetch.authFetch('/api/me'),
   };
+  // The platform steps authFetch's bridge takes per call, each on its own around raw fetch (call
+  // + JSON body), to put a number on them outside the profiler: a Request object, its clone with
+  // the header set on the clone (the bridge's send()), an abort listener added and removed.
+  const hdr = { Authorization: 'Bearer ' + rawToken };
+  const parts = {
+    fetch: async () => { const r = await fetch('/api/me', { headers: hdr }); await r.json(); },
+    'fetch(new Request(url))': async () => { const r = await fetch(new Request('/api/me', { headers: hdr })); await r.json(); },
+    'fetch(new Request(url).clone() + Headers.set)': async () => {
+      const q = new Request('/api/me'); const c = q.clone(); c.headers.set('authorization', 'Bearer ' + rawToken);
+      const r = await fetch(c); await r.json();
+    },
+    'fetch + abort listener add/remove': async () => {
+      const sig = new AbortController().signal; const on = () => {};
+      sig.addEventListener('abort', on, { once: true });
+      const r = await fetch('/api/me', { headers: hdr }); await r.json();
+      sig.removeEventListener('abort', on);
+    },
+  };
 
   // Correctness of the set-up: each library really attaches its bearer.
   s.record = true;
@@ -187,7 +205,7 @@ async function pageBench({ ROUNDS, CALLS, WARMUP, NS, COALESCE_REPS }) {
     for (let i = 0; i < n; i++) await f();
     return ((performance.now() - t0) / n) * 1000; // µs per call
   }
-  for (const [group, set] of [['withBody', libs], ['callOnly', bare]]) {
+  for (const [group, set] of [['withBody', libs], ['callOnly', bare], ['platformSteps', parts]]) {
     const names = Object.keys(set);
     for (const k of names) await loop(set[k], WARMUP);
     const per = Object.fromEntries(names.map((k) => [k, []]));
