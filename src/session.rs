@@ -10,6 +10,12 @@
 //!   session the user has just left.
 //! * [`Inner::version`] bumps on every token change; a 401 for a token that has already been
 //!   replaced is retried with the new one instead of refreshing again.
+//! * At most one auth call that sets the refresh cookie (refresh or login) is on the wire per
+//!   tab ([`Inner::wire`]): a login waits for a refresh already sent to answer before it posts,
+//!   so the refresh's `Set-Cookie` (the old family, which the login revokes) cannot land after
+//!   the login's and leave the browser with a dead cookie. A refresh that would start while a
+//!   login is out waits for it, and is then abandoned by the generation guard if the login
+//!   succeeded.
 //! * No `RefCell` borrow is held across an `.await` or across a call into [`Env`]
 //!   (events run arbitrary JS listeners, which may call back into the session).
 
@@ -268,6 +274,8 @@ struct Inner {
     version: u64,
     epoch: u64,
     flight: Option<Rc<Flight>>,
+    /// The refresh or login request on the wire (completed when it has answered).
+    wire: Option<Rc<Flight>>,
     failures: u32,
     retry_at: f64,
 }
@@ -315,6 +323,30 @@ impl Future for Wait {
     }
 }
 
+/// Waits until no refresh or login is on the wire ([`Inner::wire`]), then claims it; whoever
+/// claims it calls [`Session::release_wire`] once its call has answered. (No guard object: the
+/// refresh task and a login run to completion, and a guard's drop glue in their state machines
+/// costs hundreds of bytes of `.wasm`; a plain future, so one `poll` serves both.)
+struct ClaimWire<'a>(&'a RefCell<Inner>);
+
+impl Future for ClaimWire<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut i = wr(self.0);
+        match &i.wire {
+            // Woken when it is released; then whoever is polled first claims it.
+            Some(busy) => {
+                wr(&busy.wakers).push(cx.waker().clone());
+                Poll::Pending
+            }
+            None => {
+                i.wire = Some(Rc::new(Flight::default()));
+                Poll::Ready(())
+            }
+        }
+    }
+}
+
 /// One client's session (one per `createAuthClient`, per tab).
 pub struct Session<E: Env> {
     env: E,
@@ -334,6 +366,7 @@ impl<E: Env> Session<E> {
                 version: 0,
                 epoch: 0,
                 flight: None,
+                wire: None,
                 failures: 0,
                 retry_at: 0.0,
             }),
@@ -475,28 +508,38 @@ impl<E: Env> Session<E> {
         }
     }
 
+    /// Frees the wire and wakes whoever waits for it.
+    fn release_wire(&self) {
+        let w = wr(&self.inner).wire.take();
+        if let Some(w) = w {
+            w.complete(Ok(()));
+        }
+    }
+
     async fn run_refresh(self: Rc<Self>, epoch: u64, v0: u64, flight: Rc<Flight>) {
-        if !self.config.cross_tab {
-            let result = self.env.auth(&self.config, AuthCall::Refresh).await;
-            self.finish_refresh(epoch, &flight, result);
-            return;
-        }
-        // Layer 2: a new tab first asks the live tabs, then refreshes under the Web Lock; the
-        // winner broadcasts, and a tab that waited for the lock finds the token already here.
-        if self.state() == State::Unknown {
-            self.tell(Message::Hello);
-            self.env.sleep(HELLO_WAIT_MS).await;
-            if self.settled(epoch, v0, &flight) {
-                return;
+        let mut guard = None;
+        if self.config.cross_tab {
+            // Layer 2: a new tab first asks the live tabs, then refreshes under the Web Lock;
+            // the winner broadcasts, and a tab that waited for the lock finds the token here.
+            if self.state() == State::Unknown {
+                self.tell(Message::Hello);
+                self.env.sleep(HELLO_WAIT_MS).await;
+                if self.settled(epoch, v0, &flight) {
+                    return;
+                }
             }
+            guard = self.env.lock(self.config.lock_timeout_ms).await;
         }
-        let guard = self.env.lock(self.config.lock_timeout_ms).await;
-        // Signed out while waiting for the lock: nothing left to refresh (and a refresh now
-        // would rotate a cookie the server has just revoked, or start a session again).
+        ClaimWire(&self.inner).await;
+        // Signed out (or signed in by a login) while waiting for the lock or the wire: nothing
+        // left to refresh (and a refresh now would rotate a cookie the server has just revoked,
+        // or start a session again).
         if self.settled(epoch, v0, &flight) {
+            self.release_wire();
             return;
         }
         let result = self.env.auth(&self.config, AuthCall::Refresh).await;
+        self.release_wire();
         self.finish_refresh(epoch, &flight, result);
         drop(guard);
     }
@@ -704,11 +747,16 @@ impl<E: Env> Session<E> {
     /// [`Error::InvalidCredentials`], [`Error::RateLimited`], [`Error::Network`],
     /// [`Error::InvalidResponse`].
     pub async fn login(self: &Rc<Self>, username: &str, password: &str) -> Result<(), Error> {
+        // A refresh already sent (the start-up one, say) answers first: its Set-Cookie carries
+        // the old family, which this login revokes on the server (S3), so it must not land after
+        // the login's. Whatever it yields is superseded below (new generation).
+        ClaimWire(&self.inner).await;
         let grant = self
             .env
             .auth(&self.config, AuthCall::Login { username, password })
-            .await?
-            .ok_or(Error::InvalidResponse)?;
+            .await;
+        self.release_wire();
+        let grant = grant?.ok_or(Error::InvalidResponse)?;
         let (event, flight) = {
             let mut i = wr(&self.inner);
             i.epoch += 1;

@@ -38,6 +38,10 @@ struct World {
     /// While set, taking the cross-tab lock waits for this.
     lock_gate: RefCell<Option<oneshot::Receiver<()>>>,
     timers: RefCell<Vec<(f64, oneshot::Sender<()>)>>,
+    /// The order in which refresh and login requests were sent (`>`) and answered (`<`).
+    wire: RefCell<Vec<&'static str>>,
+    /// While set, a login waits for this before answering.
+    login_gate: RefCell<Option<oneshot::Receiver<()>>>,
 }
 
 impl World {
@@ -94,8 +98,12 @@ impl Env for Tab {
     ) -> impl Future<Output = Result<Option<Grant>, Error>> {
         let w = Rc::clone(&self.world);
         let call = match call {
-            AuthCall::Refresh => Ok(()),
+            AuthCall::Refresh => {
+                w.wire.borrow_mut().push("refresh>");
+                Ok(())
+            }
             AuthCall::Login { username, password } => {
+                w.wire.borrow_mut().push("login>");
                 Err(Some(username == "alice" && password == "pw"))
             }
             AuthCall::Logout { everywhere } => {
@@ -111,11 +119,22 @@ impl Env for Tab {
                     if let Some(g) = gate {
                         let _ = g.await;
                     }
+                    w.wire.borrow_mut().push("refresh<");
                     let scripted = w.script.borrow_mut().pop_front();
                     scripted.unwrap_or_else(|| Ok(Some(w.issue())))
                 }
-                Err(Some(true)) => Ok(Some(w.issue())),
-                Err(Some(false)) => Err(Error::InvalidCredentials),
+                Err(Some(ok)) => {
+                    let gate = w.login_gate.borrow_mut().take();
+                    if let Some(g) = gate {
+                        let _ = g.await;
+                    }
+                    w.wire.borrow_mut().push("login<");
+                    if ok {
+                        Ok(Some(w.issue()))
+                    } else {
+                        Err(Error::InvalidCredentials)
+                    }
+                }
                 Err(None) => Ok(None),
             }
         }
@@ -809,4 +828,116 @@ fn index_js_event_table_matches_the_event_enum() {
     for e in all {
         assert_eq!(names[e as usize], e.name());
     }
+}
+
+/// Spawns a login as `alice` with `password`; the returned cell holds its outcome.
+fn spawn_login(
+    h: &Harness,
+    s: &S,
+    password: &'static str,
+) -> Rc<RefCell<Option<Result<(), String>>>> {
+    let out = Rc::new(RefCell::new(None));
+    let (s, o) = (Rc::clone(s), Rc::clone(&out));
+    h.pool
+        .spawner()
+        .spawn_local(async move {
+            let r = s.login("alice", password).await;
+            *o.borrow_mut() = Some(r.map_err(|e| e.code().to_string()));
+        })
+        .expect("spawn");
+    out
+}
+
+#[test]
+fn s3_login_waits_for_the_refresh_on_the_wire_and_supersedes_it() {
+    for cross_tab in [false, true] {
+        let mut h = Harness::new();
+        let (s, events, _) = h.tab(cross_tab, 0.0);
+        // The start-up refresh is sent (an old session cookie) and has not answered yet.
+        let (tx, rx) = oneshot::channel();
+        *h.world.gate.borrow_mut() = Some(rx);
+        let ready = h.fetch(&s, true, false);
+        h.run();
+        h.advance(HELLO_WAIT_MS);
+        assert_eq!(*h.world.wire.borrow(), ["refresh>"]);
+        // login() now must not post until the refresh has answered: otherwise the refresh's
+        // Set-Cookie (old family, revoked by this login) could land after the login's.
+        let login = spawn_login(&h, &s, "pw");
+        h.run();
+        assert_eq!(
+            *h.world.wire.borrow(),
+            ["refresh>"],
+            "login posted while a refresh was out"
+        );
+        assert!(login.borrow().is_none());
+        tx.send(()).expect("gate");
+        h.run();
+        assert_eq!(
+            *h.world.wire.borrow(),
+            ["refresh>", "refresh<", "login>", "login<"]
+        );
+        assert_eq!(*login.borrow(), Some(Ok(())));
+        // The login's token (tok-2) is the one held, whatever the refresh brought.
+        assert_eq!(s.with_token(|t| t.to_string()).as_deref(), Some("tok-2"));
+        assert_eq!(s.state(), State::SignedIn);
+        assert_eq!(status(&ready), 200);
+        // The refresh's session, then the login's (a login always starts a new session).
+        assert_eq!(*events.borrow(), ["signed_in", "signed_in"]);
+        assert_eq!(h.world.refreshes.get(), 1);
+    }
+}
+
+#[test]
+fn s3_a_refresh_due_while_a_login_is_out_waits_and_is_abandoned() {
+    for cross_tab in [false, true] {
+        let mut h = Harness::new();
+        let (s, events, _) = h.tab(cross_tab, 0.0);
+        let (tx, rx) = oneshot::channel();
+        *h.world.login_gate.borrow_mut() = Some(rx);
+        let login = spawn_login(&h, &s, "pw");
+        h.run();
+        assert_eq!(*h.world.wire.borrow(), ["login>"]);
+        // A call needing a token starts the start-up refresh meanwhile: it must wait.
+        let call = h.fetch(&s, true, false);
+        h.run();
+        h.advance(HELLO_WAIT_MS);
+        assert_eq!(
+            *h.world.wire.borrow(),
+            ["login>"],
+            "refresh posted while a login was out"
+        );
+        tx.send(()).expect("gate");
+        h.run();
+        // The login won; the queued refresh was abandoned (never sent), and the call used the
+        // login's token.
+        assert_eq!(*h.world.wire.borrow(), ["login>", "login<"]);
+        assert_eq!(*login.borrow(), Some(Ok(())));
+        assert_eq!(status(&call), 200);
+        assert_eq!(h.world.refreshes.get(), 0);
+        assert_eq!(*events.borrow(), ["signed_in"]);
+    }
+}
+
+#[test]
+fn s3_a_refused_login_lets_the_waiting_refresh_go_ahead() {
+    let mut h = Harness::new();
+    let (s, _, _) = h.tab(false, 0.0);
+    let (tx, rx) = oneshot::channel();
+    *h.world.login_gate.borrow_mut() = Some(rx);
+    let login = spawn_login(&h, &s, "wrong");
+    h.run();
+    let call = h.fetch(&s, true, false);
+    h.run();
+    assert_eq!(*h.world.wire.borrow(), ["login>"]);
+    tx.send(()).expect("gate");
+    h.run();
+    assert_eq!(
+        *h.world.wire.borrow(),
+        ["login>", "login<", "refresh>", "refresh<"]
+    );
+    assert_eq!(
+        *login.borrow(),
+        Some(Err("ERR_INVALID_CREDENTIALS".to_string()))
+    );
+    assert_eq!(status(&call), 200);
 }
