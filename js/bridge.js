@@ -140,7 +140,7 @@ export function channel(name, onMessage) {
   c.onmessage = (e) => {
     const d = e.data;
     if (!d || typeof d !== 'object' || ![0, 1, 2].includes(d.k)) return;
-    onMessage(d.k, typeof d.t === 'string' ? d.t : undefined, typeof d.m === 'number' ? d.m : 0, d.l === true);
+    onMessage(d.k, typeof d.t === 'string' ? d.t : '', typeof d.m === 'number' ? d.m : 0, d.l === true);
   };
   new g.BroadcastChannel(name).onmessage = (e) => {
     const done = echoes.get(e.data && e.data.n);

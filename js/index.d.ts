@@ -9,6 +9,13 @@ export type AuthFetchErrorCode = 'ERR_INVALID_CREDENTIALS' | 'ERR_SESSION_EXPIRE
  * Every auth failure is one of these: a real `Error` with `name === 'AuthFetchError'` and a
  * stable `code`. Network failures and aborts of your own request are passed through unchanged
  * (a `TypeError` / `AbortError`), exactly as `fetch` rejects.
+ *
+ * When the WebAssembly module (`authfetch_bg.wasm`, next to `index.js`) cannot be loaded, the
+ * first use rejects with a message naming its URL and what went wrong: `ERR_NETWORK` when it
+ * could not be fetched, `ERR_INVALID_RESPONSE` for an HTTP error status or a response that is
+ * not WebAssembly (the message gives the status and the content-type, e.g. an HTML page served
+ * in its place), `ERR_UNSUPPORTED` when the browser refuses to compile it (a CSP without
+ * `'wasm-unsafe-eval'`). The next call tries to load it again.
  */
 export declare class AuthFetchError extends Error {
   constructor(code: AuthFetchErrorCode, cause?: unknown);
@@ -30,7 +37,9 @@ export interface AuthFetchOptions {
   /**
    * Where the bearer may be sent: `scheme://host[:port]`, optionally with a path prefix
    * (`https://api.example.com/v1`). Exact match, deny by default. Default: the page's origin.
-   * The auth endpoints never receive the bearer.
+   * The auth endpoints never receive the bearer (login, refresh, logout and logout-everywhere
+   * send the refresh cookie and the CSRF header only), nor does anything under `/auth/` on
+   * their origin, even when that origin is allowed.
    */
   allowedOrigins?: ReadonlyArray<string | URL>;
   /** Refresh this many seconds before the token expires (capped at half its lifetime). Default 30; 0 = only on demand. */
@@ -94,6 +103,7 @@ export interface AuthClient {
   login(credentials: Credentials): Promise<void>;
   logout(): Promise<void>;
   logoutEverywhere(): Promise<void>;
+  /** See {@link ready}. */
   ready(): Promise<boolean>;
   isAuthenticated(): boolean;
   claims(): Claims | null;
@@ -104,19 +114,34 @@ export interface AuthClient {
 
 /**
  * `fetch` with the access token: the same arguments and the same `Response` for any status.
- * The bearer is added only for allowed origins (and never over an `Authorization` header you
- * set yourself, which is sent as given); on a 401 that answered it, the token is
- * refreshed once (shared by all concurrent calls) and the request replayed once. Rejects on
+ * The bearer is added only for allowed origins, never to an auth endpoint (and never over an
+ * `Authorization` header you set yourself, which is sent as given); on a 401 that answered it,
+ * the token is refreshed once (shared by all concurrent calls) and the request replayed once. Rejects on
  * network failure and abort like `fetch`, and with an {@link AuthFetchError} for auth failures.
  */
 export declare function authFetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
-/** Signs in. Rejects with `ERR_INVALID_CREDENTIALS`, `ERR_RATE_LIMITED`, `ERR_NETWORK`, … */
+/**
+ * Signs in (a new session: calls waiting for a token proceed with the new one). A refresh
+ * already sent (e.g. the start-up one) is allowed to answer first, so its cookie cannot
+ * overwrite the new session's; one that had not been sent yet is dropped. Rejects with
+ * `ERR_INVALID_CREDENTIALS`, `ERR_RATE_LIMITED`, `ERR_NETWORK`, …
+ */
 export declare function login(credentials: Credentials): Promise<void>;
-/** Signs out in every tab and tells the server. Queued calls reject with `ERR_SIGNED_OUT`. */
+/**
+ * Signs out in every tab and tells the server (with the refresh cookie; no bearer). Queued calls
+ * reject with `ERR_SIGNED_OUT`. The local sign-out happens even when telling the server fails
+ * (then it rejects, e.g. with `ERR_NETWORK`).
+ */
 export declare function logout(): Promise<void>;
-/** Signs out and revokes every session of the user on every device. */
+/** Signs out and revokes every session of the user on every device (cookie only; no bearer). */
 export declare function logoutEverywhere(): Promise<void>;
-/** Resolves once the start-up refresh answered: `true` if a session exists. `false` outside a browser. */
+/**
+ * Resolves once the start-up refresh answered: `true` if a session exists, `false` if not (no
+ * or an expired cookie, or a refresh that failed: none of these rejects). `false` outside a
+ * browser. Rejects only when the client cannot start at all: the WebAssembly module could not
+ * be loaded (`ERR_NETWORK`, `ERR_INVALID_RESPONSE`, `ERR_UNSUPPORTED`; see
+ * {@link AuthFetchError}) or the options are invalid (`ERR_INVALID_CONFIG`).
+ */
 export declare function ready(): Promise<boolean>;
 /** Whether a session is held (synchronous; `false` before the first use). */
 export declare function isAuthenticated(): boolean;

@@ -6,7 +6,7 @@
 // bridge the glue imports, K2): no network, no timers, no storage. In Node (server-side
 // rendering) the functions exist, the getters say "signed out" and the async calls settle
 // without touching the network.
-import initWasm, { Client } from './authfetch.js';
+import { Client, imports, finish } from './authfetch.js';
 
 /** Human-readable text per code; callers branch on `code`, never on this text. */
 const MESSAGES = {
@@ -52,13 +52,41 @@ function wrap(err) {
   return Array.isArray(err) ? new AuthFetchError(CODES[err[0]], err[1] ?? undefined) : err;
 }
 
+/**
+ * Fetches and instantiates the .wasm next to this file, once (a failed load is tried again by
+ * the next call). A failure names the URL and what went wrong: `ERR_NETWORK` when it could not
+ * be fetched, `ERR_INVALID_RESPONSE` when the answer is not the module (an HTTP error status, or
+ * an HTML page served in its place), `ERR_UNSUPPORTED` when the browser refuses to compile it
+ * (a CSP without 'wasm-unsafe-eval').
+ */
 let wasmLoading;
 function loadWasm() {
   if (!wasmLoading) {
-    wasmLoading = initWasm({ module_or_path: new URL('./authfetch_bg.wasm', import.meta.url) }).catch((cause) => {
+    const href = new URL('./authfetch_bg.wasm', import.meta.url).href;
+    const fail = (code, what, cause) => {
+      const err = new AuthFetchError(code, cause);
+      err.message = `authfetch could not load its WebAssembly module ${href}: ${what}`;
+      return err;
+    };
+    let step = 0; // 0 fetching, 1 reading, 2 compiling
+    wasmLoading = g.fetch(href).then((res) => {
+      const type = `content-type ${res.headers.get('content-type') || 'none'}`;
+      if (!res.ok) throw fail('ERR_INVALID_RESPONSE', `HTTP ${res.status}${res.statusText && ' ' + res.statusText} (${type})`);
+      step = 1;
+      return res.arrayBuffer().then((bytes) => {
+        // Not "\0asm": most likely a page served in its place (an SPA fallback, a login wall).
+        if (String(new Uint8Array(bytes.slice(0, 4))) !== '0,97,115,109') {
+          throw fail('ERR_INVALID_RESPONSE', `not a WebAssembly module (${type})`);
+        }
+        step = 2;
+        return g.WebAssembly.instantiate(bytes, imports());
+      });
+    }).then(({ instance, module }) => finish(instance, module), (cause) => {
       wasmLoading = undefined; // a later call tries again
-      const compile = typeof g.WebAssembly === 'object' && cause instanceof g.WebAssembly.CompileError;
-      throw new AuthFetchError(compile ? 'ERR_UNSUPPORTED' : 'ERR_NETWORK', cause);
+      if (cause instanceof AuthFetchError) throw cause;
+      throw step < 2
+        ? fail('ERR_NETWORK', `${step ? 'reading' : 'fetching'} it failed (${cause})`, cause)
+        : fail('ERR_UNSUPPORTED', `the browser refused it (a CSP needs script-src 'wasm-unsafe-eval'): ${cause}`, cause);
     });
   }
   return wasmLoading;
@@ -205,7 +233,10 @@ function makeInstance(initialOptions) {
         return null;
       }
     },
-    expiresIn: () => (client ? client.expiresIn() : undefined),
+    expiresIn() {
+      const ms = client ? client.expiresIn() : NaN; // NaN: no token
+      return ms === ms ? ms : undefined;
+    },
     onAuthStateChange: (cb) => subscribe(events, cb),
     onRequest: (cb) => subscribe(traces, cb),
   };

@@ -9,18 +9,19 @@
 #   bash scripts/build-pkg.sh --check-size   # … and fail when the shipped files exceed the budget
 #
 # Size budget (issue 4): the files a browser downloads — every .js file of the package and the
-# .wasm — each compressed with `gzip -9` on its own, summed, must be ≤ 22 KB (22528 bytes).
+# .wasm — each compressed with `gzip -9` on its own, summed, must be ≤ 22 KB in decimal units:
+# 22,000 bytes (the stricter reading of "≤ 22 KB"; 22 KiB would be 22,528).
 # (Summing individually gzipped files is what a browser fetching them one by one pays; it is a
 # little more than gzipping them together.) The .d.ts and package.json are not shipped to browsers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BUDGET=$((22 * 1024))
+BUDGET=22000 # bytes: 22 KB decimal
 check_size=0
 for arg in "$@"; do
   case "$arg" in
     --check-size) check_size=1 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "build-pkg.sh: unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -72,6 +73,38 @@ else
   # always: every supported browser has TextEncoder.encodeInto.
   wasm-bindgen --target web --no-typescript --omit-default-module-path --encode-into always \
     --out-dir "$STAGE" "$RAW"
+
+  # 2b. The glue's loader goes: js/index.js fetches and instantiates the .wasm itself (so a
+  #     failed load says which URL answered what: status, content-type, CSP) and only needs the
+  #     glue's import object and its finishing step. What goes: wasm-bindgen's `__wbg_load`,
+  #     `initSync`, `__wbg_init` (fetch, MIME fallback with console.warn, deprecated-argument
+  #     handling), ~0.2 KB gzip; and some dead code (below). Fails loudly if the glue's shape is
+  #     not as expected.
+  node - "$STAGE/$CRATE.js" <<'JS'
+const fs = require('fs');
+const file = process.argv[2];
+let js = fs.readFileSync(file, 'utf8');
+const cut = js.indexOf('\nasync function __wbg_load(');
+if (cut < 0 || !/\nfunction __wbg_get_imports\(\)/.test(js) || !/\nfunction __wbg_finalize_init\(instance, module\)/.test(js)
+    || !/\nexport \{ initSync, __wbg_init as default \};\s*$/.test(js)) {
+  throw new Error('glue: unexpected shape (loader functions not found)');
+}
+js = js.slice(0, cut) + '\nexport { __wbg_get_imports as imports, __wbg_finalize_init as finish };\n';
+// Dead code the glue carries for other configurations: the TextEncoder.encode path of
+// passStringToWasm0 (every call passes `realloc`: --encode-into always), and the explicit
+// `free()` of the Client class, which js/index.js never calls (the FinalizationRegistry frees
+// a client once it is garbage).
+const dead = [
+  /\n    if \(realloc === undefined\) \{\n[^]*?\n    \}\n/,
+  /\n    __destroy_into_raw\(\) \{\n[^]*?\n    \}\n    free\(\) \{\n[^]*?\n    \}/,
+  /\nif \(Symbol\.dispose\) Client\.prototype\[Symbol\.dispose\] = Client\.prototype\.free;/,
+];
+for (const re of dead) {
+  if (!re.test(js)) throw new Error(`glue: unexpected shape (${re} not found)`);
+  js = js.replace(re, '');
+}
+fs.writeFileSync(file, js);
+JS
 
   # 3. Snip the panic and formatting machinery, then optimise for size.
   #    The shipped build's panic handler traps without reading its message, but every panic
@@ -179,8 +212,10 @@ console.error(`short names: ${modules.size} import modules, ${fields.size} impor
 JS
 
   # -Oz, then flatten + rereloop (rebuilds the control flow of the big async state machines
-  # more compactly) and -Oz again: ~0.1 KB gzip smaller than -Oz alone.
-  "$WASM_OPT" -Oz --flatten --rereloop -Oz --strip-debug --strip-producers "${WASM_FEATURES[@]}" \
+  # more compactly) and -Oz again: ~0.1 KB gzip smaller than -Oz alone. A second -Oz, then
+  # functions reordered by use count (smaller call indices) and locals likewise, and a last -Oz:
+  # another ~0.1 KB gzip.
+  "$WASM_OPT" -Oz --flatten --rereloop -Oz -Oz --reorder-functions --reorder-locals -Oz --strip-debug --strip-producers "${WASM_FEATURES[@]}" \
     "$STAGE/${CRATE}_bg.wasm" -o "$STAGE/${CRATE}_bg.wasm"
 
 
@@ -249,7 +284,7 @@ while IFS= read -r f; do
   printf '%-58s %9d %9d %9d\n' "${f#"$OUT"/}" "$raw" "$gz" "$br"
 done < <(find "$OUT" -type f \( -name '*.js' -o -name '*.wasm' \) | sort)
 printf '%-58s %9s %9d %9s\n' "total (each file gzipped on its own, summed)" "" "$total_gz" ""
-printf 'budget: %d bytes (22 KB) gzip -9; goal: 15 KB\n' "$BUDGET"
+printf 'budget: %d bytes (22 KB, decimal: 1 KB = 1000 bytes) gzip -9; goal: 15 KB (15000 bytes)\n' "$BUDGET"
 
 if [ "$check_size" = 1 ]; then
   if [ "$total_gz" -gt "$BUDGET" ]; then

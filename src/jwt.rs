@@ -63,24 +63,31 @@ pub fn base64url_decode(s: &str) -> Option<Vec<u8>> {
 /// claims are public; the signature, the part that makes a token usable, never leaves the
 /// `.wasm`). Byte scanning only: no searcher, no panic path.
 pub fn payload_segment(token: &str) -> Option<&str> {
-    let b = token.as_bytes();
-    if b.len() > MAX_TOKEN_LEN {
+    if token.len() > MAX_TOKEN_LEN {
         return None;
     }
-    let first = b.iter().position(|&c| c == b'.')?;
-    let second = first + 1 + b.get(first + 1..)?.iter().position(|&c| c == b'.')?;
-    let payload = b.get(first + 1..second)?;
-    let sig = b.get(second + 1..)?;
-    let ok = first > 0
-        && !payload.is_empty()
-        && !sig.is_empty()
-        && sig.iter().all(|&c| c != b'.')
-        && payload.iter().all(|&c| sextet(c).is_some());
-    if ok {
-        token.get(first + 1..second)
-    } else {
-        None
+    // One pass: the positions of the two dots, every payload byte checked on the way.
+    let (mut first, mut second) = (0, 0);
+    for (i, c) in token.bytes().enumerate() {
+        if c == b'.' {
+            // A third dot, or one at 0 (an empty header).
+            if second != 0 || i == 0 {
+                return None;
+            }
+            if first == 0 {
+                first = i;
+            } else {
+                second = i;
+            }
+        } else if first != 0 && second == 0 && sextet(c).is_none() {
+            return None;
+        }
     }
+    // Two dots, a non-empty payload and a non-empty signature.
+    if first == 0 || second <= first + 1 || second + 1 >= token.len() {
+        return None;
+    }
+    token.get(first + 1..second)
 }
 
 /// The decoded JSON text of a compact JWT's payload, or `None` if the token is not three
@@ -133,6 +140,14 @@ mod tests {
         assert_eq!(payload_segment(&["h.", p].concat()), None, "two parts");
         assert_eq!(payload_segment(&["h.", p, ".s.x"].concat()), None);
         assert_eq!(payload_segment(&[".", p, ".s"].concat()), None);
+        assert_eq!(payload_segment(&[".", p, ".s.x"].concat()), None);
+        assert_eq!(payload_segment(&[".h.", p, ".s"].concat()), None);
+        assert_eq!(payload_segment(&["h.", p, "!.s"].concat()), None);
+        assert_eq!(
+            payload_segment("h.p.s!"),
+            Some("p"),
+            "the signature is not the payload"
+        );
         assert_eq!(payload_segment(&["h.", p, "."].concat()), None);
         assert_eq!(payload_segment("h..s"), None);
         assert_eq!(payload_segment("h.!!!.s"), None);

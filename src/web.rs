@@ -405,30 +405,35 @@ impl Client {
     }
 
     /// The token's payload segment (base64url JSON of the public claims), decoded by
-    /// `js/index.js`; never the whole token (the signature stays here).
-    pub fn claims(&self) -> Option<String> {
+    /// `js/index.js`, or `""`; never the whole token (the signature stays here).
+    pub fn claims(&self) -> String {
+        // `""` without a token or for a malformed one (a plain string needs no option shim).
         self.session
             .with_token(|t| jwt::payload_segment(t).map(String::from))
             .flatten()
+            .unwrap_or_default()
     }
 
-    /// Milliseconds until the held token expires (monotonic clock), or `undefined`.
+    /// Milliseconds until the held token expires (monotonic clock), or NaN without a token
+    /// (`js/index.js` makes that `undefined`; a plain `f64` crosses the boundary without the
+    /// option shim).
     #[wasm_bindgen(js_name = expiresIn)]
-    pub fn expires_in(&self) -> Option<f64> {
-        self.session.expires_in()
+    pub fn expires_in(&self) -> f64 {
+        self.session.expires_in().unwrap_or(f64::NAN)
     }
 
     /// Handles a message from another tab, unpacked by `js/bridge.js`: `kind` 0 = hello,
     /// 1 = token (`token`, `ms` left, `flag` = from a login), 2 = signed out (`flag` = expired).
-    pub fn message(&self, kind: u32, token: Option<String>, ms: f64, flag: bool) {
-        let msg = match (kind, &token) {
-            (0, _) => Message::Hello,
-            (1, Some(t)) => Message::Token {
-                token: t,
+    /// `token` is `""` when the message has none (an empty token is never adopted).
+    pub fn message(&self, kind: u32, token: String, ms: f64, flag: bool) {
+        let msg = match kind {
+            0 => Message::Hello,
+            1 => Message::Token {
+                token: &token,
                 remaining_ms: ms,
                 login: flag,
             },
-            (2, _) => Message::SignedOut { expired: flag },
+            2 => Message::SignedOut { expired: flag },
             _ => return,
         };
         self.session.on_message(msg);

@@ -354,3 +354,49 @@ test('configuration errors and the public error type', async ({ page, server }) 
   expect(out.sync).toEqual([false, null, true]);
   expect(out.error).toEqual([true, 'AuthFetchError', 'ERR_SIGNED_OUT', 'string']);
 });
+
+test('a .wasm that cannot be loaded: the error names its URL and the status or content-type; ready() rejects the same way; the next call loads it', async ({ page, server }) => {
+  await blank(page, server);
+  const wasmUrl = `${server.url}/pkg/authfetch_bg.wasm`;
+  let serve = 'missing';
+  await page.route(wasmUrl, async (route) => {
+    if (serve === 'missing') return route.fulfill({ status: 404, contentType: 'text/plain', body: 'not found' });
+    if (serve === 'html') return route.fulfill({ status: 200, contentType: 'text/html', body: '<!doctype html><title>app</title>' });
+    if (serve === 'offline') return route.abort('internetdisconnected');
+    return route.continue();
+  });
+  const attempt = () => page.evaluate(async () => {
+    const m = await import('/pkg/index.js');
+    const outcome = (p) => p.then((v) => ({ resolved: v instanceof Response ? v.status : v }), (e) => ({ name: e.name, code: e.code, message: e.message }));
+    return { ready: await outcome(m.ready()), authFetch: await outcome(m.authFetch('/api/me')) };
+  });
+
+  const missing = await attempt();
+  for (const r of [missing.ready, missing.authFetch]) {
+    expect(r).toMatchObject({ name: 'AuthFetchError', code: 'ERR_INVALID_RESPONSE' });
+    expect(r.message).toContain(wasmUrl);
+    expect(r.message).toContain('HTTP 404');
+    expect(r.message).not.toContain('auth server');
+  }
+
+  serve = 'html';
+  const html = await attempt();
+  for (const r of [html.ready, html.authFetch]) {
+    expect(r).toMatchObject({ name: 'AuthFetchError', code: 'ERR_INVALID_RESPONSE' });
+    expect(r.message).toContain(wasmUrl);
+    expect(r.message).toContain('not a WebAssembly module (content-type text/html');
+    expect(r.message).not.toContain('CSP');
+  }
+
+  serve = 'offline';
+  const offline = await attempt();
+  expect(offline.authFetch).toMatchObject({ name: 'AuthFetchError', code: 'ERR_NETWORK' });
+  expect(offline.authFetch.message).toContain(wasmUrl);
+
+  // Each failure left nothing behind: once the file is served, the same module starts.
+  serve = 'real';
+  const ok = await attempt();
+  expect(ok.ready).toEqual({ resolved: false });
+  expect(ok.authFetch).toEqual({ resolved: 401 }); // /api/me without a session
+  expect(await page.evaluate(async () => (await import('/pkg/index.js')).expiresIn())).toBeUndefined();
+});
