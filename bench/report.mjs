@@ -10,7 +10,8 @@ const load = (f) => { try { return JSON.parse(fs.readFileSync(path.join(dir, f),
 const env = load('env.json'), size = load('size.json'), browser = load('browser.json'), server = load('server.json');
 const out = [];
 const p = (s = '') => out.push(s);
-const kb = (n) => (n == null ? '—' : (n / 1024).toFixed(1));
+// KB = 1000 bytes (as scripts/build-pkg.sh counts its budget); MiB for memory.
+const kb = (n) => (n == null ? '—' : (n / 1000).toFixed(1));
 const f1 = (n) => (n == null ? '—' : Number(n).toFixed(1));
 const f2 = (n) => (n == null ? '—' : Number(n).toFixed(2));
 const int = (n) => (n == null ? '—' : Math.round(n).toLocaleString('en-US'));
@@ -27,7 +28,7 @@ if (env) {
 }
 
 if (size) {
-  p('### 1. Shipped size (esbuild bundle + minify, ESM, es2020; gzip -9; brotli q11)'); p();
+  p('### 1. Shipped size (esbuild bundle + minify, ESM, es2020; gzip -9; brotli q11; KB = 1000 bytes)'); p();
   p('| library (version) | min KB | gzip KB | brotli KB | vs authfetch (gzip) |');
   p('|---|---:|---:|---:|---:|');
   const af = size.rows.find((r) => r.name === 'authfetch' && !r.missing);
@@ -38,7 +39,7 @@ if (size) {
   }
   if (af) { p(); p(`Target: authfetch ≤ ${kb(size.budgetGz)} KB gzip → **${kb(af.total.gz)} KB** ${mark(size.pass)}`); }
   if (af?.files) {
-    p(); p('Shipped files of pkg/ on their own (what scripts/build-pkg.sh sums for the 22 KB test budget):'); p();
+    p(); p('Shipped files of pkg/ on their own (what scripts/build-pkg.sh sums for its test budget, 22 KB = 22,000 bytes):'); p();
     p('| file | raw B | gzip -9 B | brotli B |'); p('|---|---:|---:|---:|');
     for (const f of af.files) p(`| ${f.file} | ${f.raw} | ${f.gz} | ${f.br} |`);
     p(`| **sum** | ${af.files.reduce((a, f) => a + f.raw, 0)} | ${af.files.reduce((a, f) => a + f.gz, 0)} | ${af.files.reduce((a, f) => a + f.br, 0)} |`);

@@ -22,7 +22,8 @@ const require = createRequire(path.join(bench, 'package.json'));
 const args = process.argv.slice(2);
 const outPath = args.includes('--out') ? args[args.indexOf('--out') + 1] : null;
 const checkOnly = args.includes('--check');
-export const BUDGET_GZ = 15 * 1024;
+// KB = 1000 bytes, as scripts/build-pkg.sh counts its 22 KB test budget.
+export const BUDGET_GZ = 15000;
 
 // One typical import per library: what an app using it for token handling pulls in.
 const PEERS = [
@@ -121,8 +122,8 @@ async function main() {
   const af = rows.find((r) => r.name === 'authfetch' && !r.missing);
   const result = { budgetGz: BUDGET_GZ, rows, pass: af ? af.total.gz <= BUDGET_GZ : null };
   if (outPath) { fs.mkdirSync(path.dirname(outPath), { recursive: true }); fs.writeFileSync(outPath, JSON.stringify(result, null, 2)); }
-  const kb = (n) => (n / 1024).toFixed(1).padStart(7);
-  console.log('library'.padEnd(30), '   min KB', '    gz KB', '    br KB');
+  const kb = (n) => (n / 1000).toFixed(1).padStart(7);
+  console.log('library (KB = 1000 B)'.padEnd(30), '   min KB', '    gz KB', '    br KB');
   for (const r of rows) {
     if (r.missing) { console.log(r.name.padEnd(30), '  (pkg/ missing)'); continue; }
     console.log(r.name.padEnd(30), kb(r.total.min), ' ', kb(r.total.gz), ' ', kb(r.total.br),
