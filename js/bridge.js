@@ -65,10 +65,9 @@ export function status(res) {
   return statusOf.call(res);
 }
 
-/** The response's `WWW-Authenticate` header, or undefined. */
+/** The response's `WWW-Authenticate` header, or `''`. */
 export function challenge(res) {
-  const v = getHeader.call(resHeadersOf.call(res), 'www-authenticate');
-  return v === null ? undefined : v;
+  return getHeader.call(resHeadersOf.call(res), 'www-authenticate') || '';
 }
 
 /**
@@ -128,6 +127,11 @@ export function lock(name, ms) {
       }));
     }).catch(() => resolve());
   });
+}
+
+/** Calls the release function `lock` resolved with. */
+export function unlock(release) {
+  release();
 }
 
 /**

@@ -750,6 +750,13 @@ impl<E: Env> Session<E> {
         // A refresh already sent (the start-up one, say) answers first: its Set-Cookie carries
         // the old family, which this login revokes on the server (S3), so it must not land after
         // the login's. Whatever it yields is superseded below (new generation).
+        // The other tabs share the cookie jar: the same goes for their refreshes, so the login
+        // is sent under the cross-tab lock their refreshes take (or after its timeout).
+        let guard = if self.config.cross_tab {
+            self.env.lock(self.config.lock_timeout_ms).await
+        } else {
+            None
+        };
         ClaimWire(&self.inner).await;
         let grant = self
             .env
@@ -770,6 +777,8 @@ impl<E: Env> Session<E> {
         self.env.emit(event);
         self.share(true);
         self.schedule();
+        // Released once the token has been posted to the other tabs (see `js/bridge.js`).
+        drop(guard);
         Ok(())
     }
 

@@ -42,7 +42,7 @@ extern "C" {
     fn abortable(p: &Promise, req: &JsValue) -> Promise;
     fn send(req: &JsValue, bearer: Option<&str>) -> Promise;
     fn status(res: &JsValue) -> u16;
-    fn challenge(res: &JsValue) -> Option<String>;
+    fn challenge(res: &JsValue) -> String;
     fn post(
         url: &str,
         csrf_name: &str,
@@ -53,8 +53,9 @@ extern "C" {
     fn now() -> f64;
     fn sleep(ms: f64) -> Promise;
     fn lock(name: &str, ms: f64) -> Promise;
+    fn unlock(release: &JsValue);
     fn channel(name: &str, on_message: &Function) -> Option<JsValue>;
-    fn post_message(c: &JsValue, kind: u32, token: Option<&str>, ms: f64, flag: bool);
+    fn post_message(c: &JsValue, kind: u32, token: &str, ms: f64, flag: bool);
     fn trace(cb: &Function, req: &JsValue, steps: f64, bearer: bool);
     fn emit(cb: &Function, event: u32);
 }
@@ -86,16 +87,18 @@ impl Reply for WebReply {
         status(&self.0)
     }
     fn www_authenticate(&self) -> Option<String> {
-        challenge(&self.0)
+        // `""` when absent, which asks for a refresh exactly as an absent header does.
+        Some(challenge(&self.0))
     }
 }
 
-/// Releases the cross-tab lock when dropped.
-pub struct LockGuard(Function);
+/// Releases the cross-tab lock when dropped (`js/bridge.js`'s release function, which never
+/// throws).
+pub struct LockGuard(JsValue);
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        let _ = self.0.call0(&JsValue::UNDEFINED);
+        unlock(&self.0);
     }
 }
 
@@ -148,7 +151,7 @@ impl Env for WebEnv {
         async move {
             let f = p.await.ok()?;
             // The release function, or `undefined` when the lock was not taken.
-            (!f.is_undefined()).then(|| LockGuard(f.unchecked_into()))
+            (!f.is_undefined()).then(|| LockGuard(f))
         }
     }
 
@@ -207,13 +210,14 @@ impl Env for WebEnv {
             return;
         };
         match msg {
-            Message::Hello => post_message(channel, 0, None, 0.0, false),
+            // `""`: no token (never adopted by the receiving tab).
+            Message::Hello => post_message(channel, 0, "", 0.0, false),
             Message::Token {
                 token,
                 remaining_ms,
                 login,
-            } => post_message(channel, 1, Some(token), remaining_ms, login),
-            Message::SignedOut { expired } => post_message(channel, 2, None, 0.0, expired),
+            } => post_message(channel, 1, token, remaining_ms, login),
+            Message::SignedOut { expired } => post_message(channel, 2, "", 0.0, expired),
         }
     }
 }

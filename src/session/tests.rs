@@ -941,3 +941,26 @@ fn s3_a_refused_login_lets_the_waiting_refresh_go_ahead() {
     );
     assert_eq!(status(&call), 200);
 }
+
+#[test]
+fn s3_login_takes_the_cross_tab_lock_other_tabs_refresh_under() {
+    let mut h = Harness::new();
+    let (s, _, outbox) = h.tab(true, 0.0);
+    // Another tab holds the lock (its refresh, sharing this tab's cookie jar, is out).
+    let (tx, rx) = oneshot::channel();
+    *h.world.lock_gate.borrow_mut() = Some(rx);
+    let login = spawn_login(&h, &s, "pw");
+    h.run();
+    assert!(
+        h.world.wire.borrow().is_empty(),
+        "login posted under another tab's lock"
+    );
+    tx.send(()).expect("gate");
+    h.run();
+    assert_eq!(*h.world.wire.borrow(), ["login>", "login<"]);
+    assert_eq!(*login.borrow(), Some(Ok(())));
+    assert_eq!(
+        *outbox.borrow(),
+        [Sent::Token("tok-1".to_string(), 3000.0, true)]
+    );
+}
