@@ -123,7 +123,8 @@ export declare function authFetch(input: RequestInfo | URL, init?: RequestInit):
 /**
  * Signs in (a new session: calls waiting for a token proceed with the new one). A refresh
  * already sent (e.g. the start-up one) is allowed to answer first, so its cookie cannot
- * overwrite the new session's; one that had not been sent yet is dropped. Rejects with
+ * overwrite the new session's (other tabs' too: the login takes the same cross-tab lock); one
+ * that had not been sent yet is dropped once the login succeeds. Rejects with
  * `ERR_INVALID_CREDENTIALS`, `ERR_RATE_LIMITED`, `ERR_NETWORK`, …
  */
 export declare function login(credentials: Credentials): Promise<void>;
