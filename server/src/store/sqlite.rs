@@ -98,6 +98,9 @@ impl SqliteStore {
             "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
         )?;
         conn.execute_batch(SCHEMA)?;
+        // Every statement below goes through `prepare_cached`: SQL is compiled once per
+        // connection, not on every call. Room for all of them (the default cache holds 16).
+        conn.set_prepared_statement_cache_capacity(64);
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -151,12 +154,11 @@ impl Store for SqliteStore {
         self.run(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let exists: Option<String> =
-                tx.query_row("SELECT id FROM users WHERE username = ?1", [&u.username], |r| r.get(0)).optional()?;
+                tx.prepare_cached("SELECT id FROM users WHERE username = ?1")?.query_row( [&u.username], |r| r.get(0)).optional()?;
             if exists.is_some() {
                 return Err(StoreError::UserExists);
             }
-            tx.execute(
-                "INSERT INTO users (id, username, password_hash, created_ms) VALUES (?1, ?2, ?3, ?4)",
+            tx.prepare_cached("INSERT INTO users (id, username, password_hash, created_ms) VALUES (?1, ?2, ?3, ?4)")?.execute(
                 params![u.id, u.username, u.password_hash, now_ms],
             )?;
             tx.commit()?;
@@ -169,11 +171,10 @@ impl Store for SqliteStore {
     async fn user_by_name(&self, username: &str) -> Result<Option<User>, StoreError> {
         let name = username.to_owned();
         self.run(move |c| {
-            Ok(c.query_row(
+            Ok(c.prepare_cached(
                 "SELECT id, username, password_hash, not_before_s FROM users WHERE username = ?1",
-                [name],
-                user_from_row,
-            )
+            )?
+            .query_row([name], user_from_row)
             .optional()?)
         })
         .await
@@ -182,11 +183,10 @@ impl Store for SqliteStore {
     async fn user_by_id(&self, user_id: &str) -> Result<Option<User>, StoreError> {
         let id = user_id.to_owned();
         self.run(move |c| {
-            Ok(c.query_row(
+            Ok(c.prepare_cached(
                 "SELECT id, username, password_hash, not_before_s FROM users WHERE id = ?1",
-                [id],
-                user_from_row,
-            )
+            )?
+            .query_row([id], user_from_row)
             .optional()?)
         })
         .await
@@ -201,10 +201,8 @@ impl Store for SqliteStore {
         let (id, h) = (user_id.to_owned(), password_hash.to_owned());
         self.run(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute(
-                "UPDATE users SET password_hash = ?2 WHERE id = ?1",
-                params![id, h],
-            )?;
+            tx.prepare_cached("UPDATE users SET password_hash = ?2 WHERE id = ?1")?
+                .execute(params![id, h])?;
             revoke_user_tx(&tx, &id, now_ms)?;
             tx.commit()?;
             Ok(())
@@ -215,12 +213,10 @@ impl Store for SqliteStore {
     async fn create_family(&self, f: NewFamily) -> Result<(), StoreError> {
         self.run(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute(
-                "INSERT INTO families (id, user_id, created_ms, absolute_exp_ms, idle_exp_ms, current_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            tx.prepare_cached("INSERT INTO families (id, user_id, created_ms, absolute_exp_ms, idle_exp_ms, current_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?.execute(
                 params![f.family_id, f.user_id, f.now_ms, f.absolute_exp_ms, f.idle_exp_ms, &f.token_hash.0[..]],
             )?;
-            tx.execute(
-                "INSERT INTO refresh_tokens (hash, family_id, created_ms) VALUES (?1, ?2, ?3)",
+            tx.prepare_cached("INSERT INTO refresh_tokens (hash, family_id, created_ms) VALUES (?1, ?2, ?3)")?.execute(
                 params![&f.token_hash.0[..], f.family_id, f.now_ms],
             )?;
             tx.commit()?;
@@ -233,10 +229,9 @@ impl Store for SqliteStore {
         self.run(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let row = tx
-                .query_row(
-                    "SELECT t.family_id, t.used_ms, t.successor_hash, t.successor_sealed, \
+                .prepare_cached("SELECT t.family_id, t.used_ms, t.successor_hash, t.successor_sealed, \
                             f.user_id, f.absolute_exp_ms, f.idle_exp_ms, f.current_hash, f.revoked_ms \
-                     FROM refresh_tokens t JOIN families f ON f.id = t.family_id WHERE t.hash = ?1",
+                     FROM refresh_tokens t JOIN families f ON f.id = t.family_id WHERE t.hash = ?1")?.query_row(
                     [&req.presented.0[..]],
                     |r| {
                         Ok((
@@ -265,21 +260,18 @@ impl Store for SqliteStore {
             let outcome = match used_ms {
                 None if current == req.presented => {
                     // Compare-and-set on the write-once `used_ms`.
-                    let n = tx.execute(
-                        "UPDATE refresh_tokens SET used_ms = ?2, successor_hash = ?3, successor_sealed = ?4 \
-                         WHERE hash = ?1 AND used_ms IS NULL",
+                    let n = tx.prepare_cached("UPDATE refresh_tokens SET used_ms = ?2, successor_hash = ?3, successor_sealed = ?4 \
+                         WHERE hash = ?1 AND used_ms IS NULL")?.execute(
                         params![&req.presented.0[..], now, &req.successor.0[..], &req.successor_sealed[..]],
                     )?;
                     if n != 1 {
                         return Err(StoreError::Corrupt("compare-and-set lost inside an immediate transaction"));
                     }
-                    tx.execute(
-                        "INSERT INTO refresh_tokens (hash, family_id, created_ms) VALUES (?1, ?2, ?3)",
+                    tx.prepare_cached("INSERT INTO refresh_tokens (hash, family_id, created_ms) VALUES (?1, ?2, ?3)")?.execute(
                         params![&req.successor.0[..], family_id, now],
                     )?;
                     let idle = now.saturating_add(req.idle_ttl_ms).min(abs_exp);
-                    tx.execute(
-                        "UPDATE families SET current_hash = ?2, idle_exp_ms = ?3 WHERE id = ?1",
+                    tx.prepare_cached("UPDATE families SET current_hash = ?2, idle_exp_ms = ?3 WHERE id = ?1")?.execute(
                         params![family_id, &req.successor.0[..], idle],
                     )?;
                     RotateOutcome::Rotated(family)
@@ -310,11 +302,10 @@ impl Store for SqliteStore {
     ) -> Result<Option<FamilyRef>, StoreError> {
         let h = *token;
         self.run(move |c| {
-            Ok(c.query_row(
-                "SELECT f.id, f.user_id, f.absolute_exp_ms FROM refresh_tokens t JOIN families f ON f.id = t.family_id \
+            Ok(c.prepare_cached("SELECT f.id, f.user_id, f.absolute_exp_ms FROM refresh_tokens t JOIN families f ON f.id = t.family_id \
                  WHERE t.hash = ?1 AND f.revoked_ms IS NULL AND f.absolute_exp_ms > ?2 AND f.idle_exp_ms > ?2 \
                    AND (f.current_hash = t.hash \
-                        OR (t.successor_hash = f.current_hash AND t.used_ms >= ?2 - ?3))",
+                        OR (t.successor_hash = f.current_hash AND t.used_ms >= ?2 - ?3))")?.query_row(
                 params![&h.0[..], now_ms, grace_ms],
                 |r| Ok(FamilyRef { family_id: r.get(0)?, user_id: r.get(1)?, absolute_exp_ms: r.get(2)? }),
             )
@@ -332,14 +323,13 @@ impl Store for SqliteStore {
         self.run(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let fam = tx
-                .query_row(
-                    "SELECT f.id, f.user_id, f.absolute_exp_ms FROM refresh_tokens t JOIN families f ON f.id = t.family_id WHERE t.hash = ?1",
+                .prepare_cached("SELECT f.id, f.user_id, f.absolute_exp_ms FROM refresh_tokens t JOIN families f ON f.id = t.family_id WHERE t.hash = ?1")?.query_row(
                     [&h.0[..]],
                     |r| Ok(FamilyRef { family_id: r.get(0)?, user_id: r.get(1)?, absolute_exp_ms: r.get(2)? }),
                 )
                 .optional()?;
             if let Some(f) = &fam {
-                tx.execute("UPDATE families SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL", params![f.family_id, now_ms])?;
+                tx.prepare_cached("UPDATE families SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL")?.execute( params![f.family_id, now_ms])?;
             }
             tx.commit()?;
             Ok(fam)
@@ -361,11 +351,11 @@ impl Store for SqliteStore {
     async fn deny_jti(&self, iss: &str, jti: &str, exp_ms: i64) -> Result<(), StoreError> {
         let (iss, jti) = (iss.to_owned(), jti.to_owned());
         self.run(move |c| {
-            c.execute(
+            c.prepare_cached(
                 "INSERT INTO denylist (iss, jti, exp_ms) VALUES (?1, ?2, ?3) \
                  ON CONFLICT (iss, jti) DO UPDATE SET exp_ms = max(exp_ms, excluded.exp_ms)",
-                params![iss, jti, exp_ms],
-            )?;
+            )?
+            .execute(params![iss, jti, exp_ms])?;
             Ok(())
         })
         .await
@@ -381,21 +371,15 @@ impl Store for SqliteStore {
         );
         self.run(move |c| {
             let denied: Option<i64> = c
-                .query_row(
-                    "SELECT exp_ms FROM denylist WHERE iss = ?1 AND jti = ?2",
-                    params![iss, jti],
-                    |r| r.get(0),
-                )
+                .prepare_cached("SELECT exp_ms FROM denylist WHERE iss = ?1 AND jti = ?2")?
+                .query_row(params![iss, jti], |r| r.get(0))
                 .optional()?;
             if denied.is_some_and(|exp| exp > now_ms) {
                 return Ok(true);
             }
             let nb: Option<i64> = c
-                .query_row(
-                    "SELECT not_before_s FROM users WHERE id = ?1",
-                    [&sub],
-                    |r| r.get(0),
-                )
+                .prepare_cached("SELECT not_before_s FROM users WHERE id = ?1")?
+                .query_row([&sub], |r| r.get(0))
                 .optional()?;
             match nb {
                 None => return Ok(true), // unknown user: fail closed
@@ -404,11 +388,8 @@ impl Store for SqliteStore {
             }
             if let Some(sid) = sid {
                 let fam: Option<(String, Option<i64>)> = c
-                    .query_row(
-                        "SELECT user_id, revoked_ms FROM families WHERE id = ?1",
-                        [&sid],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
+                    .prepare_cached("SELECT user_id, revoked_ms FROM families WHERE id = ?1")?
+                    .query_row([&sid], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()?;
                 match fam {
                     Some((owner, None)) if owner == sub => {}
@@ -423,15 +404,13 @@ impl Store for SqliteStore {
     async fn purge(&self, now_ms: i64, grace_ms: i64) -> Result<(), StoreError> {
         self.run(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute("DELETE FROM denylist WHERE exp_ms <= ?1", [now_ms])?;
+            tx.prepare_cached("DELETE FROM denylist WHERE exp_ms <= ?1")?.execute( [now_ms])?;
             let cutoff = now_ms.saturating_sub(KEEP_DEAD_MS);
-            tx.execute(
-                "DELETE FROM refresh_tokens WHERE family_id IN (SELECT id FROM families WHERE absolute_exp_ms < ?1 OR idle_exp_ms < ?1 OR revoked_ms < ?1)",
+            tx.prepare_cached("DELETE FROM refresh_tokens WHERE family_id IN (SELECT id FROM families WHERE absolute_exp_ms < ?1 OR idle_exp_ms < ?1 OR revoked_ms < ?1)")?.execute(
                 [cutoff],
             )?;
-            tx.execute("DELETE FROM families WHERE absolute_exp_ms < ?1 OR idle_exp_ms < ?1 OR revoked_ms < ?1", [cutoff])?;
-            tx.execute(
-                "UPDATE refresh_tokens SET successor_sealed = NULL WHERE successor_sealed IS NOT NULL AND used_ms < ?1",
+            tx.prepare_cached("DELETE FROM families WHERE absolute_exp_ms < ?1 OR idle_exp_ms < ?1 OR revoked_ms < ?1")?.execute( [cutoff])?;
+            tx.prepare_cached("UPDATE refresh_tokens SET successor_sealed = NULL WHERE successor_sealed IS NOT NULL AND used_ms < ?1")?.execute(
                 [now_ms.saturating_sub(grace_ms)],
             )?;
             tx.commit()?;
@@ -446,10 +425,8 @@ fn revoke(
     family: FamilyRef,
     now_ms: i64,
 ) -> Result<RotateOutcome, StoreError> {
-    tx.execute(
-        "UPDATE families SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL",
-        params![family.family_id, now_ms],
-    )?;
+    tx.prepare_cached("UPDATE families SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL")?
+        .execute(params![family.family_id, now_ms])?;
     Ok(RotateOutcome::Reuse(family))
 }
 
@@ -458,13 +435,12 @@ fn revoke_user_tx(
     user_id: &str,
     now_ms: i64,
 ) -> Result<u64, StoreError> {
-    let n = tx.execute(
-        "UPDATE families SET revoked_ms = ?2 WHERE user_id = ?1 AND revoked_ms IS NULL",
-        params![user_id, now_ms],
-    )?;
-    tx.execute(
-        "UPDATE users SET not_before_s = max(not_before_s, ?2) WHERE id = ?1",
-        params![user_id, now_ms.div_euclid(1000)],
-    )?;
+    let n = tx
+        .prepare_cached(
+            "UPDATE families SET revoked_ms = ?2 WHERE user_id = ?1 AND revoked_ms IS NULL",
+        )?
+        .execute(params![user_id, now_ms])?;
+    tx.prepare_cached("UPDATE users SET not_before_s = max(not_before_s, ?2) WHERE id = ?1")?
+        .execute(params![user_id, now_ms.div_euclid(1000)])?;
     Ok(n as u64)
 }
