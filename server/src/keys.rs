@@ -176,18 +176,24 @@ impl PublicKey {
 
     /// Verifies `sig` over `msg`. ES256 signatures must be exactly 64 raw bytes `r‖s` with
     /// 0 < r, s < n (`Signature::from_slice` enforces the range; J4, CVE-2022-21449); DER is
-    /// rejected by the length check. Ed25519 uses `verify_strict` (no small-order keys, canonical S).
+    /// rejected by the length check. The arithmetic is `ring`'s (assembly P-256,
+    /// `ECDSA_P256_SHA256_FIXED`, which checks length and range again). Ed25519 uses
+    /// `verify_strict` (no small-order keys, canonical S).
     pub(crate) fn verify(&self, msg: &[u8], sig: &[u8]) -> bool {
         match self {
             PublicKey::Es256(vk) => {
-                use p256::ecdsa::signature::Verifier as _;
-                if sig.len() != 64 {
+                if sig.len() != 64 || p256::ecdsa::Signature::from_slice(sig).is_err() {
                     return false;
                 }
-                let Ok(s) = p256::ecdsa::Signature::from_slice(sig) else {
-                    return false;
-                };
-                vk.verify(msg, &s).is_ok()
+                // SEC1 uncompressed point: a valid curve point, as the key was validated on
+                // construction (from a JWK or our own private key).
+                let point = vk.to_encoded_point(false);
+                ring::signature::UnparsedPublicKey::new(
+                    &ring::signature::ECDSA_P256_SHA256_FIXED,
+                    point.as_bytes(),
+                )
+                .verify(msg, sig)
+                .is_ok()
             }
             PublicKey::EdDsa(vk) => {
                 let Ok(arr) = <[u8; 64]>::try_from(sig) else {
@@ -200,9 +206,34 @@ impl PublicKey {
     }
 }
 
+/// A P-256 key: the RustCrypto key (encoding, public key) and the same key loaded into `ring`
+/// (signing in assembly).
+#[derive(Clone)]
+struct Es256Key {
+    key: p256::ecdsa::SigningKey,
+    ring: std::sync::Arc<ring::signature::EcdsaKeyPair>,
+}
+
+impl Es256Key {
+    fn new(key: p256::ecdsa::SigningKey) -> Result<Self, KeyError> {
+        let public = key.verifying_key().to_encoded_point(false);
+        let ring = ring::signature::EcdsaKeyPair::from_private_key_and_public_key(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &key.to_bytes(),
+            public.as_bytes(),
+            &ring::rand::SystemRandom::new(),
+        )
+        .map_err(|_| KeyError::Invalid("bad P-256 private key"))?;
+        Ok(Self {
+            key,
+            ring: std::sync::Arc::new(ring),
+        })
+    }
+}
+
 #[derive(Clone)]
 enum PrivateKey {
-    Es256(p256::ecdsa::SigningKey),
+    Es256(Es256Key),
     EdDsa(ed25519_dalek::SigningKey),
 }
 
@@ -210,13 +241,18 @@ impl PrivateKey {
     fn generate(alg: Alg) -> Self {
         let mut rng = rand::rngs::OsRng;
         match alg {
-            Alg::Es256 => PrivateKey::Es256(p256::ecdsa::SigningKey::random(&mut rng)),
+            Alg::Es256 => loop {
+                // `ring` accepts every key p256 generates; the loop only guards the type.
+                if let Ok(k) = Es256Key::new(p256::ecdsa::SigningKey::random(&mut rng)) {
+                    break PrivateKey::Es256(k);
+                }
+            },
             Alg::EdDsa => PrivateKey::EdDsa(ed25519_dalek::SigningKey::generate(&mut rng)),
         }
     }
     fn public(&self) -> PublicKey {
         match self {
-            PrivateKey::Es256(k) => PublicKey::Es256(*k.verifying_key()),
+            PrivateKey::Es256(k) => PublicKey::Es256(*k.key.verifying_key()),
             PrivateKey::EdDsa(k) => PublicKey::EdDsa(k.verifying_key()),
         }
     }
@@ -225,15 +261,16 @@ impl PrivateKey {
     }
     fn to_bytes(&self) -> Vec<u8> {
         match self {
-            PrivateKey::Es256(k) => k.to_bytes().to_vec(),
+            PrivateKey::Es256(k) => k.key.to_bytes().to_vec(),
             PrivateKey::EdDsa(k) => k.to_bytes().to_vec(),
         }
     }
     fn from_bytes(alg: Alg, b: &[u8]) -> Result<Self, KeyError> {
         match alg {
             Alg::Es256 => p256::ecdsa::SigningKey::from_slice(b)
-                .map(PrivateKey::Es256)
-                .map_err(|_| KeyError::Invalid("bad P-256 private key")),
+                .map_err(|_| KeyError::Invalid("bad P-256 private key"))
+                .and_then(Es256Key::new)
+                .map(PrivateKey::Es256),
             Alg::EdDsa => {
                 let arr: [u8; 32] = b
                     .try_into()
@@ -247,9 +284,16 @@ impl PrivateKey {
     fn sign(&self, msg: &[u8]) -> Vec<u8> {
         match self {
             PrivateKey::Es256(k) => {
-                use p256::ecdsa::signature::Signer as _;
-                let s: p256::ecdsa::Signature = k.sign(msg);
-                s.to_bytes().to_vec()
+                // Fixed-size r‖s (J4), randomized nonce from the OS CSPRNG.
+                match k.ring.sign(&ring::rand::SystemRandom::new(), msg) {
+                    Ok(s) => s.as_ref().to_vec(),
+                    Err(_) => {
+                        // ring fails only if the OS RNG does; fall back to RFC 6979.
+                        use p256::ecdsa::signature::Signer as _;
+                        let s: p256::ecdsa::Signature = k.key.sign(msg);
+                        s.to_bytes().to_vec()
+                    }
+                }
             }
             PrivateKey::EdDsa(k) => {
                 use ed25519_dalek::Signer as _;
@@ -546,4 +590,44 @@ fn restrict_permissions(path: &Path) -> std::io::Result<()> {
 #[cfg(not(unix))]
 fn restrict_permissions(_: &Path) -> std::io::Result<()> {
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn j4_ring_es256_signatures_are_raw_64_bytes_and_interoperate_with_p256() {
+        use p256::ecdsa::signature::{Signer as _, Verifier as _};
+        let PrivateKey::Es256(k) = PrivateKey::generate(Alg::Es256) else {
+            unreachable!("asked for ES256")
+        };
+        let msg = b"header.payload";
+        // ring signs; RustCrypto verifies.
+        let sig = PrivateKey::Es256(k.clone()).sign(msg);
+        assert_eq!(sig.len(), 64);
+        let parsed = p256::ecdsa::Signature::from_slice(&sig).unwrap();
+        assert!(k.key.verifying_key().verify(msg, &parsed).is_ok());
+        // RustCrypto signs; ring (through PublicKey::verify) verifies.
+        let public = PublicKey::Es256(*k.key.verifying_key());
+        let theirs: p256::ecdsa::Signature = k.key.sign(msg);
+        assert!(public.verify(msg, &theirs.to_bytes()));
+        assert!(public.verify(msg, &sig));
+        assert!(!public.verify(b"header.payloaD", &sig));
+        // Wrong lengths, DER, zero and out-of-range scalars are refused.
+        assert!(!public.verify(msg, &sig[..63]));
+        assert!(!public.verify(msg, theirs.to_der().as_bytes()));
+        assert!(!public.verify(msg, &[0u8; 64]));
+        assert!(!public.verify(msg, &[0xffu8; 64]));
+    }
+
+    #[test]
+    fn persisted_es256_private_key_bytes_load_into_ring_and_sign() {
+        let key = PrivateKey::generate(Alg::Es256);
+        let bytes = key.to_bytes();
+        let again = PrivateKey::from_bytes(Alg::Es256, &bytes).unwrap();
+        assert_eq!(again.public(), key.public());
+        assert!(key.public().verify(b"m", &again.sign(b"m")));
+        assert!(PrivateKey::from_bytes(Alg::Es256, &[0u8; 32]).is_err());
+    }
 }
