@@ -1,6 +1,7 @@
 //! The embedded store: one SQLite file in WAL mode.
 //!
-//! One connection behind a std `Mutex`, used from the blocking pool. Every write that reads
+//! One connection, owned by one dedicated thread that runs the store's calls in order, fed by a
+//! channel (no blocking-pool task and no mutex hand-off per call). Every write that reads
 //! first runs in `BEGIN IMMEDIATE`, which takes SQLite's write lock up front, so two refreshes
 //! of one family (or two processes on one file) are serialized and the compare-and-set on
 //! `used_ms` cannot be raced. Triggers make `used_ms` and the successor write-once at the
@@ -9,7 +10,7 @@
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension as _, TransactionBehavior};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc;
 
 use super::{
     AccessCheck, FamilyRef, NewFamily, RotateOutcome, RotateRequest, Store, StoreError, User,
@@ -62,10 +63,13 @@ CREATE TABLE IF NOT EXISTS denylist (
 );
 "#;
 
+/// One store call, run on the connection's thread.
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
 /// SQLite implementation of [`Store`].
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    jobs: mpsc::Sender<Job>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -101,9 +105,18 @@ impl SqliteStore {
         // Every statement below goes through `prepare_cached`: SQL is compiled once per
         // connection, not on every call. Room for all of them (the default cache holds 16).
         conn.set_prepared_statement_cache_capacity(64);
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        let (jobs, queue) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("authfetch-sqlite".into())
+            .spawn(move || {
+                let mut conn = conn;
+                // Ends (closing the connection) when the last clone of the store is dropped.
+                while let Ok(job) = queue.recv() {
+                    job(&mut conn);
+                }
+            })
+            .map_err(|_| StoreError::Task)?;
+        Ok(Self { jobs })
     }
 
     async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -111,13 +124,17 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            let mut c = conn.lock().unwrap_or_else(|e| e.into_inner());
-            f(&mut c)
-        })
-        .await
-        .map_err(|_| StoreError::Task)?
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |c: &mut Connection| {
+            // A panicking call must not take the connection's thread with it: its open
+            // transaction (if any) is rolled back by the unwind, the caller gets `Task`.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(c)));
+            if let Ok(r) = r {
+                let _ = reply.send(r);
+            }
+        });
+        self.jobs.send(job).map_err(|_| StoreError::Task)?;
+        answer.await.map_err(|_| StoreError::Task)?
     }
 }
 
