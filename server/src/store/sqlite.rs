@@ -1,16 +1,24 @@
 //! The embedded store: one SQLite file in WAL mode.
 //!
 //! One connection, owned by one dedicated thread that runs the store's calls in order, fed by a
-//! channel (no blocking-pool task and no mutex hand-off per call). Every write that reads
-//! first runs in `BEGIN IMMEDIATE`, which takes SQLite's write lock up front, so two refreshes
-//! of one family (or two processes on one file) are serialized and the compare-and-set on
-//! `used_ms` cannot be raced. Triggers make `used_ms` and the successor write-once at the
-//! schema level too.
+//! channel (no blocking-pool task and no mutex hand-off per call).
+//!
+//! Group commit: the thread takes every call waiting in the channel (up to [`MAX_BATCH`]) and
+//! runs them, in order, inside one `BEGIN IMMEDIATE … COMMIT`; each call's writes sit in its own
+//! savepoint, so a call that fails or panics rolls back only itself. No caller hears an answer
+//! before the `COMMIT` that makes its writes durable has succeeded; if it fails, every call of
+//! the batch gets the error. One commit per batch instead of one per call is what saves the
+//! WAL writes and syscalls (BENCHMARKS.md §4). `BEGIN IMMEDIATE` takes SQLite's write lock up
+//! front, so two refreshes of one family (or two processes on one file) are serialized and the
+//! compare-and-set on `used_ms` cannot be raced. Triggers make `used_ms` and the successor
+//! write-once at the schema level too.
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension as _, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension as _, Savepoint};
+use std::future::Future;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 
 use super::{
     AccessCheck, FamilyRef, NewFamily, RotateOutcome, RotateRequest, Store, StoreError, User,
@@ -63,13 +71,22 @@ CREATE TABLE IF NOT EXISTS denylist (
 );
 "#;
 
-/// One store call, run on the connection's thread.
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+/// One store call, run on the connection's thread. It answers its caller only through the
+/// [`Finish`] it returns, once its batch has committed.
+type Job = Box<dyn FnOnce(&mut Connection) -> Finish + Send>;
+
+/// Sends a call's result: as computed when the batch committed (`None`), or the commit's error.
+type Finish = Box<dyn FnOnce(Option<&rusqlite::Error>) + Send>;
+
+/// Most calls in one transaction: bounds how long the first of them waits for its answer.
+const MAX_BATCH: usize = 64;
 
 /// SQLite implementation of [`Store`].
 #[derive(Clone)]
 pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
+    /// Batches committed (tests check that calls are grouped).
+    commits: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -106,36 +123,121 @@ impl SqliteStore {
         // connection, not on every call. Room for all of them (the default cache holds 16).
         conn.set_prepared_statement_cache_capacity(64);
         let (jobs, queue) = mpsc::channel::<Job>();
+        let commits = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&commits);
         std::thread::Builder::new()
             .name("authfetch-sqlite".into())
             .spawn(move || {
                 let mut conn = conn;
                 // Ends (closing the connection) when the last clone of the store is dropped.
                 while let Ok(job) = queue.recv() {
-                    job(&mut conn);
+                    if run_batch(&mut conn, job, &queue) {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             })
             .map_err(|_| StoreError::Task)?;
-        Ok(Self { jobs })
+        Ok(Self { jobs, commits })
     }
 
-    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    /// Transactions committed since the store was opened. Each holds one or more store calls
+    /// (group commit), so store calls ÷ commits is the batching achieved under load.
+    #[must_use]
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Queues `f` at once (not when the future is first polled); the future answers after the
+    /// batch holding `f` has committed.
+    fn run<T, F>(&self, f: F) -> impl Future<Output = Result<T, StoreError>> + Send + 'static
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |c: &mut Connection| {
-            // A panicking call must not take the connection's thread with it: its open
-            // transaction (if any) is rolled back by the unwind, the caller gets `Task`.
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(c)));
-            if let Ok(r) = r {
-                let _ = reply.send(r);
+        let job: Job = Box::new(move |c: &mut Connection| -> Finish {
+            // A panicking call must not take the connection's thread with it: its savepoint
+            // (if any) is rolled back by the unwind, the caller gets `Task`.
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(c))) {
+                Ok(r) => Box::new(move |commit_error: Option<&rusqlite::Error>| {
+                    let _ = reply.send(match commit_error {
+                        None => r,
+                        Some(e) => Err(copy_error(e)),
+                    });
+                }),
+                Err(_) => Box::new(|_| {}),
             }
         });
-        self.jobs.send(job).map_err(|_| StoreError::Task)?;
-        answer.await.map_err(|_| StoreError::Task)?
+        let sent = self.jobs.send(job).is_ok();
+        async move {
+            if !sent {
+                return Err(StoreError::Task);
+            }
+            answer.await.map_err(|_| StoreError::Task)?
+        }
     }
+}
+
+/// Runs `first` and every call already waiting behind it in one write transaction (see the
+/// module docs), then answers them all.
+/// Returns whether a batch was committed.
+fn run_batch(conn: &mut Connection, first: Job, queue: &mpsc::Receiver<Job>) -> bool {
+    if !conn.is_autocommit() {
+        // Never expected (every batch ends in COMMIT or ROLLBACK); a transaction left open
+        // would swallow the next calls' writes.
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    if conn.execute_batch("BEGIN IMMEDIATE").is_err() {
+        // No write lock (another process held it past busy_timeout, or I/O failed): run the
+        // call on its own. Its savepoint is then its own transaction; a write it attempts
+        // fails rather than racing, because SQLite refuses to upgrade a stale read snapshot.
+        first(conn)(None);
+        return false;
+    }
+    let mut done: Vec<Finish> = Vec::with_capacity(8);
+    done.push(first(conn));
+    while done.len() < MAX_BATCH && !conn.is_autocommit() {
+        match queue.try_recv() {
+            Ok(job) => done.push(job(conn)),
+            Err(_) => break,
+        }
+    }
+    let outcome = if conn.is_autocommit() {
+        // An error (disk full, I/O) made SQLite roll the whole transaction back: the calls
+        // that thought they had written have not.
+        Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+            Some("transaction rolled back by SQLite".into()),
+        ))
+    } else {
+        conn.execute_batch("COMMIT").inspect_err(|_| {
+            let _ = conn.execute_batch("ROLLBACK");
+        })
+    };
+    let err = outcome.err();
+    for finish in done {
+        finish(err.as_ref());
+    }
+    err.is_none()
+}
+
+/// A caller's own copy of a batch's commit error (`rusqlite::Error` is not `Clone`).
+fn copy_error(e: &rusqlite::Error) -> StoreError {
+    match e {
+        rusqlite::Error::SqliteFailure(code, msg) => {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(*code, msg.clone()))
+        }
+        other => StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(other.to_string()),
+        )),
+    }
+}
+
+/// A call's writes, all or nothing, inside the batch's transaction (or on their own, see
+/// [`run_batch`]). Dropped without `commit`, it rolls back.
+fn writes(c: &mut Connection) -> Result<Savepoint<'_>, StoreError> {
+    Ok(c.savepoint()?)
 }
 
 fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
@@ -169,7 +271,7 @@ impl Store for SqliteStore {
         };
         let u = user.clone();
         self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = writes(c)?;
             let exists: Option<String> =
                 tx.prepare_cached("SELECT id FROM users WHERE username = ?1")?.query_row( [&u.username], |r| r.get(0)).optional()?;
             if exists.is_some() {
@@ -217,7 +319,7 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let (id, h) = (user_id.to_owned(), password_hash.to_owned());
         self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = writes(c)?;
             tx.prepare_cached("UPDATE users SET password_hash = ?2 WHERE id = ?1")?
                 .execute(params![id, h])?;
             revoke_user_tx(&tx, &id, now_ms)?;
@@ -229,7 +331,7 @@ impl Store for SqliteStore {
 
     async fn create_family(&self, f: NewFamily) -> Result<(), StoreError> {
         self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = writes(c)?;
             tx.prepare_cached("INSERT INTO families (id, user_id, created_ms, absolute_exp_ms, idle_exp_ms, current_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?.execute(
                 params![f.family_id, f.user_id, f.now_ms, f.absolute_exp_ms, f.idle_exp_ms, &f.token_hash.0[..]],
             )?;
@@ -244,7 +346,7 @@ impl Store for SqliteStore {
 
     async fn rotate(&self, req: RotateRequest) -> Result<RotateOutcome, StoreError> {
         self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = writes(c)?;
             let row = tx
                 .prepare_cached("SELECT t.family_id, t.used_ms, t.successor_hash, t.successor_sealed, \
                             f.user_id, f.absolute_exp_ms, f.idle_exp_ms, f.current_hash, f.revoked_ms \
@@ -338,7 +440,7 @@ impl Store for SqliteStore {
     ) -> Result<Option<FamilyRef>, StoreError> {
         let h = *token;
         self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = writes(c)?;
             let fam = tx
                 .prepare_cached("SELECT f.id, f.user_id, f.absolute_exp_ms FROM refresh_tokens t JOIN families f ON f.id = t.family_id WHERE t.hash = ?1")?.query_row(
                     [&h.0[..]],
@@ -357,7 +459,7 @@ impl Store for SqliteStore {
     async fn revoke_user(&self, user_id: &str, now_ms: i64) -> Result<u64, StoreError> {
         let id = user_id.to_owned();
         self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = writes(c)?;
             let n = revoke_user_tx(&tx, &id, now_ms)?;
             tx.commit()?;
             Ok(n)
@@ -420,7 +522,7 @@ impl Store for SqliteStore {
 
     async fn purge(&self, now_ms: i64, grace_ms: i64) -> Result<(), StoreError> {
         self.run(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = writes(c)?;
             tx.prepare_cached("DELETE FROM denylist WHERE exp_ms <= ?1")?.execute( [now_ms])?;
             let cutoff = now_ms.saturating_sub(KEEP_DEAD_MS);
             tx.prepare_cached("DELETE FROM refresh_tokens WHERE family_id IN (SELECT id FROM families WHERE absolute_exp_ms < ?1 OR idle_exp_ms < ?1 OR revoked_ms < ?1)")?.execute(
@@ -437,21 +539,13 @@ impl Store for SqliteStore {
     }
 }
 
-fn revoke(
-    tx: &rusqlite::Transaction<'_>,
-    family: FamilyRef,
-    now_ms: i64,
-) -> Result<RotateOutcome, StoreError> {
+fn revoke(tx: &Connection, family: FamilyRef, now_ms: i64) -> Result<RotateOutcome, StoreError> {
     tx.prepare_cached("UPDATE families SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL")?
         .execute(params![family.family_id, now_ms])?;
     Ok(RotateOutcome::Reuse(family))
 }
 
-fn revoke_user_tx(
-    tx: &rusqlite::Transaction<'_>,
-    user_id: &str,
-    now_ms: i64,
-) -> Result<u64, StoreError> {
+fn revoke_user_tx(tx: &Connection, user_id: &str, now_ms: i64) -> Result<u64, StoreError> {
     let n = tx
         .prepare_cached(
             "UPDATE families SET revoked_ms = ?2 WHERE user_id = ?1 AND revoked_ms IS NULL",
@@ -460,4 +554,114 @@ fn revoke_user_tx(
     tx.prepare_cached("UPDATE users SET not_before_s = max(not_before_s, ?2) WHERE id = ?1")?
         .execute(params![user_id, now_ms.div_euclid(1000)])?;
     Ok(n as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Holds the connection's thread until the returned sender is dropped, so that the calls
+    /// queued meanwhile all land in the next batch.
+    fn block(store: &SqliteStore) -> mpsc::Sender<()> {
+        let (release, wait) = mpsc::channel::<()>();
+        let (started, running) = mpsc::channel::<()>();
+        drop(store.run(move |_| {
+            let _ = started.send(());
+            let _ = wait.recv();
+            Ok(())
+        }));
+        running
+            .recv_timeout(Duration::from_secs(10))
+            .expect("store thread runs the blocker");
+        release
+    }
+
+    fn insert_user(id: &'static str) -> impl FnOnce(&mut Connection) -> Result<(), StoreError> {
+        move |c| {
+            let tx = writes(c)?;
+            tx.prepare_cached("INSERT INTO users (id, username, password_hash, created_ms) VALUES (?1, ?1, 'x', 0)")?
+                .execute([id])?;
+            tx.commit()?;
+            Ok(())
+        }
+    }
+
+    async fn user_ids(store: &SqliteStore) -> Vec<String> {
+        store
+            .run(|c| {
+                let mut st = c.prepare_cached("SELECT id FROM users ORDER BY id")?;
+                let ids = st
+                    .query_map([], |r| r.get(0))?
+                    .collect::<Result<Vec<String>, _>>()?;
+                Ok(ids)
+            })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn queued_calls_share_one_commit_and_a_failing_or_panicking_one_loses_only_its_own_writes(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let before = store.commits();
+        let release = block(&store);
+        let a = store.run(insert_user("a"));
+        let dup = store.run(insert_user("a")); // primary key violation: fails alone
+        let panics = store.run(|c| -> Result<(), StoreError> {
+            insert_user("p")(c)?;
+            let tx = writes(c)?;
+            tx.execute("INSERT INTO users (id, username, password_hash, created_ms) VALUES ('q', 'q', 'x', 0)", [])?;
+            panic!("a store call panics with its savepoint open");
+        });
+        let b = store.run(insert_user("b"));
+        drop(release);
+        assert!(a.await.is_ok());
+        assert!(matches!(dup.await, Err(StoreError::Sqlite(_))));
+        assert!(matches!(panics.await, Err(StoreError::Task)));
+        assert!(b.await.is_ok());
+        // The blocker and the four calls behind it: one transaction.
+        assert_eq!(store.commits() - before, 1);
+        // "p" was released into the batch before the panic; only the open savepoint ("q") is
+        // rolled back. Everything answered Ok is on disk.
+        drop(store);
+        let again = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(user_ids(&again).await, ["a", "b", "p"]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_fails_every_call_of_its_batch_and_keeps_none_of_their_writes() {
+        let store = SqliteStore::in_memory().unwrap();
+        // A deferred foreign key is checked at COMMIT: the one way to make COMMIT itself fail.
+        store
+            .run(|c| {
+                c.execute_batch("CREATE TABLE dangling (u TEXT REFERENCES users(id) DEFERRABLE INITIALLY DEFERRED)")?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let release = block(&store);
+        let a = store.run(insert_user("a"));
+        let bad = store.run(|c| {
+            let tx = writes(c)?;
+            tx.execute("INSERT INTO dangling (u) VALUES ('nobody')", [])?;
+            tx.commit()?; // released into the batch: the check waits for COMMIT
+            Ok(())
+        });
+        drop(release);
+        let a = a.await;
+        assert!(
+            matches!(&a, Err(StoreError::Sqlite(e)) if e.to_string().contains("FOREIGN KEY")),
+            "{a:?}"
+        );
+        assert!(bad.await.is_err());
+        assert!(
+            user_ids(&store).await.is_empty(),
+            "nothing of the failed batch was kept"
+        );
+        // And the connection goes on working.
+        store.run(insert_user("c")).await.unwrap();
+        assert_eq!(user_ids(&store).await, ["c"]);
+    }
 }
