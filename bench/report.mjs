@@ -135,8 +135,8 @@ if (server) {
     const u = server.crypto.us;
     p(); p(`One signature / verification of a JWT-sized message on the server's core (bench/crypto-micro, median of 5 × ${server.crypto.iters}; load average ${server.crypto.loadavg}):`); p();
     p('| library | ES256 sign µs | ES256 verify µs | Ed25519 sign µs | Ed25519 verify µs |'); p('|---|---:|---:|---:|---:|');
-    p(`| RustCrypto p256 0.13 / ed25519-dalek 2 (authfetch-server) | ${f1(u.p256_es256_sign)} | ${f1(u.p256_es256_verify)} | ${f1(u.ed25519_dalek_sign)} | ${f1(u.ed25519_dalek_verify)} |`);
-    p(`| ring 0.17 (assembly) | ${f1(u.ring_es256_sign)} | ${f1(u.ring_es256_verify)} | ${f1(u.ring_ed25519_sign)} | ${f1(u.ring_ed25519_verify)} |`);
+    p(`| RustCrypto p256 0.13 / ed25519-dalek 2 (authfetch-server: Ed25519) | ${f1(u.p256_es256_sign)} | ${f1(u.p256_es256_verify)} | ${f1(u.ed25519_dalek_sign)} | ${f1(u.ed25519_dalek_verify)} |`);
+    p(`| ring 0.17 (assembly; authfetch-server: ES256) | ${f1(u.ring_es256_sign)} | ${f1(u.ring_es256_verify)} | ${f1(u.ring_ed25519_sign)} | ${f1(u.ring_ed25519_verify)} |`);
   }
   const profs = Object.entries(server.peers).flatMap(([k, peer]) => Object.entries(peer.scenarios ?? {}).filter(([, v]) => v.profile).map(([sc, v]) => [`${k} ${sc}`, v.profile]));
   if (profs.length) {

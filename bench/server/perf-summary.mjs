@@ -10,6 +10,10 @@ import { fileURLToPath } from 'node:url';
 // First match wins; tested against "dso symbol".
 const BUCKETS = [
   ['ECDSA P-256 (p256 / primeorder / elliptic-curve / ecdsa)', /p256::|primeorder::|elliptic_curve::|ecdsa::|crypto_bigint::|ff::|rfc6979|hmac::|\[\.\] p256/],
+  // ring's P-256 assembly (authfetch-server's ES256) carries BoringSSL's names (ecp_nistz256_*,
+  // bn_mul_mont); it must be matched before the OpenSSL bucket, which is node's statically
+  // linked libcrypto with the same heritage. The dso (the server's binary vs node) tells them apart.
+  ['ECDSA P-256 (ring: assembly)', /^authfetch\S* .*(ring_core_|ring::|ecp_nistz256|nistz|bn_mul_mont|bn_sqr8x|__bn_|p256_|limbs_|LIMBS_|gfp_p256)/],
   ['Ed25519 (curve25519-dalek)', /curve25519|ed25519/],
   ['SHA-2', /sha2::|sha256|Sha256/],
   ['Argon2id (argon2 / blake2)', /argon2|blake2/i],

@@ -1,5 +1,6 @@
 //! Prints one JSON object: microseconds per ES256 / EdDSA sign and verify of a JWT-sized
-//! message, with RustCrypto `p256` (what authfetch-server uses), `ed25519-dalek`, and `ring`.
+//! message, with RustCrypto `p256` (authfetch-server's ES256 before ring), `ed25519-dalek` (its
+//! Ed25519), and `ring` (its ES256).
 //! Each figure is the median of 5 rounds of `--iters` operations, on whatever CPU the process
 //! is pinned to (bench/server/server.mjs pins it to the server's core).
 use std::time::Instant;
@@ -30,7 +31,7 @@ fn main() {
     // A signing input the size of an authfetch access token's header.payload.
     let msg = vec![b'a'; 260];
 
-    // RustCrypto p256 (authfetch-server's ES256).
+    // RustCrypto p256 (the ES256 authfetch-server used before it moved to ring).
     use p256::ecdsa::signature::{Signer as _, Verifier as _};
     let sk = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
     let vk = p256::ecdsa::VerifyingKey::from(&sk);
