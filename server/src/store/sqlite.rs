@@ -106,7 +106,7 @@ impl SqliteStore {
     /// SQLite could not open or migrate the file.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join(DB_FILE);
-        let mut store = Self::from_connection(Connection::open(&path)?)?;
+        let mut store = Self::from_connection(Connection::open(&path)?, Some(&path))?;
         store.readers = Some(Arc::new(Readers {
             path,
             idle: Mutex::new(Vec::new()),
@@ -119,10 +119,11 @@ impl SqliteStore {
     /// # Errors
     /// SQLite failure.
     pub fn in_memory() -> Result<Self, StoreError> {
-        Self::from_connection(Connection::open_in_memory()?)
+        Self::from_connection(Connection::open_in_memory()?, None)
     }
 
-    fn from_connection(conn: Connection) -> Result<Self, StoreError> {
+    /// `path`: the file behind `conn`, for a checkpointer (none for an in-memory database).
+    fn from_connection(conn: Connection, path: Option<&Path>) -> Result<Self, StoreError> {
         // journal_mode answers with a row, so it is read rather than executed.
         let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         conn.execute_batch(
@@ -132,6 +133,18 @@ impl SqliteStore {
         // Every statement below goes through `prepare_cached`: SQL is compiled once per
         // connection, not on every call. Room for all of them (the default cache holds 16).
         conn.set_prepared_statement_cache_capacity(64);
+        let checkpoints = match path {
+            Some(p) => spawn_checkpointer(p).ok(),
+            None => None,
+        };
+        if checkpoints.is_some() {
+            // The checkpointer's thread copies the WAL back into the database; the writer
+            // never stops for it (see `Checkpointer`). Without one, SQLite's own
+            // automatic checkpoint (every 1000 pages, on the writer) stays on.
+            conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
+            // After it: setting wal_autocheckpoint replaces the WAL hook.
+            conn.wal_hook(Some(note_wal_pages));
+        }
         let (jobs, queue) = mpsc::channel::<Job>();
         let commits = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&commits);
@@ -141,8 +154,22 @@ impl SqliteStore {
                 let mut conn = conn;
                 // Ends (closing the connection) when the last clone of the store is dropped.
                 while let Ok(job) = queue.recv() {
-                    if run_batch(&mut conn, job, &queue) {
-                        counter.fetch_add(1, Ordering::Relaxed);
+                    if run_batch(&mut conn, job, &queue, &counter) {
+                        if let Some(cp) = &checkpoints {
+                            // Full means a checkpoint is already due: nothing to add.
+                            let _ = cp.tick.try_send(());
+                            if WAL_PAGES.get() > WAL_REWIND_PAGES {
+                                // Between batches nobody else writes, so this completes
+                                // (see `Checkpointer`) unless the checkpointer holds the
+                                // checkpoint lock right now: then it fails at once, and the
+                                // next batch tries again. A failure loses nothing.
+                                let _ = conn.query_row(
+                                    "PRAGMA wal_checkpoint(RESTART)",
+                                    [],
+                                    |_| Ok(()),
+                                );
+                            }
+                        }
                     }
                 }
             })
@@ -195,7 +222,12 @@ impl SqliteStore {
 /// Runs `first` and every call already waiting behind it in one write transaction (see the
 /// module docs), then answers them all.
 /// Returns whether a batch was committed.
-fn run_batch(conn: &mut Connection, first: Job, queue: &mpsc::Receiver<Job>) -> bool {
+fn run_batch(
+    conn: &mut Connection,
+    first: Job,
+    queue: &mpsc::Receiver<Job>,
+    commits: &AtomicU64,
+) -> bool {
     if !conn.is_autocommit() {
         // Never expected (every batch ends in COMMIT or ROLLBACK); a transaction left open
         // would swallow the next calls' writes.
@@ -229,6 +261,10 @@ fn run_batch(conn: &mut Connection, first: Job, queue: &mpsc::Receiver<Job>) -> 
         })
     };
     let err = outcome.err();
+    if err.is_none() {
+        // Counted before anyone is answered, so an answer implies the count.
+        commits.fetch_add(1, Ordering::Relaxed);
+    }
     for finish in done {
         finish(err.as_ref());
     }
@@ -252,6 +288,62 @@ fn copy_error(e: &rusqlite::Error) -> StoreError {
 /// [`run_batch`]). Dropped without `commit`, it rolls back.
 fn writes(c: &mut Connection) -> Result<Savepoint<'_>, StoreError> {
     Ok(c.savepoint()?)
+}
+
+/// Least time between two checkpoints while writes go on: bounds the checkpointer's wake-ups
+/// to a few per second (none when idle).
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// WAL size (in pages) above which the writer rewinds it: about 16 MiB.
+const WAL_REWIND_PAGES: i64 = 4096;
+
+thread_local! {
+    /// Pages in the WAL after the last commit on this thread's connection (the writer's).
+    static WAL_PAGES: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
+}
+
+/// The writer's WAL hook: SQLite calls it after every commit with the WAL's size.
+fn note_wal_pages(_: &rusqlite::hooks::Wal, pages: std::ffi::c_int) -> rusqlite::Result<()> {
+    WAL_PAGES.set(i64::from(pages));
+    Ok(())
+}
+
+/// The checkpointer thread, seen from the writer.
+///
+/// The thread copies the WAL back into the database from its own connection with passive
+/// checkpoints, which take no write lock: commits go on while it waits for the disk. (With
+/// SQLite's automatic checkpoint the writer did that work and its syncs itself, every 1000
+/// pages, and every store call queued behind it: 13 % of the server's core sat idle under
+/// refresh load; BENCHMARKS.md §4–5.)
+///
+/// Under continuous writes a passive checkpoint rarely finishes (frames arrive while it
+/// copies), and SQLite rewinds the WAL to its start only after a checkpoint that copied
+/// everything, so the file grew without bound (800 MB in 30 s of refresh load). A `RESTART`
+/// checkpoint from the checkpointer cannot help: it waits for the write lock, which the writer
+/// takes again the moment it lets go. So once the WAL is past [`WAL_REWIND_PAGES`], the writer
+/// runs the `RESTART` checkpoint itself between two batches: little is left to copy after the
+/// passive checkpoints, and the next commit starts the WAL from the top.
+struct Checkpointer {
+    tick: mpsc::SyncSender<()>,
+}
+
+/// Starts the checkpointer thread; it ends when the writer's thread (holding `tick`) ends.
+fn spawn_checkpointer(path: &Path) -> Result<Checkpointer, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;")?;
+    let (tick, ticks) = mpsc::sync_channel::<()>(1);
+    std::thread::Builder::new()
+        .name("authfetch-sqlite-checkpoint".into())
+        .spawn(move || {
+            while ticks.recv().is_ok() {
+                // A failed checkpoint loses nothing (the pages stay in the WAL); the next
+                // tick tries again.
+                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                std::thread::sleep(CHECKPOINT_EVERY);
+            }
+        })
+        .map_err(|_| StoreError::Task)?;
+    Ok(Checkpointer { tick })
 }
 
 /// The reads behind [`Store::is_access_revoked`].
@@ -776,5 +868,83 @@ mod tests {
         // A reader cannot write, whatever it is handed.
         let err = readers.with(|c| Ok(c.execute("DELETE FROM users", [])?));
         assert!(matches!(err, Err(StoreError::Sqlite(_))), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn the_wal_is_checkpointed_off_the_writers_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let db = dir.path().join(DB_FILE);
+        let writer_autocheckpoint: i64 = store
+            .run(|c| Ok(c.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(
+            writer_autocheckpoint, 0,
+            "the writer leaves checkpoints to the checkpointer"
+        );
+        // ~1 MB of rows, one commit each: only a checkpoint brings them into the database file.
+        let name = "n".repeat(2000);
+        for i in 0..500 {
+            let name = format!("{name}{i}");
+            store
+                .run(move |c| {
+                    c.execute(
+                        "INSERT INTO users (id, username, password_hash, created_ms) VALUES (?1, ?1, 'x', 0)",
+                        [name],
+                    )?;
+                    Ok(())
+                })
+                .await
+                .unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let len = std::fs::metadata(&db).unwrap().len();
+            if len > 1_000_000 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "database file still {len} bytes: no checkpoint ran"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn under_continuous_writes_the_wal_is_rewound_not_grown() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let wal = dir.path().join(format!("{DB_FILE}-wal"));
+        // ~48 MB of rows from 8 writers that never pause, so the passive checkpoint never
+        // catches up on its own; without the rewind the WAL would hold all of it.
+        let row = "r".repeat(3000);
+        let mut writers = Vec::new();
+        for w in 0..8 {
+            let (store, row) = (store.clone(), row.clone());
+            writers.push(tokio::spawn(async move {
+                for i in 0..2000 {
+                    let name = format!("{row}{w}-{i}");
+                    store
+                        .run(move |c| {
+                            c.execute("INSERT INTO users (id, username, password_hash, created_ms) VALUES (?1, ?1, 'x', 0)", [name])?;
+                            Ok(())
+                        })
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for w in writers {
+            w.await.unwrap();
+        }
+        let wal_len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        let db_len = std::fs::metadata(dir.path().join(DB_FILE)).unwrap().len();
+        assert!(
+            db_len > 40_000_000,
+            "the rows reached the database file ({db_len} bytes)"
+        );
+        assert!(wal_len < 40_000_000, "WAL {wal_len} bytes: not rewound");
     }
 }
