@@ -18,7 +18,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension as _, Savepoint}
 use std::future::Future;
 use std::path::Path;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
 
 use super::{
@@ -106,12 +106,7 @@ impl SqliteStore {
     /// SQLite could not open or migrate the file.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join(DB_FILE);
-        let mut store = Self::from_connection(Connection::open(&path)?, Some(&path))?;
-        store.readers = Some(Arc::new(Readers {
-            path,
-            idle: Mutex::new(Vec::new()),
-        }));
-        Ok(store)
+        Self::from_connection(Connection::open(&path)?, Some(&path))
     }
 
     /// A private in-memory database (tests).
@@ -122,7 +117,8 @@ impl SqliteStore {
         Self::from_connection(Connection::open_in_memory()?, None)
     }
 
-    /// `path`: the file behind `conn`, for a checkpointer (none for an in-memory database).
+    /// `path`: the file behind `conn`, for the checkpointer and the read-only connections
+    /// (none for an in-memory database).
     fn from_connection(conn: Connection, path: Option<&Path>) -> Result<Self, StoreError> {
         // journal_mode answers with a row, so it is read rather than executed.
         let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
@@ -156,25 +152,7 @@ impl SqliteStore {
                 while let Ok(job) = queue.recv() {
                     if run_batch(&mut conn, job, &queue, &counter) {
                         if let Some(cp) = &checkpoints {
-                            // Full means a checkpoint is already due: nothing to add.
-                            let _ = cp.tick.try_send(());
-                            let pages = WAL_PAGES.get();
-                            // Right after a passive checkpoint little is left to copy, so
-                            // the rewind is short; without one for long, rewind anyway.
-                            if pages > WAL_REWIND_PAGES
-                                && (cp.backfilled.swap(false, Ordering::Relaxed)
-                                    || pages > 2 * WAL_REWIND_PAGES)
-                            {
-                                // Between batches nobody else writes, so this completes
-                                // (see `Checkpointer`) unless the checkpointer holds the
-                                // checkpoint lock right now: then it fails at once, and the
-                                // next batch tries again. A failure loses nothing.
-                                let _ = conn.query_row(
-                                    "PRAGMA wal_checkpoint(RESTART)",
-                                    [],
-                                    |_| Ok(()),
-                                );
-                            }
+                            cp.after_commit(&conn);
                         }
                     }
                 }
@@ -183,7 +161,12 @@ impl SqliteStore {
         Ok(Self {
             jobs,
             commits,
-            readers: None,
+            readers: path.map(|p| {
+                Arc::new(Readers {
+                    path: p.to_owned(),
+                    idle: Mutex::new(Vec::new()),
+                })
+            }),
         })
     }
 
@@ -335,7 +318,26 @@ fn note_wal_pages(_: &rusqlite::hooks::Wal, pages: std::ffi::c_int) -> rusqlite:
 struct Checkpointer {
     tick: mpsc::SyncSender<()>,
     /// Set after each passive checkpoint that succeeded.
-    backfilled: Arc<std::sync::atomic::AtomicBool>,
+    backfilled: Arc<AtomicBool>,
+}
+
+impl Checkpointer {
+    /// Called by the writer after each committed batch.
+    fn after_commit(&self, conn: &Connection) {
+        // Full means a checkpoint is already due: nothing to add.
+        let _ = self.tick.try_send(());
+        let pages = WAL_PAGES.get();
+        // Right after a passive checkpoint little is left to copy, so the rewind is short;
+        // without one for long, rewind anyway.
+        if pages > WAL_REWIND_PAGES
+            && (self.backfilled.swap(false, Ordering::Relaxed) || pages > 2 * WAL_REWIND_PAGES)
+        {
+            // Between batches nobody else writes, so this completes unless the checkpointer
+            // holds the checkpoint lock right now: then it fails at once, and the next batch
+            // tries again. A failure loses nothing.
+            let _ = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
+        }
+    }
 }
 
 /// Starts the checkpointer thread; it ends when the writer's thread (holding `tick`) ends.
@@ -343,7 +345,7 @@ fn spawn_checkpointer(path: &Path) -> Result<Checkpointer, StoreError> {
     let conn = Connection::open(path)?;
     conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;")?;
     let (tick, ticks) = mpsc::sync_channel::<()>(1);
-    let backfilled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let backfilled = Arc::new(AtomicBool::new(false));
     let done = Arc::clone(&backfilled);
     std::thread::Builder::new()
         .name("authfetch-sqlite-checkpoint".into())
@@ -649,7 +651,7 @@ impl Store for SqliteStore {
                 )
                 .optional()?;
             if let Some(f) = &fam {
-                tx.prepare_cached("UPDATE families SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL")?.execute( params![f.family_id, now_ms])?;
+                revoke_family(&tx, &f.family_id, now_ms)?;
             }
             tx.commit()?;
             Ok(fam)
@@ -731,9 +733,15 @@ impl Store for SqliteStore {
 }
 
 fn revoke(tx: &Connection, family: FamilyRef, now_ms: i64) -> Result<RotateOutcome, StoreError> {
-    tx.prepare_cached("UPDATE families SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL")?
-        .execute(params![family.family_id, now_ms])?;
+    revoke_family(tx, &family.family_id, now_ms)?;
     Ok(RotateOutcome::Reuse(family))
+}
+
+/// Marks the family revoked (the first revocation's time is kept).
+fn revoke_family(tx: &Connection, family_id: &str, now_ms: i64) -> Result<(), StoreError> {
+    tx.prepare_cached("UPDATE families SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL")?
+        .execute(params![family_id, now_ms])?;
+    Ok(())
 }
 
 fn revoke_user_tx(tx: &Connection, user_id: &str, now_ms: i64) -> Result<u64, StoreError> {
