@@ -62,12 +62,7 @@ impl PasswordHasher {
         let concurrency = concurrency.max(1);
         let pool = Arc::new(BlockPool::new(params.block_count(), concurrency));
         // The dummy is hashed with the same parameters, so verifying against it costs the same.
-        let dummy = {
-            let mut blocks = pool.take();
-            let r = hash_phc(&params, b"authfetch dummy password", &mut blocks);
-            pool.give_back(blocks);
-            r?
-        };
+        let dummy = pool.with(|blocks| hash_phc(&params, b"authfetch dummy password", blocks))?;
         Ok(Self {
             params,
             permits: Arc::new(Semaphore::new(concurrency)),
@@ -91,10 +86,7 @@ impl PasswordHasher {
         let params = self.params.clone();
         let pool = Arc::clone(&self.pool);
         tokio::task::spawn_blocking(move || {
-            let mut blocks = pool.take();
-            let r = hash_phc(&params, pw.secret().as_bytes(), &mut blocks);
-            pool.give_back(blocks);
-            r
+            pool.with(|blocks| hash_phc(&params, pw.secret().as_bytes(), blocks))
         })
         .await
         .map_err(|_| HashError::Task)?
@@ -112,10 +104,7 @@ impl PasswordHasher {
         let phc = phc.unwrap_or_else(|| self.dummy.to_string());
         let pool = Arc::clone(&self.pool);
         let ok = tokio::task::spawn_blocking(move || {
-            let mut blocks = pool.take();
-            let r = verify_phc(&phc, pw.secret().as_bytes(), &mut blocks);
-            pool.give_back(blocks);
-            match r {
+            match pool.with(|blocks| verify_phc(&phc, pw.secret().as_bytes(), blocks)) {
                 Ok(ok) => ok,
                 Err(e) => {
                     tracing::error!(error = %e, "stored password hash is malformed");
@@ -176,6 +165,15 @@ impl BlockPool {
         }
     }
 
+    /// Runs `f` in a zeroed buffer of the configured size (a free one, or a new one), then
+    /// zeroes it and keeps it for the next caller.
+    fn with<T>(&self, f: impl FnOnce(&mut [Block]) -> T) -> T {
+        let mut blocks = self.take();
+        let r = f(&mut blocks);
+        self.give_back(blocks);
+        r
+    }
+
     /// A zeroed buffer of the configured size: a free one, or a new one.
     fn take(&self) -> Box<[Block]> {
         let free = self
@@ -191,9 +189,7 @@ impl BlockPool {
 
     /// Zeroes `blocks` and keeps it for the next caller (at most `capacity` are kept).
     fn give_back(&self, mut blocks: Box<[Block]>) {
-        for b in blocks.iter_mut() {
-            *b = Block::new();
-        }
+        zero(&mut blocks);
         if blocks.len() != self.blocks {
             return;
         }
@@ -232,6 +228,13 @@ impl BlockPool {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         free.iter()
             .all(|buf| buf.iter().all(|b| b.as_ref().iter().all(|w| *w == 0)))
+    }
+}
+
+/// Overwrites Argon2 working memory (its blocks derive from the password).
+fn zero(blocks: &mut [Block]) {
+    for b in blocks {
+        *b = Block::new();
     }
 }
 
@@ -289,9 +292,7 @@ fn verify_phc(phc: &str, pw: &[u8], blocks: &mut [Block]) -> Result<bool, HashEr
         // under a permit), zeroed before it is freed.
         let mut own = vec![Block::new(); needed];
         let r = a.hash_password_into_with_memory(pw, salt_bytes, &mut out, &mut own[..]);
-        for b in &mut own {
-            *b = Block::new();
-        }
+        zero(&mut own);
         r
     }
     .map_err(|e| err(&e))?;
