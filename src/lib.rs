@@ -63,6 +63,16 @@
 
 extern crate alloc;
 
+/// The browser build's allocator: lol_alloc's free list (see Cargo.toml for why). Sound on
+/// wasm32 without the atomics feature, where there is exactly one thread, which is the only
+/// build that has it (`AssumeSingleThreaded`'s contract).
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
+#[global_allocator]
+#[allow(unsafe_code)]
+// SAFETY: single-threaded target (see the cfg above).
+static ALLOC: lol_alloc::AssumeSingleThreaded<lol_alloc::FreeListAllocator> =
+    unsafe { lol_alloc::AssumeSingleThreaded::new(lol_alloc::FreeListAllocator::new()) };
+
 pub mod config;
 pub mod error;
 pub mod jwt;

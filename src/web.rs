@@ -27,7 +27,7 @@ use crate::session::{
 use authfetch_protocol as proto;
 use gloo_net::http::Request as AuthRequest;
 use js_sys::{Array, Function, Promise, JSON};
-use serde::{Serialize, Serializer};
+use serde::ser::{SerializeMap, Serializer};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
@@ -200,31 +200,33 @@ pub struct WebEnv {
     lock_name: String,
 }
 
-/// An auth-state event as listeners receive it: `{ type: "signed_in" }`.
-#[derive(Serialize)]
-struct EventOut {
-    #[serde(rename = "type")]
-    kind: &'static str,
+/// A plain JS object from `(key, value)` pairs, through serde-wasm-bindgen: a map serialized as
+/// an object. (Derived `Serialize` structs would be the same objects, but serde-wasm-bindgen
+/// interns struct field names in a hash map, which costs more `.wasm` than the objects built
+/// here in all.)
+fn object<'a, V: serde::Serialize + 'a>(pairs: impl IntoIterator<Item = (&'a str, V)>) -> JsValue {
+    let ser = serde_wasm_bindgen::Serializer::new().serialize_maps_as_objects(true);
+    let built = (|| {
+        let mut map = ser.serialize_map(None)?;
+        for (k, v) in pairs {
+            map.serialize_entry(k, &v)?;
+        }
+        map.end()
+    })();
+    built.unwrap_or(JsValue::NULL)
 }
 
-/// The login body.
-#[derive(Serialize)]
-struct LoginBody<'a> {
-    username: &'a str,
-    password: &'a str,
+/// The values of one object: strings, a step list, a status, a flag.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Val<'a> {
+    Str(&'a str),
+    Steps(&'a [Step]),
+    Status(Option<u16>),
+    Flag(bool),
 }
 
-/// One `authFetch` call as `onRequest` listeners receive it (never the token).
-#[derive(Serialize)]
-struct TraceOut<'a> {
-    method: String,
-    url: String,
-    steps: &'a [Step],
-    status: Option<u16>,
-    bearer: bool,
-}
-
-impl Serialize for Step {
+impl serde::Serialize for Step {
     /// `"waited"`, `"no-bearer"`, `"refreshed"`, `"retried"`, or the status as text (`"401"`).
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let n = match *self {
@@ -235,12 +237,11 @@ impl Serialize for Step {
             Step::Retried => return s.serialize_str("retried"),
         };
         // Three digits by hand: `to_string` would bring `core::fmt` into the `.wasm`.
-        let digits = [
-            b'0' + (n / 100 % 10) as u8,
-            b'0' + (n / 10 % 10) as u8,
-            b'0' + (n % 10) as u8,
-        ];
-        s.serialize_str(core::str::from_utf8(&digits).unwrap_or(""))
+        let mut text = String::with_capacity(3);
+        for d in [n / 100 % 10, n / 10 % 10, n % 10] {
+            text.push(char::from(b'0' + d as u8));
+        }
+        s.serialize_str(&text)
     }
 }
 
@@ -356,9 +357,8 @@ impl Env for WebEnv {
             .redirect(RequestRedirect::Error);
         let request = match call {
             AuthCall::Login { username, password } => {
-                serde_wasm_bindgen::to_value(&LoginBody { username, password })
+                JSON::stringify(&object([("username", username), ("password", password)]))
                     .ok()
-                    .and_then(|body| JSON::stringify(&body).ok())
                     .ok_or(Error::InvalidConfig)
                     .and_then(|body| {
                         builder
@@ -398,9 +398,8 @@ impl Env for WebEnv {
     }
 
     fn emit(&self, event: Event) {
-        if let Ok(v) = serde_wasm_bindgen::to_value(&EventOut { kind: event.name() }) {
-            self.options.on_event(&v);
-        }
+        // `{ type: "signed_in" }`.
+        self.options.on_event(&object([("type", event.name())]));
     }
 
     fn broadcast(&self, hint: Hint) {
@@ -613,23 +612,27 @@ impl Client {
                     // The handle (not a JS `clone()`: `send` makes the copy it sends).
                     let req = <Request as Clone>::clone(&req);
                     let bearer = bearer.map(String::from);
-                    async move { send(&req, bearer.as_deref()).await }
+                    // Boxed: the session awaits a send in three places, and one copy of its
+                    // state machine serves all three.
+                    let f: Pin<Box<dyn Future<Output = Result<WebReply, JsValue>>>> =
+                        Box::pin(async move { send(&req, bearer.as_deref()).await });
+                    f
                 })
                 .await;
             let status = steps.iter().rev().find_map(|s| match s {
                 Step::Status(n) => Some(*n),
                 _ => None,
             });
-            let trace = TraceOut {
-                method: req.method(),
-                url: req.url(),
-                steps: &steps,
-                status,
-                bearer: attach && status.is_some() && !steps.contains(&Step::NoBearer),
-            };
-            if let Ok(v) = serde_wasm_bindgen::to_value(&trace) {
-                options.on_trace(&v);
-            }
+            // `{method, url, steps, status, bearer}`: never the token.
+            let (method, url) = (req.method(), req.url());
+            let bearer = attach && status.is_some() && !steps.contains(&Step::NoBearer);
+            options.on_trace(&object([
+                ("method", Val::Str(&method)),
+                ("url", Val::Str(&url)),
+                ("steps", Val::Steps(&steps)),
+                ("status", Val::Status(status)),
+                ("bearer", Val::Flag(bearer)),
+            ]));
             match r {
                 Ok(resp) => Ok(resp.0.into()),
                 Err(Failure::Request(e)) => Err(e),
@@ -646,14 +649,7 @@ impl Client {
     /// # Errors
     /// `ERR_INVALID_CREDENTIALS`, `ERR_RATE_LIMITED`, `ERR_NETWORK`, `ERR_INVALID_RESPONSE`.
     pub fn login(&self, username: String, password: String) -> Promise {
-        let s = Rc::clone(&self.session);
-        let options = self.options.clone();
-        promise(async move {
-            s.login(&username, &password)
-                .await
-                .map(|()| JsValue::UNDEFINED)
-                .map_err(|e| to_js(&options, &e))
-        })
+        self.auth(Some((username, password)), false)
     }
 
     /// Signs out here (and, through the server, in every tab), then tells the server.
@@ -661,13 +657,21 @@ impl Client {
     /// # Errors
     /// `ERR_NETWORK` … when the server could not be told; the local sign-out has happened.
     pub fn logout(&self, everywhere: bool) -> Promise {
+        self.auth(None, everywhere)
+    }
+
+    /// Login (with credentials) or logout, as one future type: one state machine in the `.wasm`
+    /// for both.
+    fn auth(&self, credentials: Option<(String, String)>, everywhere: bool) -> Promise {
         let s = Rc::clone(&self.session);
         let options = self.options.clone();
         promise(async move {
-            s.logout(everywhere)
-                .await
-                .map(|()| JsValue::UNDEFINED)
-                .map_err(|e| to_js(&options, &e))
+            match &credentials {
+                Some((user, pass)) => s.login(user, pass).await,
+                None => s.logout(everywhere).await,
+            }
+            .map(|()| JsValue::UNDEFINED)
+            .map_err(|e| to_js(&options, &e))
         })
     }
 
