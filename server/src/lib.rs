@@ -11,6 +11,7 @@
 //! main.rs      thin: `cli::main()`
 //! cli.rs       clap flags/env vars → Config; `serve`, `user add`, `keys rotate`
 //! lib.rs       this map; AppState; `open` (store + keys + service); `app` (the Router); `serve`
+//! connections.rs  the accept loop: header-read and idle timeouts, connection cap, shutdown deadline
 //! routes.rs    HTTP handlers, the CSRF guard (X2–X7), cookies (C1, C5), demo resources
 //! service.rs   TokenService: login (P1–P3, S3), refresh (R1, R2), logout, logout-all (R4),
 //!              rate limits (R9), audit events; knows nothing about HTTP
@@ -57,6 +58,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod jwt;
 pub mod keys;
@@ -239,15 +241,26 @@ pub fn default_origins(addr: SocketAddr) -> Vec<String> {
 ///
 /// # Errors
 /// Start-up failures and fatal I/O errors.
-pub async fn serve(
+pub async fn serve(config: Config, listener: tokio::net::TcpListener) -> Result<(), StartupError> {
+    serve_until(config, listener, shutdown_signal()).await
+}
+
+/// [`serve`] until `shutdown` completes instead of a signal; then requests in flight get
+/// `config.connections.shutdown_timeout` to finish before the remaining connections are dropped.
+///
+/// # Errors
+/// Start-up failures and fatal I/O errors.
+pub async fn serve_until(
     mut config: Config,
     listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), StartupError> {
     let addr = listener.local_addr()?;
     if config.allowed_origins.is_empty() {
         config.allowed_origins = default_origins(addr);
     }
     let grace = config.grace;
+    let limits = config.connections;
     let state = open(config).await?;
     let service = Arc::clone(&state.service);
     let purge = tokio::spawn(async move {
@@ -268,14 +281,9 @@ pub async fn serve(
         out.flush()?;
     }
     tracing::info!(%addr, "listening");
-    let result = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await;
+    connections::serve(listener, router, limits, shutdown).await;
     purge.abort();
-    result.map_err(StartupError::Io)
+    Ok(())
 }
 
 async fn shutdown_signal() {
