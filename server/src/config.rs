@@ -182,7 +182,10 @@ pub struct Config {
     pub alg: Alg,
     /// Access-token lifetime.
     pub access_ttl: Duration,
-    /// Window in which the immediate parent refresh token yields the same successor.
+    /// Window after a token's first use in which it still identifies its family for
+    /// logout-everywhere, and after which a sealed successor that has been used is purged.
+    /// (The immediate parent of a never-used successor gets that successor at any time; see
+    /// `docs/PROTOCOL.md`, "A lost answer".)
     pub grace: Duration,
     /// Absolute family lifetime.
     pub session_ttl: Duration,

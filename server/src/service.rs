@@ -340,7 +340,6 @@ impl TokenService {
             successor: candidate.hash(),
             successor_sealed: presented.seal(&candidate),
             now_ms: now,
-            grace_ms: ms(self.config.grace),
             idle_ttl_ms: ms(self.config.idle_ttl),
         };
         match self.store.rotate(req).await? {

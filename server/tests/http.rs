@@ -558,7 +558,12 @@ async fn r1_parent_replayed_after_grace_revokes_the_family_and_its_access_tokens
     let r = t.refresh(&s0.cookie).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(cookie_value(&r).unwrap(), c1);
-    // After grace (measured from the first use): reuse.
+    // After grace (measured from the first use), once the successor has been used: reuse.
+    // (Before its first use the parent still gets it: see
+    // a3_a_lost_refresh_answer_past_the_grace_window_still_gets_the_same_successor.)
+    let r = t.refresh(&c1).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let c2 = cookie_value(&r).unwrap();
     t.advance(Duration::from_secs(2));
     let r = t.refresh(&s0.cookie).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
@@ -574,13 +579,36 @@ async fn r1_parent_replayed_after_grace_revokes_the_family_and_its_access_tokens
         );
     }
     assert_eq!(
-        t.refresh(&c1).await.status(),
+        t.refresh(&c2).await.status(),
         StatusCode::UNAUTHORIZED,
         "the whole family is dead"
     );
     // Other users are unaffected.
     let b = t.login("bob", "bob-password").await;
     assert_eq!(t.me(&b.access).await.status(), StatusCode::OK);
+}
+
+/// A3 over HTTP: a rotation committed but never answered (the server crashed, the connection
+/// dropped); the client presents its old cookie after the grace window, even after a restart.
+#[tokio::test]
+async fn a3_a_lost_refresh_answer_past_the_grace_window_still_gets_the_same_successor() {
+    let t = TestApp::new().await;
+    let s0 = t.login("alice", "alice-password").await;
+    let lost = cookie_value(&t.refresh(&s0.cookie).await).unwrap();
+    let t = t.reopen().await;
+    t.advance(t.config.grace + Duration::from_secs(60));
+    let r = t.refresh(&s0.cookie).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(cookie_value(&r).unwrap(), lost, "the same successor");
+    let access = json(r).await["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(t.me(&access).await.status(), StatusCode::OK);
+    assert_eq!(t.stats().await["reuse_detected"], 0);
+    // The client carries on with the successor; the old cookie is now spent.
+    let r = t.refresh(&lost).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = t.refresh(&s0.cookie).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(t.stats().await["reuse_detected"], 1);
 }
 
 #[tokio::test]

@@ -91,7 +91,45 @@ contract!(
     store_level_users_denylist_and_access_checks,
     r9_login_and_refresh_rate_limits_with_retry_after,
     r4_logout_all_by_cookie_needs_the_current_cookie_not_a_stale_one,
+    a3_a_lost_refresh_answer_never_costs_the_session,
 );
+
+/// A3: the client never got the answer of a committed rotation (crash, dropped connection)
+/// and presents the parent again long after the grace window. As long as the successor has
+/// never been used, the parent gets that same successor; the successor's first use closes the
+/// door, and the parent is reuse from then on.
+async fn a3_a_lost_refresh_answer_never_costs_the_session(b: Backend) {
+    let t = fixture(b, "a3", |_| {}).await;
+    let s0 = t.login("alice", "alice-password").await;
+    let lost = refresh_ok(&t, &s0.cookie).await; // committed; the answer never arrives
+    t.advance(t.config.grace * 6 + Duration::from_secs(3600));
+    // Housekeeping in between must not throw the sealed successor away.
+    let now = t.clock.now_ms();
+    t.state
+        .service
+        .store()
+        .purge(now, i64::try_from(t.config.grace.as_millis()).unwrap())
+        .await
+        .unwrap();
+    let again = refresh_ok(&t, &s0.cookie).await;
+    assert_eq!(
+        again.cookie, lost.cookie,
+        "the same successor, not a sibling"
+    );
+    assert_eq!(t.me(&again.access).await.status(), StatusCode::OK);
+    // Still the same while the successor stays unused (the retry's answer may be lost too).
+    t.advance(Duration::from_secs(60));
+    assert_eq!(refresh_ok(&t, &s0.cookie).await.cookie, lost.cookie);
+    let st = t.stats().await;
+    assert_eq!(st["reuse_detected"], 0);
+    // The successor's first use closes the door: the parent is now reuse.
+    let s2 = refresh_ok(&t, &lost.cookie).await;
+    t.advance(t.config.grace + Duration::from_secs(1));
+    refresh_refused(&t, &s0.cookie).await;
+    assert_eq!(t.stats().await["reuse_detected"], 1);
+    refresh_refused(&t, &s2.cookie).await;
+    assert_eq!(t.me(&s2.access).await.status(), StatusCode::UNAUTHORIZED);
+}
 
 async fn r4_logout_all_by_cookie_needs_the_current_cookie_not_a_stale_one(b: Backend) {
     let t = fixture(b, "logout_all_stale", |_| {}).await;
@@ -283,13 +321,17 @@ async fn r1_parent_after_grace_is_reuse_and_kills_the_family(b: Backend) {
     let s0 = t.login("alice", "alice-password").await;
     let s1 = refresh_ok(&t, &s0.cookie).await;
     let other = t.login("alice", "alice-password").await;
+    // The legitimate client uses its successor (a parent whose successor was never used
+    // gets it again at any time: a3_a_lost_refresh_answer_never_costs_the_session).
+    let s2 = refresh_ok(&t, &s1.cookie).await;
     t.advance(t.config.grace + Duration::from_secs(1));
-    // The thief (or a stale tab) replays the parent after the window.
+    // The thief (or a stale tab) replays the spent parent after the window.
     refresh_refused(&t, &s0.cookie).await;
     // The whole family is dead: the legitimate successor and every access token of it.
-    refresh_refused(&t, &s1.cookie).await;
+    refresh_refused(&t, &s2.cookie).await;
     assert_eq!(t.me(&s0.access).await.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(t.me(&s1.access).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(t.me(&s2.access).await.status(), StatusCode::UNAUTHORIZED);
     // Other sessions of the same user are not affected.
     assert_eq!(t.me(&other.access).await.status(), StatusCode::OK);
     refresh_ok(&t, &other.cookie).await;

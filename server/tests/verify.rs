@@ -1259,7 +1259,10 @@ async fn j14_short_lifetimes_and_per_family_and_per_user_not_before() {
     assert_eq!(t.me(&a2.access).await.status(), StatusCode::OK);
     // Reuse detection kills the family's access tokens the same way.
     let r = t.refresh(&a2.cookie).await;
+    let c2 = cookie_value(&r).unwrap();
     let a2b = json(r).await["access_token"].as_str().unwrap().to_owned();
+    // Once the successor has been used, the parent is reuse (A3).
+    assert_eq!(t.refresh(&c2).await.status(), StatusCode::OK);
     t.advance(t.config.grace + Duration::from_secs(1));
     assert_eq!(
         t.refresh(&a2.cookie).await.status(),

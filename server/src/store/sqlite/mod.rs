@@ -367,7 +367,11 @@ impl Store for SqliteStore {
                     )?;
                     RotateOutcome::Rotated(family)
                 }
-                Some(used) if now.saturating_sub(used) <= req.grace_ms => {
+                // The parent of a successor that has never been used gets that successor,
+                // within the grace window (tabs racing a rotation) and after it (an answer
+                // lost to a crash or a dropped connection): the successor's first use makes
+                // it not current any more, which closes this door (A3).
+                Some(_) => {
                     match (succ.map(hash_from).transpose()?, sealed) {
                         (Some(s), Some(sealed)) if s == current => {
                             let sealed: [u8; 32] =
@@ -491,7 +495,11 @@ impl Store for SqliteStore {
                 [cutoff],
             )?;
             tx.prepare_cached("DELETE FROM families WHERE absolute_exp_ms < ?1 OR idle_exp_ms < ?1 OR revoked_ms < ?1")?.execute( [cutoff])?;
-            tx.prepare_cached("UPDATE refresh_tokens SET successor_sealed = NULL WHERE successor_sealed IS NOT NULL AND used_ms < ?1")?.execute(
+            // A sealed successor is needed until that successor is first used (A3); after
+            // that (and past the grace window) only the rotation rules could read it, and
+            // they no longer do.
+            tx.prepare_cached("UPDATE refresh_tokens SET successor_sealed = NULL WHERE successor_sealed IS NOT NULL AND used_ms < ?1 \
+                 AND successor_hash IS NOT (SELECT current_hash FROM families f WHERE f.id = refresh_tokens.family_id)")?.execute(
                 [now_ms.saturating_sub(grace_ms)],
             )?;
             tx.commit()?;
