@@ -59,6 +59,11 @@ pub struct Cli {
         global = true
     )]
     pub redis_prefix: String,
+    /// Start even if Redis runs without an append-only file (`appendonly no`), which loses
+    /// sessions and users when Redis restarts. Without it the server refuses to start on
+    /// such a Redis. For caches and tests.
+    #[arg(long, env = "AUTHFETCH_REDIS_ALLOW_VOLATILE", global = true)]
+    pub redis_allow_volatile: bool,
     /// Access-token lifetime (default 15m; 20s with --demo).
     #[arg(long, env = "AUTHFETCH_ACCESS_TTL", value_parser = parse_duration)]
     pub access_ttl: Option<Duration>,
@@ -205,6 +210,7 @@ impl Cli {
             return Err("--redis-prefix must not be empty".into());
         }
         c.redis_prefix = self.redis_prefix.clone();
+        c.redis_allow_volatile = self.redis_allow_volatile;
         c.issuer = self.issuer.clone();
         c.audience = self.audience.clone();
         c.alg = match self.alg {

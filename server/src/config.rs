@@ -174,6 +174,8 @@ pub struct Config {
     pub store: StoreKind,
     /// Prefix of every Redis key (several deployments can share one Redis).
     pub redis_prefix: String,
+    /// Start even if Redis has no append-only file (A4); for caches and tests.
+    pub redis_allow_volatile: bool,
     /// `iss` of issued tokens, checked exactly by the verification layer.
     pub issuer: String,
     /// `aud` of issued tokens.
@@ -218,6 +220,7 @@ impl Config {
             data_dir: data_dir.into(),
             store: StoreKind::Sqlite,
             redis_prefix: crate::store::redis::DEFAULT_PREFIX.to_owned(),
+            redis_allow_volatile: false,
             issuer: "authfetch".to_owned(),
             audience: "authfetch-api".to_owned(),
             alg: Alg::Es256,

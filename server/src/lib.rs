@@ -106,6 +106,14 @@ pub enum StartupError {
     /// Bad password-hash parameters.
     #[error("password hashing: {0}")]
     Hash(#[from] password::HashError),
+    /// The Redis store would lose acknowledged writes on a restart of Redis (A4).
+    #[error(
+        "Redis runs without an append-only file (appendonly no): a restart of Redis loses \
+         acknowledged logins, rotations and revocations. Set `appendonly yes` (with \
+         `appendfsync everysec` or `always`) or, for a cache or a test, pass \
+         --redis-allow-volatile"
+    )]
+    VolatileRedis,
     /// Seeding the demo users failed.
     #[error("demo users: {0}")]
     Seed(#[from] error::AppError),
@@ -160,10 +168,44 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartupError>
             create_private_dir(&config.data_dir)?;
             Arc::new(store::sqlite::SqliteStore::open(&config.data_dir)?)
         }
-        StoreKind::Redis(url) => Arc::new(
-            store::redis::RedisStore::connect_with_prefix(url, &config.redis_prefix).await?,
-        ),
+        StoreKind::Redis(url) => {
+            let redis =
+                store::redis::RedisStore::connect_with_prefix(url, &config.redis_prefix).await?;
+            check_redis_durability(&redis, config.redis_allow_volatile).await?;
+            Arc::new(redis)
+        }
     })
+}
+
+/// A4: refuses a Redis that can lose acknowledged writes, unless explicitly allowed.
+async fn check_redis_durability(
+    redis: &store::redis::RedisStore,
+    allow_volatile: bool,
+) -> Result<(), StartupError> {
+    use store::redis::Durability;
+    match redis.durability().await {
+        Ok(Durability::Aof) => Ok(()),
+        Ok(Durability::AofNoFsync) => {
+            tracing::warn!(
+                "Redis has appendfsync no: a crash of the machine can lose recent sessions; \
+                 prefer appendfsync everysec"
+            );
+            Ok(())
+        }
+        Ok(Durability::Volatile) if allow_volatile => {
+            tracing::warn!(
+                "Redis runs without an append-only file; --redis-allow-volatile given: a \
+                 restart of Redis loses sessions and users"
+            );
+            Ok(())
+        }
+        Ok(Durability::Volatile) => Err(StartupError::VolatileRedis),
+        Err(e) if allow_volatile => {
+            tracing::warn!(error = %e, "cannot read the Redis persistence settings; --redis-allow-volatile given");
+            Ok(())
+        }
+        Err(e) => Err(StartupError::Store(e)),
+    }
 }
 
 /// Opens the store and the signing keys in `config.data_dir` (creating both on first start),

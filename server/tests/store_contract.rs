@@ -865,6 +865,57 @@ async fn r6_redis_holds_only_hashes_of_refresh_tokens() {
     assert!(!contains(b"alice-password"));
 }
 
+/// A4: a Redis without an append-only file loses acknowledged writes when it restarts; the
+/// server refuses it at start unless `redis_allow_volatile` (`--redis-allow-volatile`) says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a4_a_redis_without_aof_is_refused_at_start_unless_allowed() {
+    let volatile = RedisServer::start_volatile();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.store = StoreKind::Redis(volatile.url.clone());
+    config.redis_prefix = unique_prefix("a4");
+    let clock = std::sync::Arc::new(authfetch_server::clock::ManualClock::starting_now());
+    let refused = authfetch_server::open_with_clock(config.clone(), clock.clone()).await;
+    assert!(
+        matches!(refused, Err(authfetch_server::StartupError::VolatileRedis)),
+        "{refused:?}"
+    );
+    config.redis_allow_volatile = true;
+    assert!(
+        authfetch_server::open_with_clock(config.clone(), clock.clone())
+            .await
+            .is_ok()
+    );
+    // With the append-only file (what RedisServer::start runs), no flag is needed.
+    let durable = RedisServer::start();
+    config.store = StoreKind::Redis(durable.url.clone());
+    config.redis_allow_volatile = false;
+    assert!(authfetch_server::open_with_clock(config, clock)
+        .await
+        .is_ok());
+}
+
+/// A4: with the append-only file, `kill -9` of Redis and a restart lose no session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a4_with_aof_a_kill_9_of_redis_loses_no_session() {
+    let mut f = fixture(Backend::Redis, "a4_kill", |_| {}).await;
+    let s0 = f.t.login("alice", "alice-password").await;
+    let s1 = refresh_ok(&f.t, &s0.cookie).await;
+    f.redis.as_mut().unwrap().restart(); // SIGKILL, then start on the same files
+    let mut next = None;
+    for _ in 0..3 {
+        // The first call after the restart may hit the dropped connection.
+        let r = f.t.refresh(&s1.cookie).await;
+        if r.status() == StatusCode::OK {
+            next = cookie_value(&r);
+            break;
+        }
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    assert!(next.is_some(), "the session survived the Redis restart");
+    assert_eq!(f.t.me(&s1.access).await.status(), StatusCode::OK);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_is_a_clean_500_and_the_store_reconnects() {
     let mut f = fixture(Backend::Redis, "outage", |_| {}).await;
@@ -883,7 +934,7 @@ async fn redis_outage_is_a_clean_500_and_the_store_reconnects() {
         r.status().is_server_error(),
         "revocation check fails closed"
     );
-    // Redis comes back (empty, since it does not persist here): the store reconnects.
+    // Redis comes back: the store reconnects.
     f.redis.as_mut().unwrap().restart();
     let store = f.t.state.service.store();
     let mut ok = false;

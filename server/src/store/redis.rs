@@ -268,6 +268,21 @@ impl Scripts {
     }
 }
 
+/// What a Redis keeps of acknowledged writes when Redis itself restarts
+/// ([`RedisStore::durability`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// `appendonly yes` with `appendfsync everysec` or `always`: a crash of the Redis process
+    /// loses nothing acknowledged (with `everysec`, a crash of the whole machine can lose the
+    /// last second).
+    Aof,
+    /// `appendonly yes` but `appendfsync no`: the OS decides when the file reaches the disk.
+    AofNoFsync,
+    /// No append-only file: no persistence, or snapshots only (`save`), which lose every write
+    /// since the last snapshot — sessions come back revoked or not at all, rotations undone.
+    Volatile,
+}
+
 /// Redis implementation of [`Store`].
 pub struct RedisStore {
     client: redis::Client,
@@ -353,6 +368,56 @@ impl RedisStore {
             return Err(StoreError::Corrupt("unexpected PING reply"));
         }
         Ok(store)
+    }
+
+    /// How this Redis keeps acknowledged writes across a restart of Redis (A4): from
+    /// `CONFIG GET appendonly` / `appendfsync`, or `INFO persistence` where `CONFIG` is
+    /// disabled (managed services often rename it).
+    ///
+    /// # Errors
+    /// Redis is unreachable, or answers neither command.
+    pub async fn durability(&self) -> Result<Durability, StoreError> {
+        let mut c = self.con().await?;
+        let config: Result<Vec<String>, RedisError> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("append*")
+            .query_async(&mut c)
+            .await;
+        if let Ok(pairs) = config {
+            let get = |k: &str| {
+                pairs
+                    .chunks(2)
+                    .find(|p| p.first().is_some_and(|n| n == k))
+                    .and_then(|p| p.get(1))
+                    .map(String::as_str)
+            };
+            if let Some(aof) = get("appendonly") {
+                return Ok(if aof != "yes" {
+                    Durability::Volatile
+                } else if get("appendfsync") == Some("no") {
+                    Durability::AofNoFsync
+                } else {
+                    Durability::Aof
+                });
+            }
+        }
+        let info: String = self
+            .reset_on_error(
+                redis::cmd("INFO")
+                    .arg("persistence")
+                    .query_async(&mut c)
+                    .await,
+            )
+            .await?;
+        let aof = info
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("aof_enabled:"))
+            .ok_or(StoreError::Corrupt("INFO persistence without aof_enabled"))?;
+        Ok(if aof.trim() == "1" {
+            Durability::Aof
+        } else {
+            Durability::Volatile
+        })
     }
 
     async fn con(&self) -> Result<MultiplexedConnection, StoreError> {
