@@ -106,6 +106,9 @@ pub enum VerifyError {
     /// No usable `Authorization: Bearer` header.
     #[error("missing bearer token")]
     Missing,
+    /// Several `Authorization` headers.
+    #[error("several authorization headers")]
+    Ambiguous,
     /// The token was rejected.
     #[error(transparent)]
     Invalid(#[from] JwtError),
@@ -118,6 +121,7 @@ impl IntoResponse for VerifyError {
     fn into_response(self) -> Response {
         match self {
             VerifyError::Missing => AppError::MissingToken.into_response(),
+            VerifyError::Ambiguous => AppError::AmbiguousAuthorization.into_response(),
             VerifyError::Invalid(e) => AppError::InvalidToken(e).into_response(),
             VerifyError::Unavailable(e) => {
                 AppError::Internal(format!("revocation check: {e}")).into_response()
@@ -537,11 +541,11 @@ where
         let verifier = self.verifier.clone();
         Box::pin(async move {
             let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
-            let value = match (values.next(), values.next()) {
-                (Some(v), None) => Some(v.as_bytes()),
-                _ => None, // none, or ambiguous duplicates
+            let verified = match (values.next(), values.next()) {
+                (value, None) => verifier.verify_header(value.map(|v| v.as_bytes())).await,
+                (_, Some(_)) => Err(VerifyError::Ambiguous),
             };
-            match verifier.verify_header(value).await {
+            match verified {
                 Ok(claims) => {
                     req.extensions_mut().insert(Authenticated(claims));
                     inner.call(req).await

@@ -611,6 +611,32 @@ async fn a3_a_lost_refresh_answer_past_the_grace_window_still_gets_the_same_succ
     assert_eq!(t.stats().await["reuse_detected"], 1);
 }
 
+/// Two `Authorization` headers are ambiguous: 401 with `error="invalid_request"` (RFC 6750
+/// §3.1), not a bare challenge that looks like "no token" and not `invalid_token` (which would
+/// make a client refresh).
+#[tokio::test]
+async fn two_authorization_headers_get_401_invalid_request() {
+    let t = TestApp::new().await;
+    let s = t.login("alice", "alice-password").await;
+    for second in [format!("Bearer {}", s.access), "Bearer other".to_owned()] {
+        let r = t
+            .send(
+                Request::get("/api/me")
+                    .header(header::AUTHORIZATION, format!("Bearer {}", s.access))
+                    .header(header::AUTHORIZATION, second)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            r.headers()[header::WWW_AUTHENTICATE],
+            "Bearer error=\"invalid_request\""
+        );
+        assert_eq!(error_code(r).await, "invalid_request");
+    }
+}
+
 #[tokio::test]
 async fn r1_grandparent_within_grace_is_reuse() {
     let t = TestApp::new().await;
