@@ -353,12 +353,11 @@ impl TokenService {
                 successor,
                 sealed,
             } => {
-                let s = presented.unseal(&sealed);
-                if s.hash() != successor {
-                    return Err(AppError::Internal(
-                        "sealed successor does not match its hash".into(),
-                    ));
-                }
+                let s = presented
+                    .unseal_matching(&sealed, &successor)
+                    .ok_or_else(|| {
+                        AppError::Internal("sealed successor does not match its hash".into())
+                    })?;
                 Stats::bump(&self.stats.refresh_grace);
                 tracing::info!(target: AUDIT, event = "refresh_grace", user = %f.user_id, family = %f.family_id);
                 self.issue(&f.user_id, &f.family_id, s, f.absolute_exp_ms, now)
