@@ -50,11 +50,10 @@ pub struct Issued {
 /// use std::sync::Arc;
 ///
 /// let store = Arc::new(RedisStore::connect("redis://127.0.0.1:6379").await?);
-/// let verifier = Verifier::with_jwks_url(
-///     VerifierConfig::new("authfetch", "authfetch-api"),
-///     "http://127.0.0.1:8080/.well-known/jwks.json",
-/// )
-/// .revocation(Arc::new(StoreRevocation::new(store)));
+/// let verifier = Verifier::builder(VerifierConfig::new("authfetch", "authfetch-api"))
+///     .jwks_url("http://127.0.0.1:8080/.well-known/jwks.json")
+///     .revocation(Arc::new(StoreRevocation::new(store)))
+///     .build()?;
 /// # let _ = verifier; Ok(()) }
 /// ```
 pub struct StoreRevocation {
@@ -134,15 +133,15 @@ impl TokenService {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, crate::password::HashError> {
         let passwords = PasswordHasher::new(config.password_params, config.max_concurrent_hashes)?;
-        let verifier = Verifier::with_key_ring(
+        let verifier = Verifier::for_key_ring(
             VerifierConfig::new(&config.issuer, &config.audience),
             Arc::clone(&keys),
-        )
-        .revocation(Arc::new(StoreRevocation {
-            store: Arc::clone(&store),
-            clock: Arc::clone(&clock),
-        }))
-        .clock(Arc::clone(&clock));
+            Arc::new(StoreRevocation {
+                store: Arc::clone(&store),
+                clock: Arc::clone(&clock),
+            }),
+            Arc::clone(&clock),
+        );
         let rl = config.rate_limits;
         Ok(Self {
             login_ip: RateLimiter::new(rl.login_per_ip),

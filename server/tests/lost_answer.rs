@@ -2,6 +2,8 @@
 //! never used, a restart after the grace window, and the client's old cookie still works once.
 //! The window is shortened with `--grace 1s` so the test waits 3 s, not a minute.
 
+mod common;
+
 use authfetch_protocol::{CSRF_HEADER, LOGIN_PATH, REFRESH_COOKIE, REFRESH_PATH};
 use std::io::BufRead as _;
 use std::path::Path;
@@ -73,7 +75,7 @@ async fn post(
     cookie: Option<&str>,
     body: Option<&str>,
 ) -> (u16, Option<String>) {
-    let mut req = reqwest::Client::new()
+    let mut req = common::http_client()
         .post(format!("{base}{path}"))
         .header(CSRF_HEADER, "1");
     if let Some(c) = cookie {

@@ -726,19 +726,20 @@ async fn j14_another_service_on_the_same_redis_sees_logouts_at_once() {
         RedisStore::connect_with_prefix(&f.redis.as_ref().unwrap().url, &f.t.config.redis_prefix)
             .await
             .unwrap();
-    let other = Verifier::with_jwks_url(
-        VerifierConfig::new("authfetch", "authfetch-api"),
-        format!("http://{addr}/.well-known/jwks.json"),
-    )
-    .revocation(Arc::new(StoreRevocation::with_clock(
-        Arc::new(store),
-        f.t.clock.clone(),
-    )));
+    let other = Verifier::builder(VerifierConfig::new("authfetch", "authfetch-api"))
+        .jwks_url(format!("http://{addr}/.well-known/jwks.json"))
+        .revocation(Arc::new(StoreRevocation::with_clock(
+            Arc::new(store),
+            f.t.clock.clone(),
+        )))
+        .build()
+        .unwrap();
     // A verifier without the store: signature and claims only.
     let plain = Verifier::with_jwks_url(
         VerifierConfig::new("authfetch", "authfetch-api"),
         format!("http://{addr}/.well-known/jwks.json"),
-    );
+    )
+    .unwrap();
     let s = f.login("alice", "alice-password").await;
     assert_eq!(other.verify(&s.access).await.unwrap().iss, "authfetch");
     let r = f

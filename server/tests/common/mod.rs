@@ -359,3 +359,11 @@ pub fn unique_prefix(name: &str) -> String {
         N.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// An HTTP client for tests that talk to a real socket. The server crate enables reqwest with
+/// rustls but without a default crypto provider (its JWKS client brings its own, ring), so
+/// `reqwest::Client::new()` needs ring installed as the process default first.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
