@@ -10,7 +10,7 @@ use crate::error::AppError;
 use crate::jwt::IssuedClaims;
 use crate::keys::KeyRing;
 use crate::password::PasswordHasher;
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{address_key, RateLimiter};
 use crate::secret::{random_id, AccessToken, Password, RefreshToken};
 use crate::stats::Stats;
 use crate::store::{
@@ -248,7 +248,8 @@ impl TokenService {
             return Err(AppError::InvalidRequest("password must be 1-1024 bytes"));
         }
         let now = self.clock.now_ms();
-        self.limit(&self.login_ip, "login_ip", ip, now).await?;
+        self.limit(&self.login_ip, "login_ip", &address_key(ip), now)
+            .await?;
         self.limit(
             &self.login_account,
             "login_account",
@@ -323,7 +324,8 @@ impl TokenService {
         ip: &str,
     ) -> Result<Issued, AppError> {
         let now = self.clock.now_ms();
-        self.limit(&self.refresh_ip, "refresh_ip", ip, now).await?;
+        self.limit(&self.refresh_ip, "refresh_ip", &address_key(ip), now)
+            .await?;
         let result = self.rotate(presented, now).await;
         if matches!(result, Err(AppError::RefreshRejected(_))) {
             Stats::bump(&self.stats.refresh_failed);
