@@ -301,7 +301,6 @@ pub async fn serve_until(
     if config.allowed_origins.is_empty() {
         config.allowed_origins = default_origins(addr);
     }
-    let grace = config.grace;
     let limits = config.connections;
     let state = open(config).await?;
     let service = Arc::clone(&state.service);
@@ -309,8 +308,7 @@ pub async fn serve_until(
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
         loop {
             tick.tick().await;
-            let now = service.clock().now_ms();
-            if let Err(e) = service.store().purge(now, clock::ms(grace)).await {
+            if let Err(e) = service.purge().await {
                 tracing::warn!(error = %e, "purge failed");
             }
         }

@@ -368,7 +368,7 @@ async fn logout_all(
 }
 
 async fn jwks(State(st): State<AppState>) -> Response {
-    let set = st.service.keys().jwks(st.service.clock().now_ms());
+    let set = st.service.jwks();
     let mut r = Json(set).into_response();
     r.headers_mut().insert(
         header::CACHE_CONTROL,
@@ -402,7 +402,6 @@ async fn me(
 ) -> Result<Response, AppError> {
     let user = st
         .service
-        .store()
         .user_by_id(&c.sub)
         .await?
         .ok_or(AppError::MissingToken)?;

@@ -186,6 +186,29 @@ impl TokenService {
         &self.stats
     }
 
+    /// The user with this id (an access token's `sub`), for resources that show it.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn user_by_id(&self, user_id: &str) -> Result<Option<User>, AppError> {
+        Ok(self.store.user_by_id(user_id).await?)
+    }
+
+    /// The public signing keys to publish now (J12).
+    pub fn jwks(&self) -> crate::keys::JwkSet {
+        self.keys.jwks(self.clock.now_ms())
+    }
+
+    /// Housekeeping: expired denylist entries, long-dead families, sealed successors that can
+    /// no longer be handed out; then gives the freed space back (SQLite).
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn purge(&self) -> Result<(), AppError> {
+        let now = self.clock.now_ms();
+        Ok(self.store.purge(now, ms(self.config.grace)).await?)
+    }
+
     /// Creates a user with an Argon2id hash of `password`.
     ///
     /// # Errors
