@@ -124,6 +124,7 @@ impl SqliteStore {
     /// `path`: the file behind `conn`, for the checkpointer and the read-only connections
     /// (none for an in-memory database).
     fn from_connection(conn: Connection, path: Option<&Path>) -> Result<Self, StoreError> {
+        enable_incremental_vacuum(&conn)?;
         // journal_mode answers with a row, so it is read rather than executed.
         let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         conn.execute_batch(
@@ -503,10 +504,35 @@ impl Store for SqliteStore {
                 [now_ms.saturating_sub(grace_ms)],
             )?;
             tx.commit()?;
+            // Give the pages the deletes freed back to the file system (auto_vacuum is
+            // INCREMENTAL): without this the file only ever grows.
+            // Each step frees one page, so the statement is stepped to the end.
+            let mut vacuum = c.prepare_cached("PRAGMA incremental_vacuum")?;
+            let mut steps = vacuum.query([])?;
+            while steps.next()?.is_some() {}
             Ok(())
         })
         .await
     }
+}
+
+/// Turns on incremental auto-vacuum, so [`Store::purge`] can shrink the file. A new database
+/// gets it before its first table; one created by an earlier release is rebuilt once with
+/// `VACUUM` (the only way to change the setting once tables exist).
+fn enable_incremental_vacuum(conn: &Connection) -> Result<(), StoreError> {
+    /// `PRAGMA auto_vacuum` value of INCREMENTAL.
+    const INCREMENTAL: i64 = 2;
+    let mode: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
+    if mode == INCREMENTAL {
+        return Ok(());
+    }
+    conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;")?;
+    let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+    if tables > 0 {
+        tracing::info!("rebuilding the database once (VACUUM) to turn on incremental auto-vacuum");
+        conn.execute_batch("VACUUM;")?;
+    }
+    Ok(())
 }
 
 fn revoke(tx: &Connection, family: FamilyRef, now_ms: i64) -> Result<RotateOutcome, StoreError> {
@@ -671,6 +697,42 @@ mod tests {
         // A reader cannot write, whatever it is handed.
         let err = readers.with(|c| Ok(c.execute("DELETE FROM users", [])?));
         assert!(matches!(err, Err(StoreError::Sqlite(_))), "{err:?}");
+    }
+
+    /// The file gives space back after a purge (incremental auto-vacuum), also for a database
+    /// created before auto-vacuum was turned on.
+    #[tokio::test]
+    async fn purge_shrinks_the_database_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join(DB_FILE);
+        // A file as earlier releases created it: no auto-vacuum.
+        {
+            let c = Connection::open(&db).unwrap();
+            c.execute_batch("PRAGMA auto_vacuum = NONE;").unwrap();
+            c.execute_batch(SCHEMA).unwrap();
+        }
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let jti = "j".repeat(200);
+        for i in 0..20_000 {
+            store
+                .deny_jti("iss", &format!("{jti}{i}"), 1_000)
+                .await
+                .unwrap();
+        }
+        // The database's size in pages (what the file shrinks to at the next checkpoint; the
+        // WAL holds the latest pages until then).
+        let pages = |db: &Path| -> i64 {
+            let c = Connection::open(db).unwrap();
+            c.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap()
+        };
+        let full = pages(&db);
+        assert!(full > 1_000, "{full}");
+        store.purge(2_000, 0).await.unwrap();
+        let after = pages(&db);
+        assert!(
+            after < full / 4,
+            "{full} pages before the purge, {after} after"
+        );
     }
 
     #[tokio::test]
