@@ -32,7 +32,7 @@ mod readers;
 mod writer;
 
 use checkpoint::{note_wal_pages, spawn_checkpointer};
-use readers::{access_revoked, Readers};
+use readers::{access_revoked, is_busy, Readers};
 use writer::{copy_error, run_batch, writes, Finish, Job};
 
 use super::{
@@ -461,11 +461,38 @@ impl Store for SqliteStore {
         if let Some(readers) = &self.readers {
             // Every authenticated request asks this: answered on the caller's thread from a
             // read-only connection (WAL readers never wait for the writer), without the two
-            // thread switches of a trip through the writer's channel.
-            return readers.with(|c| {
+            // thread switches of a trip through the writer's channel. That thread is an async
+            // worker, so the read must never wait for a lock there: if the file is locked
+            // (another process, a WAL recovery) the check moves to the blocking pool and waits
+            // there.
+            let read = move |c: &Connection, q: &AccessCheck<'_>| {
                 let _snapshot = c.unchecked_transaction()?; // the three reads see one state
-                access_revoked(c, &q, now_ms)
-            });
+                access_revoked(c, q, now_ms)
+            };
+            match readers.with(false, |c| read(c, &q)) {
+                Err(e) if is_busy(&e) => {}
+                answer => return answer,
+            }
+            let readers = Arc::clone(readers);
+            let (iss, jti, sub, sid, iat) = (
+                q.iss.to_owned(),
+                q.jti.to_owned(),
+                q.sub.to_owned(),
+                q.sid.map(str::to_owned),
+                q.iat,
+            );
+            return tokio::task::spawn_blocking(move || {
+                let q = AccessCheck {
+                    iss: &iss,
+                    jti: &jti,
+                    sub: &sub,
+                    sid: sid.as_deref(),
+                    iat,
+                };
+                readers.with(true, |c| read(c, &q))
+            })
+            .await
+            .map_err(|_| StoreError::Task)?;
         }
         let (iss, jti, sub, sid, iat) = (
             q.iss.to_owned(),
@@ -695,8 +722,39 @@ mod tests {
         assert_eq!(readers.idle.lock().unwrap().len(), 1);
         assert!(memory.readers.is_none());
         // A reader cannot write, whatever it is handed.
-        let err = readers.with(|c| Ok(c.execute("DELETE FROM users", [])?));
+        let err = readers.with(false, |c| Ok(c.execute("DELETE FROM users", [])?));
         assert!(matches!(err, Err(StoreError::Sqlite(_))), "{err:?}");
+    }
+
+    /// The access check runs on the caller's thread (an async worker) with a busy timeout of
+    /// zero, so a locked file answers `SQLITE_BUSY` at once instead of parking the worker for
+    /// up to 5 s; only the retry on the blocking pool waits. (A held lock cannot be staged
+    /// here: the store's own connections keep the file shared in WAL mode, so the timeouts
+    /// themselves are checked.)
+    #[tokio::test]
+    async fn the_access_check_never_waits_for_a_lock_on_an_async_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let readers = store.readers.as_ref().expect("a file store has readers");
+        let timeout = |patient| {
+            readers
+                .with(patient, |c| {
+                    Ok(c.query_row("PRAGMA busy_timeout", [], |r| r.get::<_, i64>(0))?)
+                })
+                .unwrap()
+        };
+        assert_eq!(timeout(false), 0, "on the caller's thread: never wait");
+        assert_eq!(timeout(true), 5000, "on the blocking pool: wait");
+        assert_eq!(timeout(false), 0, "a pooled connection is reset");
+        let busy = StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        ));
+        assert!(
+            is_busy(&busy),
+            "a busy fast path is retried on the blocking pool"
+        );
+        assert!(!is_busy(&StoreError::Task));
     }
 
     /// The file gives space back after a purge (incremental auto-vacuum), also for a database
@@ -812,9 +870,10 @@ mod tests {
         );
         // Without the rewind the WAL holds everything ever written (more than the database
         // file: 600+ MB here); with it, what arrives between two rewinds at this artificial
-        // rate (17–47 MB measured).
+        // rate, which depends on how busy the machine is (the checkpointer competes for the
+        // same cores): the bound only has to tell the two apart.
         assert!(
-            wal_len < db_len / 3,
+            wal_len < db_len / 2,
             "WAL {wal_len} bytes for a {db_len}-byte database: not rewound"
         );
     }

@@ -3,6 +3,7 @@
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension as _};
 use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use crate::store::{AccessCheck, StoreError};
 
@@ -55,9 +56,18 @@ pub(super) struct Readers {
 /// Idle read connections kept for reuse.
 pub(super) const MAX_IDLE_READERS: usize = 8;
 
+/// How long a reader on the blocking pool waits for a lock (another process holding the
+/// file, a WAL recovery). Readers on an async worker never wait: see [`Readers::with`].
+pub(super) const PATIENT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Readers {
+    /// Runs `f` on an idle read-only connection (or a new one). `patient`: wait up to
+    /// [`PATIENT_BUSY_TIMEOUT`] for a lock; otherwise a lock answers `SQLITE_BUSY` at once, so
+    /// a caller on an async worker thread is never parked inside SQLite (it retries on the
+    /// blocking pool, see [`is_busy`]).
     pub(super) fn with<T>(
         &self,
+        patient: bool,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let idle = self
@@ -67,15 +77,16 @@ impl Readers {
             .pop();
         let conn = match idle {
             Some(c) => c,
-            None => {
-                let c = Connection::open_with_flags(
-                    &self.path,
-                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )?;
-                c.busy_timeout(std::time::Duration::from_secs(5))?;
-                c
-            }
+            None => Connection::open_with_flags(
+                &self.path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?,
         };
+        conn.busy_timeout(if patient {
+            PATIENT_BUSY_TIMEOUT
+        } else {
+            Duration::ZERO
+        })?;
         let r = f(&conn);
         if r.is_ok() {
             let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
@@ -85,4 +96,13 @@ impl Readers {
         }
         r
     }
+}
+
+/// Whether `e` is a lock that a patient reader would have waited for.
+pub(super) fn is_busy(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _))
+            if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
