@@ -1271,3 +1271,76 @@ async fn restart_on_the_same_data_dir_keeps_sessions_users_and_keys() {
     assert_eq!(cookie_value(&t.refresh(&s.cookie).await).unwrap(), c1);
     t.login("bob", "bob-password").await;
 }
+
+/// A2 at the service: a per-account lockout survives a flood of 120,000 distinct source
+/// addresses, and an IPv6 client is one key per /64 however many addresses it uses.
+#[tokio::test]
+async fn a2_a_flood_of_addresses_never_lifts_a_per_account_lockout_and_ipv6_counts_per_64() {
+    let minute = Duration::from_secs(60);
+    let t = TestApp::with(|c| {
+        c.rate_limits = RateLimits {
+            login_per_ip: Limit {
+                max: 5,
+                window: minute,
+            },
+            login_per_account: Limit {
+                max: 3,
+                window: minute,
+            },
+            refresh_per_ip: Limit {
+                max: 5,
+                window: minute,
+            },
+        };
+    })
+    .await;
+    let service = &t.state.service;
+    let pw = || Password::new("wrong".into());
+    for i in 0..3 {
+        let r = service
+            .login("alice", pw(), &format!("10.0.0.{i}"), None)
+            .await;
+        assert!(matches!(
+            r,
+            Err(authfetch_server::error::AppError::BadCredentials)
+        ));
+    }
+    for i in 0u32..120_000 {
+        let ip = std::net::Ipv4Addr::from(0x0b00_0000 + i).to_string();
+        let r = service.login("alice", pw(), &ip, None).await;
+        assert!(matches!(
+            r,
+            Err(authfetch_server::error::AppError::RateLimited(_))
+        ));
+    }
+    let r = service
+        .login(
+            "alice",
+            Password::new("alice-password".into()),
+            "192.0.2.1",
+            None,
+        )
+        .await;
+    assert!(
+        matches!(r, Err(authfetch_server::error::AppError::RateLimited(_))),
+        "the lockout is still in force"
+    );
+    // Five addresses of one /64 use up its login budget; another /64 still has its own.
+    for i in 1..=5 {
+        let _ = service
+            .login("bob", pw(), &format!("2001:db8:7:7::{i:x}"), None)
+            .await;
+    }
+    let r = service
+        .login("carol", pw(), "2001:db8:7:7:ffff::1", None)
+        .await;
+    assert!(matches!(
+        r,
+        Err(authfetch_server::error::AppError::RateLimited(_))
+    ));
+    let r = service.login("carol", pw(), "2001:db8:7:8::1", None).await;
+    assert!(matches!(
+        r,
+        Err(authfetch_server::error::AppError::BadCredentials)
+    ));
+}
