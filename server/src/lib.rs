@@ -15,8 +15,10 @@
 //! routes.rs    HTTP handlers, the CSRF guard (X2–X7), cookies (C1, C5), demo resources
 //! service.rs   TokenService: login (P1–P3, S3), refresh (R1, R2), logout, logout-all (R4),
 //!              rate limits (R9), audit events; knows nothing about HTTP
-//! store/       the Store trait (mod.rs), SQLite (sqlite.rs), Redis (redis.rs, Lua scripts)
-//! verify.rs    Verifier + VerifyLayer + Authenticated extractor (J1–J14); local keys or JWKS URL
+//! store/       the Store trait (mod.rs), SQLite (sqlite/: writer, checkpointer, readers),
+//!              Redis (redis.rs, Lua scripts)
+//! verify.rs    VerifierBuilder/Verifier + VerifyLayer + Authenticated extractor (J1–J14);
+//!              local keys or a JWKS URL (http or https, bounded staleness)
 //! jwt.rs       strict compact-JWS parsing and encoding
 //! keys.rs      signing keys: generation, 0600 persistence, rotation, JWK Set
 //! password.rs  Argon2id with a concurrency bound and a dummy hash
@@ -51,6 +53,9 @@
 //!                          two instances on one Redis; Redis outage
 //! tests/audit.rs           captured logs: audit events present, secrets absent
 //! tests/cli.rs             the binary on loopback: user add, env vars, keys rotate, SIGTERM
+//! tests/connections.rs     A1 on real sockets: timeouts, connection cap, shutdown deadline, 413
+//! tests/lost_answer.rs     A3: kill -9 after a rotation, restart past the window, old cookie once
+//! tests/verifier_config.rs A2: VerifierBuilder, bounded JWKS staleness, https JWKS
 //! ```
 //!
 //! `docs/PROTOCOL.md` maps every SECURITY.md item to the test that proves it.
