@@ -343,3 +343,82 @@ fn a1_sigterm_with_a_half_request_client_exits_within_the_shutdown_deadline() {
     assert!(status.success(), "{status}");
     drop(half);
 }
+
+/// The binary under a small open-file limit (`ulimit -n 128`): the connection cap is lowered to
+/// fit, so a pile of idle connections gets `503`s instead of exhausting descriptors (on main:
+/// `accept` failed with EMFILE and new clients hung), and clients are served again as soon as
+/// the pile goes away.
+#[test]
+fn a1_under_a_small_open_file_limit_idle_connections_cannot_starve_new_clients() {
+    use std::io::{Read as _, Write as _};
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -n 128 && exec "$0" "$@""#)
+        .arg(env!("CARGO_BIN_EXE_authfetch-server"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--www",
+            "/nonexistent",
+            "--pkg",
+            "/nonexistent",
+        ])
+        .env_remove("RUST_LOG")
+        .env("AUTHFETCH_DATA_DIR", dir.path().join("data"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn authfetch-server");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("authfetch-server listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    let get = |addr: &str| -> String {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = s.write_all(get(JWKS_PATH).as_bytes());
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+            Err(e) => format!("no answer: {e}"),
+        }
+    };
+    assert!(get(&addr).starts_with("HTTP/1.1 200"));
+    // More idle connections than the process has descriptors.
+    let idle: Vec<_> = (0..200)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let answer = get(&addr);
+    assert!(
+        answer.starts_with("HTTP/1.1 503"),
+        "a new client is answered at once, not left hanging: {answer:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    drop(idle);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if get(&addr).starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never served again");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let logs = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        logs.contains("lowered to fit the open-file limit"),
+        "{logs}"
+    );
+    assert!(!logs.contains("accept failed"), "{logs}");
+}
