@@ -50,6 +50,9 @@ const REFUSED: &[u8] =
 /// tight loop, and connections that finish meanwhile give descriptors back.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
+/// A deadline that never comes in practice.
+const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// "No such time" in the atomics below.
 const NONE: u64 = u64::MAX;
 
@@ -109,7 +112,12 @@ impl Activity {
             NONE => self.last_io.load(Ordering::Relaxed) + ms(limits.idle_timeout),
             started => started + ms(limits.header_read_timeout),
         };
-        Some(self.opened + Duration::from_millis(at))
+        // A timeout of centuries (a huge flag value) must not overflow the clock.
+        Some(
+            self.opened
+                .checked_add(Duration::from_millis(at))
+                .unwrap_or_else(|| Instant::now() + FAR),
+        )
     }
 }
 
@@ -220,8 +228,9 @@ pub fn effective_max_connections(wanted: usize) -> usize {
 /// unlimited.
 fn open_file_limit() -> Option<usize> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line["Max open files".len()..]
+    limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))?
         .split_whitespace()
         .next()?
         .parse()
