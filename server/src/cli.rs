@@ -239,6 +239,11 @@ impl Cli {
         if self.max_connections == 0 {
             return Err("--max-connections must be at least 1".into());
         }
+        if self.header_read_timeout < Duration::from_secs(1)
+            || self.idle_timeout < Duration::from_secs(1)
+        {
+            return Err("--header-read-timeout and --idle-timeout must be at least 1s".into());
+        }
         c.connections = crate::config::ConnectionLimits {
             header_read_timeout: self.header_read_timeout,
             idle_timeout: self.idle_timeout,
