@@ -353,27 +353,29 @@ fn a1_under_a_small_open_file_limit_idle_connections_cannot_starve_new_clients()
     use std::io::{Read as _, Write as _};
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("server.log");
-    let mut child = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(r#"ulimit -n 128 && exec "$0" "$@""#)
-        .arg(env!("CARGO_BIN_EXE_authfetch-server"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--www",
-            "/nonexistent",
-            "--pkg",
-            "/nonexistent",
-        ])
-        .env_remove("RUST_LOG")
-        .env("AUTHFETCH_DATA_DIR", dir.path().join("data"))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("spawn authfetch-server");
+    let mut child = KillOnDrop(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(r#"ulimit -n 128 && exec "$0" "$@""#)
+            .arg(env!("CARGO_BIN_EXE_authfetch-server"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--www",
+                "/nonexistent",
+                "--pkg",
+                "/nonexistent",
+            ])
+            .env_remove("RUST_LOG")
+            .env("AUTHFETCH_DATA_DIR", dir.path().join("data"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn authfetch-server"),
+    );
     let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
+    std::io::BufReader::new(child.0.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
     let addr = line
@@ -413,12 +415,21 @@ fn a1_under_a_small_open_file_limit_idle_connections_cannot_starve_new_clients()
         assert!(Instant::now() < deadline, "never served again");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     let logs = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
         logs.contains("lowered to fit the open-file limit"),
         "{logs}"
     );
     assert!(!logs.contains("accept failed"), "{logs}");
+}
+
+/// Kills the server when a test ends, passed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
