@@ -59,6 +59,11 @@ pub struct Cli {
         global = true
     )]
     pub redis_prefix: String,
+    /// Start even if Redis runs without an append-only file (`appendonly no`), which loses
+    /// sessions and users when Redis restarts. Without it the server refuses to start on
+    /// such a Redis. For caches and tests.
+    #[arg(long, env = "AUTHFETCH_REDIS_ALLOW_VOLATILE", global = true)]
+    pub redis_allow_volatile: bool,
     /// Access-token lifetime (default 15m; 20s with --demo).
     #[arg(long, env = "AUTHFETCH_ACCESS_TTL", value_parser = parse_duration)]
     pub access_ttl: Option<Duration>,
@@ -107,6 +112,21 @@ pub struct Cli {
     /// The npm package served at `/pkg/`.
     #[arg(long, env = "AUTHFETCH_PKG", default_value = "pkg")]
     pub pkg: PathBuf,
+    /// A client that has started a request head must finish it within this time, or its
+    /// connection is dropped (slowloris).
+    #[arg(long, env = "AUTHFETCH_HEADER_READ_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    pub header_read_timeout: Duration,
+    /// A keep-alive connection with no request and no traffic for this long is closed.
+    #[arg(long, env = "AUTHFETCH_IDLE_TIMEOUT", value_parser = parse_duration, default_value = "60s")]
+    pub idle_timeout: Duration,
+    /// Concurrent client connections; more are answered 503 and closed at once. Lowered at
+    /// start to fit the open-file limit (`ulimit -n`) with room for the store.
+    #[arg(long, env = "AUTHFETCH_MAX_CONNECTIONS", default_value_t = crate::config::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// On SIGTERM / Ctrl-C: time for requests in flight to finish; then the remaining
+    /// connections are dropped and the process exits.
+    #[arg(long, env = "AUTHFETCH_SHUTDOWN_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
+    pub shutdown_timeout: Duration,
     /// Subcommand (default: serve).
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -190,6 +210,7 @@ impl Cli {
             return Err("--redis-prefix must not be empty".into());
         }
         c.redis_prefix = self.redis_prefix.clone();
+        c.redis_allow_volatile = self.redis_allow_volatile;
         c.issuer = self.issuer.clone();
         c.audience = self.audience.clone();
         c.alg = match self.alg {
@@ -215,6 +236,20 @@ impl Cli {
             .collect();
         c.debug_stats = self.debug_stats || self.demo;
         c.demo_users = self.demo;
+        if self.max_connections == 0 {
+            return Err("--max-connections must be at least 1".into());
+        }
+        if self.header_read_timeout < Duration::from_secs(1)
+            || self.idle_timeout < Duration::from_secs(1)
+        {
+            return Err("--header-read-timeout and --idle-timeout must be at least 1s".into());
+        }
+        c.connections = crate::config::ConnectionLimits {
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
+            shutdown_timeout: self.shutdown_timeout,
+        };
         c.www_dir = Some(self.www.clone());
         c.pkg_dir = Some(self.pkg.clone());
         Ok(c)

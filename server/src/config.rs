@@ -128,6 +128,43 @@ impl Default for RateLimits {
     }
 }
 
+/// Limits on client connections (A1). The defaults leave room for a slow mobile client: a
+/// request head of a few kilobytes needs well under a second even on a 2G link with a
+/// second of latency, and the idle timeout is longer than the gap between an app's requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Time from the first byte of a request head to its end; slower heads are dropped.
+    pub header_read_timeout: Duration,
+    /// Time a keep-alive connection may sit with no request and no bytes either way.
+    pub idle_timeout: Duration,
+    /// Concurrent connections; more are answered `503` and closed at once. Lowered at start if
+    /// the open-file limit cannot hold this many.
+    pub max_connections: usize,
+    /// After SIGTERM / Ctrl-C: time for requests in flight to finish before the remaining
+    /// connections are dropped.
+    pub shutdown_timeout: Duration,
+}
+
+/// Default [`ConnectionLimits::header_read_timeout`].
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default [`ConnectionLimits::idle_timeout`].
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default [`ConnectionLimits::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default [`ConnectionLimits::shutdown_timeout`].
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+        }
+    }
+}
+
 /// Everything the server needs to run. [`Config::new`] gives the safe defaults.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -137,6 +174,8 @@ pub struct Config {
     pub store: StoreKind,
     /// Prefix of every Redis key (several deployments can share one Redis).
     pub redis_prefix: String,
+    /// Start even if Redis has no append-only file (A4); for caches and tests.
+    pub redis_allow_volatile: bool,
     /// `iss` of issued tokens, checked exactly by the verification layer.
     pub issuer: String,
     /// `aud` of issued tokens.
@@ -145,7 +184,10 @@ pub struct Config {
     pub alg: Alg,
     /// Access-token lifetime.
     pub access_ttl: Duration,
-    /// Window in which the immediate parent refresh token yields the same successor.
+    /// Window after a token's first use in which it still identifies its family for
+    /// logout-everywhere, and after which a sealed successor that has been used is purged.
+    /// (The immediate parent of a never-used successor gets that successor at any time; see
+    /// `docs/PROTOCOL.md`, "A lost answer".)
     pub grace: Duration,
     /// Absolute family lifetime.
     pub session_ttl: Duration,
@@ -167,6 +209,8 @@ pub struct Config {
     pub max_concurrent_hashes: usize,
     /// Rate limits.
     pub rate_limits: RateLimits,
+    /// Connection limits (used by [`crate::serve`]).
+    pub connections: ConnectionLimits,
 }
 
 impl Config {
@@ -176,6 +220,7 @@ impl Config {
             data_dir: data_dir.into(),
             store: StoreKind::Sqlite,
             redis_prefix: crate::store::redis::DEFAULT_PREFIX.to_owned(),
+            redis_allow_volatile: false,
             issuer: "authfetch".to_owned(),
             audience: "authfetch-api".to_owned(),
             alg: Alg::Es256,
@@ -193,6 +238,7 @@ impl Config {
                 .map_or(2, |n| n.get())
                 .max(1),
             rate_limits: RateLimits::default(),
+            connections: ConnectionLimits::default(),
         }
     }
 }

@@ -35,6 +35,10 @@ pub enum AppError {
     /// No bearer token. 401 `invalid_token`, `WWW-Authenticate: Bearer`.
     #[error("missing bearer token")]
     MissingToken,
+    /// Several `Authorization` headers: which one counts is not guessed. 401 `invalid_request`,
+    /// `WWW-Authenticate: Bearer error="invalid_request"` (RFC 6750 §3.1).
+    #[error("several authorization headers")]
+    AmbiguousAuthorization,
     /// Bad bearer token. 401 `invalid_token`, `WWW-Authenticate: Bearer error="invalid_token"`.
     #[error("invalid access token: {0}")]
     InvalidToken(JwtError),
@@ -56,7 +60,8 @@ impl AppError {
             AppError::InvalidRequest(_)
             | AppError::UnsupportedMediaType
             | AppError::PayloadTooLarge
-            | AppError::MethodNotAllowed => ErrorCode::InvalidRequest,
+            | AppError::MethodNotAllowed
+            | AppError::AmbiguousAuthorization => ErrorCode::InvalidRequest,
             AppError::CrossOrigin(_) => ErrorCode::AccessDenied,
             AppError::BadCredentials | AppError::RefreshRejected(_) => ErrorCode::InvalidGrant,
             AppError::MissingToken | AppError::InvalidToken(_) => ErrorCode::InvalidToken,
@@ -77,6 +82,7 @@ impl AppError {
             AppError::BadCredentials
             | AppError::RefreshRejected(_)
             | AppError::MissingToken
+            | AppError::AmbiguousAuthorization
             | AppError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             AppError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -94,6 +100,7 @@ impl AppError {
             AppError::BadCredentials => "invalid username or password",
             AppError::RefreshRejected(_) => "the refresh token is invalid, expired or revoked",
             AppError::MissingToken => "a bearer access token is required",
+            AppError::AmbiguousAuthorization => "send one Authorization header",
             AppError::InvalidToken(_) => "the access token is invalid, expired or revoked",
             AppError::InsufficientScope => "the access token does not allow this request",
             AppError::RateLimited(_) => "too many requests; retry later",
@@ -118,6 +125,12 @@ impl IntoResponse for AppError {
         match &self {
             AppError::MissingToken => {
                 h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            AppError::AmbiguousAuthorization => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"invalid_request\""),
+                );
             }
             AppError::InvalidToken(_) => {
                 h.insert(

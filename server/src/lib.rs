@@ -11,11 +11,14 @@
 //! main.rs      thin: `cli::main()`
 //! cli.rs       clap flags/env vars → Config; `serve`, `user add`, `keys rotate`
 //! lib.rs       this map; AppState; `open` (store + keys + service); `app` (the Router); `serve`
+//! connections.rs  the accept loop: header-read and idle timeouts, connection cap, shutdown deadline
 //! routes.rs    HTTP handlers, the CSRF guard (X2–X7), cookies (C1, C5), demo resources
 //! service.rs   TokenService: login (P1–P3, S3), refresh (R1, R2), logout, logout-all (R4),
 //!              rate limits (R9), audit events; knows nothing about HTTP
-//! store/       the Store trait (mod.rs), SQLite (sqlite.rs), Redis (redis.rs, Lua scripts)
-//! verify.rs    Verifier + VerifyLayer + Authenticated extractor (J1–J14); local keys or JWKS URL
+//! store/       the Store trait (mod.rs), SQLite (sqlite/: writer, checkpointer, readers),
+//!              Redis (redis.rs, Lua scripts)
+//! verify.rs    VerifierBuilder/Verifier + VerifyLayer + Authenticated extractor (J1–J14);
+//!              local keys or a JWKS URL (http or https, bounded staleness)
 //! jwt.rs       strict compact-JWS parsing and encoding
 //! keys.rs      signing keys: generation, 0600 persistence, rotation, JWK Set
 //! password.rs  Argon2id with a concurrency bound and a dummy hash
@@ -50,6 +53,9 @@
 //!                          two instances on one Redis; Redis outage
 //! tests/audit.rs           captured logs: audit events present, secrets absent
 //! tests/cli.rs             the binary on loopback: user add, env vars, keys rotate, SIGTERM
+//! tests/connections.rs     A1 on real sockets: timeouts, connection cap, shutdown deadline, 413
+//! tests/lost_answer.rs     A3: kill -9 after a rotation, restart past the window, old cookie once
+//! tests/verifier_config.rs A2: VerifierBuilder, bounded JWKS staleness, https JWKS
 //! ```
 //!
 //! `docs/PROTOCOL.md` maps every SECURITY.md item to the test that proves it.
@@ -57,6 +63,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod jwt;
 pub mod keys;
@@ -104,6 +111,14 @@ pub enum StartupError {
     /// Bad password-hash parameters.
     #[error("password hashing: {0}")]
     Hash(#[from] password::HashError),
+    /// The Redis store would lose acknowledged writes on a restart of Redis (A4).
+    #[error(
+        "Redis runs without an append-only file (appendonly no): a restart of Redis loses \
+         acknowledged logins, rotations and revocations. Set `appendonly yes` (with \
+         `appendfsync everysec` or `always`) or, for a cache or a test, pass \
+         --redis-allow-volatile"
+    )]
+    VolatileRedis,
     /// Seeding the demo users failed.
     #[error("demo users: {0}")]
     Seed(#[from] error::AppError),
@@ -158,10 +173,44 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartupError>
             create_private_dir(&config.data_dir)?;
             Arc::new(store::sqlite::SqliteStore::open(&config.data_dir)?)
         }
-        StoreKind::Redis(url) => Arc::new(
-            store::redis::RedisStore::connect_with_prefix(url, &config.redis_prefix).await?,
-        ),
+        StoreKind::Redis(url) => {
+            let redis =
+                store::redis::RedisStore::connect_with_prefix(url, &config.redis_prefix).await?;
+            check_redis_durability(&redis, config.redis_allow_volatile).await?;
+            Arc::new(redis)
+        }
     })
+}
+
+/// A4: refuses a Redis that can lose acknowledged writes, unless explicitly allowed.
+async fn check_redis_durability(
+    redis: &store::redis::RedisStore,
+    allow_volatile: bool,
+) -> Result<(), StartupError> {
+    use store::redis::Durability;
+    match redis.durability().await {
+        Ok(Durability::Aof) => Ok(()),
+        Ok(Durability::AofNoFsync) => {
+            tracing::warn!(
+                "Redis has appendfsync no: a crash of the machine can lose recent sessions; \
+                 prefer appendfsync everysec"
+            );
+            Ok(())
+        }
+        Ok(Durability::Volatile) if allow_volatile => {
+            tracing::warn!(
+                "Redis runs without an append-only file; --redis-allow-volatile given: a \
+                 restart of Redis loses sessions and users"
+            );
+            Ok(())
+        }
+        Ok(Durability::Volatile) => Err(StartupError::VolatileRedis),
+        Err(e) if allow_volatile => {
+            tracing::warn!(error = %e, "cannot read the Redis persistence settings; --redis-allow-volatile given");
+            Ok(())
+        }
+        Err(e) => Err(StartupError::Store(e)),
+    }
 }
 
 /// Opens the store and the signing keys in `config.data_dir` (creating both on first start),
@@ -239,23 +288,32 @@ pub fn default_origins(addr: SocketAddr) -> Vec<String> {
 ///
 /// # Errors
 /// Start-up failures and fatal I/O errors.
-pub async fn serve(
+pub async fn serve(config: Config, listener: tokio::net::TcpListener) -> Result<(), StartupError> {
+    serve_until(config, listener, shutdown_signal()).await
+}
+
+/// [`serve`] until `shutdown` completes instead of a signal; then requests in flight get
+/// `config.connections.shutdown_timeout` to finish before the remaining connections are dropped.
+///
+/// # Errors
+/// Start-up failures and fatal I/O errors.
+pub async fn serve_until(
     mut config: Config,
     listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), StartupError> {
     let addr = listener.local_addr()?;
     if config.allowed_origins.is_empty() {
         config.allowed_origins = default_origins(addr);
     }
-    let grace = config.grace;
+    let limits = config.connections;
     let state = open(config).await?;
     let service = Arc::clone(&state.service);
     let purge = tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
         loop {
             tick.tick().await;
-            let now = service.clock().now_ms();
-            if let Err(e) = service.store().purge(now, clock::ms(grace)).await {
+            if let Err(e) = service.purge().await {
                 tracing::warn!(error = %e, "purge failed");
             }
         }
@@ -268,14 +326,9 @@ pub async fn serve(
         out.flush()?;
     }
     tracing::info!(%addr, "listening");
-    let result = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await;
+    connections::serve(listener, router, limits, shutdown).await;
     purge.abort();
-    result.map_err(StartupError::Io)
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -43,13 +43,19 @@ pub(crate) fn api(state: &AppState) -> Router<AppState> {
         .route(LOGOUT_PATH, post(logout))
         .route(LOGOUT_ALL_PATH, post(logout_all))
         .route_layer(middleware::from_fn_with_state(state.clone(), csrf_guard))
-        .layer(DefaultBodyLimit::max(AUTH_BODY_LIMIT));
+        .layer(DefaultBodyLimit::max(AUTH_BODY_LIMIT))
+        .layer(middleware::from_fn(|req, next| {
+            declared_length_limit(AUTH_BODY_LIMIT, req, next)
+        }));
     let demo = Router::new()
         .route(ME_PATH, get(me))
         .route(ECHO_PATH, post(echo))
         .route(FORBIDDEN_PATH, get(forbidden))
         .route_layer(state.service.verifier().layer())
-        .layer(DefaultBodyLimit::max(ECHO_BODY_LIMIT));
+        .layer(DefaultBodyLimit::max(ECHO_BODY_LIMIT))
+        .layer(middleware::from_fn(|req, next| {
+            declared_length_limit(ECHO_BODY_LIMIT, req, next)
+        }));
     let mut r = Router::new()
         .merge(auth)
         .merge(demo)
@@ -58,6 +64,22 @@ pub(crate) fn api(state: &AppState) -> Router<AppState> {
         r = r.route(STATS_PATH, get(stats));
     }
     r
+}
+
+/// Refuses a body whose declared `Content-Length` is over `limit` before anything reads it.
+/// hyper sends `100 Continue` when a handler first reads the body, so a client that sent
+/// `Expect: 100-continue` with an oversize length now gets `413` at once and never uploads it
+/// (A1). Bodies without a length (chunked) are still cut at `limit` by `DefaultBodyLimit`.
+async fn declared_length_limit(limit: usize, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return AppError::PayloadTooLarge.into_response();
+    }
+    next.run(req).await
 }
 
 /// The client's IP address when the server runs with connect info (always, via `serve`);
@@ -346,7 +368,7 @@ async fn logout_all(
 }
 
 async fn jwks(State(st): State<AppState>) -> Response {
-    let set = st.service.keys().jwks(st.service.clock().now_ms());
+    let set = st.service.jwks();
     let mut r = Json(set).into_response();
     r.headers_mut().insert(
         header::CACHE_CONTROL,
@@ -380,7 +402,6 @@ async fn me(
 ) -> Result<Response, AppError> {
     let user = st
         .service
-        .store()
         .user_by_id(&c.sub)
         .await?
         .ok_or(AppError::MissingToken)?;

@@ -48,38 +48,65 @@ impl RefreshToken {
         TokenHash(Sha256::digest(self.0).into())
     }
 
-    /// Seals `successor` under this (parent) token: XOR with HMAC-SHA256(parent, label).
+    /// Seals `successor` under this (parent) token: XOR with HMAC-SHA256 keyed by the parent
+    /// over a fixed label.
     ///
     /// The store keeps the sealed successor next to the parent's *hash*; only someone who holds
-    /// the parent itself can unseal it, and only while the store still returns it (the grace
-    /// window). Sealing is its own inverse.
+    /// the parent itself can unseal it, and only while the store still returns it (until the
+    /// successor's first use). Sealing is its own inverse.
     pub fn seal(&self, successor: &RefreshToken) -> [u8; REFRESH_TOKEN_BYTES] {
-        let pad = self.pad();
-        let mut out = successor.0;
-        for (o, p) in out.iter_mut().zip(pad.iter()) {
-            *o ^= p;
-        }
-        out
+        xor(successor.0, &self.pad())
     }
 
     /// Reverses [`RefreshToken::seal`].
     pub fn unseal(&self, sealed: &[u8; REFRESH_TOKEN_BYTES]) -> RefreshToken {
-        let pad = self.pad();
-        let mut out = *sealed;
-        for (o, p) in out.iter_mut().zip(pad.iter()) {
-            *o ^= p;
-        }
-        RefreshToken(out)
+        RefreshToken(xor(*sealed, &self.pad()))
     }
 
-    fn pad(&self) -> [u8; 32] {
-        // SHA-256 over a fixed-length input with a domain-separation label: a PRF keyed by the
-        // parent token (length extension is irrelevant: the input length never varies).
+    /// Unseals `sealed` and checks it against the successor's hash as the store has it.
+    /// Also accepts a successor sealed by an earlier release (SHA-256 of label and parent
+    /// instead of an HMAC): such values stay in the store until their successor is first used,
+    /// so an upgrade must not turn them into errors. `None` if neither matches.
+    pub fn unseal_matching(
+        &self,
+        sealed: &[u8; REFRESH_TOKEN_BYTES],
+        expected: &TokenHash,
+    ) -> Option<RefreshToken> {
+        [self.pad(), self.pad_v1()]
+            .into_iter()
+            .map(|pad| RefreshToken(xor(*sealed, &pad)))
+            .find(|t| t.hash() == *expected)
+    }
+
+    fn pad(&self) -> [u8; REFRESH_TOKEN_BYTES] {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.0);
+        let tag = ring::hmac::sign(&key, SEAL_LABEL);
+        let mut pad = [0u8; REFRESH_TOKEN_BYTES];
+        pad.copy_from_slice(tag.as_ref());
+        pad
+    }
+
+    /// The pad of earlier releases, for [`RefreshToken::unseal_matching`] only.
+    fn pad_v1(&self) -> [u8; REFRESH_TOKEN_BYTES] {
         let mut h = Sha256::new();
         h.update(b"authfetch/refresh-successor-seal/v1\0");
         h.update(self.0);
         h.finalize().into()
     }
+}
+
+/// The HMAC message of [`RefreshToken::seal`] (domain separation from any other use of the
+/// token as a key).
+const SEAL_LABEL: &[u8] = b"authfetch/refresh-successor-seal/v2";
+
+fn xor(
+    mut v: [u8; REFRESH_TOKEN_BYTES],
+    pad: &[u8; REFRESH_TOKEN_BYTES],
+) -> [u8; REFRESH_TOKEN_BYTES] {
+    for (o, p) in v.iter_mut().zip(pad.iter()) {
+        *o ^= p;
+    }
+    v
 }
 
 impl fmt::Debug for RefreshToken {
@@ -183,6 +210,36 @@ mod tests {
         assert_ne!(sealed, succ.0);
         assert_eq!(parent.unseal(&sealed), succ);
         assert_ne!(other.unseal(&sealed), succ);
+    }
+
+    #[test]
+    fn seal_is_xor_with_hmac_sha256_keyed_by_the_parent() {
+        use hmac::Mac as _;
+        let parent = RefreshToken::generate();
+        let succ = RefreshToken::generate();
+        let mut mac = hmac::Hmac::<Sha256>::new_from_slice(&parent.0).unwrap();
+        mac.update(SEAL_LABEL);
+        let pad: [u8; 32] = mac.finalize().into_bytes().into();
+        assert_eq!(parent.seal(&succ), xor(succ.0, &pad));
+    }
+
+    #[test]
+    fn unseal_matching_accepts_this_and_the_previous_release_and_nothing_else() {
+        let parent = RefreshToken::generate();
+        let succ = RefreshToken::generate();
+        let h = succ.hash();
+        assert_eq!(
+            parent.unseal_matching(&parent.seal(&succ), &h),
+            Some(succ.clone())
+        );
+        let legacy = xor(succ.0, &parent.pad_v1());
+        assert_eq!(parent.unseal_matching(&legacy, &h), Some(succ.clone()));
+        let other = RefreshToken::generate();
+        assert_eq!(other.unseal_matching(&parent.seal(&succ), &h), None);
+        assert_eq!(
+            parent.unseal_matching(&parent.seal(&succ), &other.hash()),
+            None
+        );
     }
 
     #[test]

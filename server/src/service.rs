@@ -10,7 +10,7 @@ use crate::error::AppError;
 use crate::jwt::IssuedClaims;
 use crate::keys::KeyRing;
 use crate::password::PasswordHasher;
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{address_key, RateLimiter};
 use crate::secret::{random_id, AccessToken, Password, RefreshToken};
 use crate::stats::Stats;
 use crate::store::{
@@ -50,11 +50,10 @@ pub struct Issued {
 /// use std::sync::Arc;
 ///
 /// let store = Arc::new(RedisStore::connect("redis://127.0.0.1:6379").await?);
-/// let verifier = Verifier::with_jwks_url(
-///     VerifierConfig::new("authfetch", "authfetch-api"),
-///     "http://127.0.0.1:8080/.well-known/jwks.json",
-/// )
-/// .revocation(Arc::new(StoreRevocation::new(store)));
+/// let verifier = Verifier::builder(VerifierConfig::new("authfetch", "authfetch-api"))
+///     .jwks_url("http://127.0.0.1:8080/.well-known/jwks.json")
+///     .revocation(Arc::new(StoreRevocation::new(store)))
+///     .build()?;
 /// # let _ = verifier; Ok(()) }
 /// ```
 pub struct StoreRevocation {
@@ -134,15 +133,15 @@ impl TokenService {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, crate::password::HashError> {
         let passwords = PasswordHasher::new(config.password_params, config.max_concurrent_hashes)?;
-        let verifier = Verifier::with_key_ring(
+        let verifier = Verifier::for_key_ring(
             VerifierConfig::new(&config.issuer, &config.audience),
             Arc::clone(&keys),
-        )
-        .revocation(Arc::new(StoreRevocation {
-            store: Arc::clone(&store),
-            clock: Arc::clone(&clock),
-        }))
-        .clock(Arc::clone(&clock));
+            Arc::new(StoreRevocation {
+                store: Arc::clone(&store),
+                clock: Arc::clone(&clock),
+            }),
+            Arc::clone(&clock),
+        );
         let rl = config.rate_limits;
         Ok(Self {
             login_ip: RateLimiter::new(rl.login_per_ip),
@@ -185,6 +184,29 @@ impl TokenService {
     /// The audit counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// The user with this id (an access token's `sub`), for resources that show it.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn user_by_id(&self, user_id: &str) -> Result<Option<User>, AppError> {
+        Ok(self.store.user_by_id(user_id).await?)
+    }
+
+    /// The public signing keys to publish now (J12).
+    pub fn jwks(&self) -> crate::keys::JwkSet {
+        self.keys.jwks(self.clock.now_ms())
+    }
+
+    /// Housekeeping: expired denylist entries, long-dead families, sealed successors that can
+    /// no longer be handed out; then gives the freed space back (SQLite).
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn purge(&self) -> Result<(), AppError> {
+        let now = self.clock.now_ms();
+        Ok(self.store.purge(now, ms(self.config.grace)).await?)
     }
 
     /// Creates a user with an Argon2id hash of `password`.
@@ -249,7 +271,8 @@ impl TokenService {
             return Err(AppError::InvalidRequest("password must be 1-1024 bytes"));
         }
         let now = self.clock.now_ms();
-        self.limit(&self.login_ip, "login_ip", ip, now).await?;
+        self.limit(&self.login_ip, "login_ip", &address_key(ip), now)
+            .await?;
         self.limit(
             &self.login_account,
             "login_account",
@@ -324,7 +347,8 @@ impl TokenService {
         ip: &str,
     ) -> Result<Issued, AppError> {
         let now = self.clock.now_ms();
-        self.limit(&self.refresh_ip, "refresh_ip", ip, now).await?;
+        self.limit(&self.refresh_ip, "refresh_ip", &address_key(ip), now)
+            .await?;
         let result = self.rotate(presented, now).await;
         if matches!(result, Err(AppError::RefreshRejected(_))) {
             Stats::bump(&self.stats.refresh_failed);
@@ -340,7 +364,6 @@ impl TokenService {
             successor: candidate.hash(),
             successor_sealed: presented.seal(&candidate),
             now_ms: now,
-            grace_ms: ms(self.config.grace),
             idle_ttl_ms: ms(self.config.idle_ttl),
         };
         match self.store.rotate(req).await? {
@@ -354,12 +377,11 @@ impl TokenService {
                 successor,
                 sealed,
             } => {
-                let s = presented.unseal(&sealed);
-                if s.hash() != successor {
-                    return Err(AppError::Internal(
-                        "sealed successor does not match its hash".into(),
-                    ));
-                }
+                let s = presented
+                    .unseal_matching(&sealed, &successor)
+                    .ok_or_else(|| {
+                        AppError::Internal("sealed successor does not match its hash".into())
+                    })?;
                 Stats::bump(&self.stats.refresh_grace);
                 tracing::info!(target: AUDIT, event = "refresh_grace", user = %f.user_id, family = %f.family_id);
                 self.issue(&f.user_id, &f.family_id, s, f.absolute_exp_ms, now)

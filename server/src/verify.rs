@@ -9,18 +9,38 @@
 //!     claims.sub
 //! }
 //!
+//! # fn f() -> Result<(), Box<dyn std::error::Error>> {
 //! let verifier = Verifier::with_jwks_url(
 //!     VerifierConfig::new("authfetch", "authfetch-api"),
 //!     "http://127.0.0.1:8080/.well-known/jwks.json",
-//! );
+//! )?;
 //! let app: Router = Router::new().route("/me", get(me)).route_layer(verifier.layer());
+//! # let _ = app; Ok(()) }
 //! ```
 //!
 //! Keys come from the server's own [`KeyRing`], a fixed list, or a JWKS URL. A JWKS is cached
 //! for [`JWKS_CACHE_TTL`]; a token with an unknown `kid` triggers a refetch at most once per
-//! [`JWKS_MIN_REFETCH`], and concurrent misses share one fetch. Revocation (denylisted `jti`,
+//! [`JWKS_MIN_REFETCH`], and concurrent misses share one fetch. When the JWKS endpoint cannot
+//! be reached, cached keys are trusted for [`JWKS_MAX_STALE`] past their cache lifetime and
+//! then not at all: a key withdrawn from the set stops verifying within
+//! `cache_ttl + max_stale` whatever happens to the endpoint. Revocation (denylisted `jti`,
 //! revoked family, user `not_before`) is checked through an optional [`RevocationCheck`];
 //! without one, a revoked token stays valid until its (short) expiry.
+//!
+//! Everything is set on a [`VerifierBuilder`] before the verifier exists, so a verifier in
+//! use always does what it was configured to do (there is no setter to call too late):
+//!
+//! ```no_run
+//! # fn f(check: std::sync::Arc<dyn authfetch_server::verify::RevocationCheck>) -> Result<(), Box<dyn std::error::Error>> {
+//! use authfetch_server::verify::{JwksPolicy, Verifier, VerifierConfig};
+//!
+//! let verifier = Verifier::builder(VerifierConfig::new("authfetch", "authfetch-api"))
+//!     .jwks_url("https://auth.example/.well-known/jwks.json")
+//!     .jwks_policy(JwksPolicy::default())
+//!     .revocation(check)
+//!     .build()?;
+//! # let _ = verifier; Ok(()) }
+//! ```
 
 use async_trait::async_trait;
 use axum::extract::FromRequestParts;
@@ -33,7 +53,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::MAX_SKEW;
@@ -43,6 +63,10 @@ use crate::keys::{JwkSet, KeyRing, PublicKey};
 
 /// How long a fetched JWKS is used before it is fetched again.
 pub const JWKS_CACHE_TTL: Duration = Duration::from_secs(300);
+/// How long past [`JWKS_CACHE_TTL`] cached keys are still trusted while the JWKS endpoint
+/// cannot be reached. Longer than an access token lives, so a short outage of the endpoint
+/// does not log anyone out; short enough that a withdrawn key does not outlive it by much.
+pub const JWKS_MAX_STALE: Duration = Duration::from_secs(15 * 60);
 /// Minimum time between two JWKS fetches triggered by unknown `kid`s.
 pub const JWKS_MIN_REFETCH: Duration = Duration::from_secs(10);
 /// Largest JWKS body accepted.
@@ -106,6 +130,9 @@ pub enum VerifyError {
     /// No usable `Authorization: Bearer` header.
     #[error("missing bearer token")]
     Missing,
+    /// Several `Authorization` headers.
+    #[error("several authorization headers")]
+    Ambiguous,
     /// The token was rejected.
     #[error(transparent)]
     Invalid(#[from] JwtError),
@@ -118,6 +145,7 @@ impl IntoResponse for VerifyError {
     fn into_response(self) -> Response {
         match self {
             VerifyError::Missing => AppError::MissingToken.into_response(),
+            VerifyError::Ambiguous => AppError::AmbiguousAuthorization.into_response(),
             VerifyError::Invalid(e) => AppError::InvalidToken(e).into_response(),
             VerifyError::Unavailable(e) => {
                 AppError::Internal(format!("revocation check: {e}")).into_response()
@@ -151,69 +179,209 @@ impl std::fmt::Debug for Verifier {
     }
 }
 
+/// When a remote JWKS is fetched and how long its keys are trusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JwksPolicy {
+    /// How long a fetched set is used before it is fetched again ([`JWKS_CACHE_TTL`]).
+    pub cache_ttl: Duration,
+    /// Least time between two fetches, whatever triggers them ([`JWKS_MIN_REFETCH`]).
+    pub min_refetch: Duration,
+    /// How long past `cache_ttl` a set is still trusted while refetching fails
+    /// ([`JWKS_MAX_STALE`]); after that its keys verify nothing until a fetch succeeds.
+    pub max_stale: Duration,
+}
+
+impl Default for JwksPolicy {
+    fn default() -> Self {
+        Self {
+            cache_ttl: JWKS_CACHE_TTL,
+            min_refetch: JWKS_MIN_REFETCH,
+            max_stale: JWKS_MAX_STALE,
+        }
+    }
+}
+
+/// A verifier setting that cannot apply.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// No key source: call `keys`, `key_ring` or `jwks_url`.
+    #[error("no key source: call keys(), key_ring() or jwks_url()")]
+    NoKeys,
+    /// Two key sources.
+    #[error("more than one key source")]
+    TwoKeySources,
+    /// A JWKS policy or CA certificate for a verifier that does not fetch a JWKS.
+    #[error("JWKS settings given for a verifier without a JWKS URL")]
+    JwksSettingsWithoutUrl,
+    /// The JWKS URL is not `http://` or `https://`.
+    #[error("the JWKS URL must be http:// or https://")]
+    JwksUrl,
+    /// The HTTP client could not be built (bad CA certificate, TLS set-up).
+    #[error("JWKS client: {0}")]
+    Client(String),
+}
+
+/// Collects everything a [`Verifier`] needs; [`VerifierBuilder::build`] checks that it all
+/// applies and freezes it.
+#[must_use]
+pub struct VerifierBuilder {
+    config: VerifierConfig,
+    keys: Vec<KeySource>,
+    jwks_url: Option<String>,
+    jwks_policy: Option<JwksPolicy>,
+    jwks_ca_pem: Vec<Vec<u8>>,
+    revocation: Option<Arc<dyn RevocationCheck>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for VerifierBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifierBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerifierBuilder {
+    /// Verifies against a fixed set of `(kid, key)` pairs.
+    pub fn keys(mut self, keys: impl IntoIterator<Item = (String, PublicKey)>) -> Self {
+        self.keys
+            .push(KeySource::Static(keys.into_iter().collect()));
+        self
+    }
+
+    /// Verifies against the published keys of a [`KeyRing`] (the server's own).
+    pub fn key_ring(mut self, ring: Arc<KeyRing>) -> Self {
+        self.keys.push(KeySource::Ring(ring));
+        self
+    }
+
+    /// Verifies against the JWKS at `url` (`https://`, or `http://` on a trusted network),
+    /// cached and refetched as [`VerifierBuilder::jwks_policy`] says.
+    pub fn jwks_url(mut self, url: impl Into<String>) -> Self {
+        self.jwks_url = Some(url.into());
+        self
+    }
+
+    /// How the JWKS is cached and refetched (default [`JwksPolicy::default`]). Only for a
+    /// verifier with a JWKS URL; `build` refuses it otherwise.
+    pub fn jwks_policy(mut self, policy: JwksPolicy) -> Self {
+        self.jwks_policy = Some(policy);
+        self
+    }
+
+    /// Trusts this PEM CA certificate (in addition to the built-in web roots) for an
+    /// `https://` JWKS URL: a private CA. Only for a verifier with a JWKS URL.
+    pub fn jwks_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.jwks_ca_pem.push(pem.into());
+        self
+    }
+
+    /// Adds a revocation source.
+    pub fn revocation(mut self, check: Arc<dyn RevocationCheck>) -> Self {
+        self.revocation = Some(check);
+        self
+    }
+
+    /// Replaces the clock (tests).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The verifier.
+    ///
+    /// # Errors
+    /// Settings that cannot apply: see [`BuildError`].
+    pub fn build(mut self) -> Result<Verifier, BuildError> {
+        let keys = match (self.keys.pop(), self.keys.is_empty(), self.jwks_url) {
+            (Some(_), false, _) | (Some(_), true, Some(_)) => {
+                return Err(BuildError::TwoKeySources)
+            }
+            (Some(k), true, None) => {
+                if self.jwks_policy.is_some() || !self.jwks_ca_pem.is_empty() {
+                    return Err(BuildError::JwksSettingsWithoutUrl);
+                }
+                k
+            }
+            (None, _, Some(url)) => KeySource::Remote(RemoteJwks::new(
+                url,
+                self.jwks_policy.unwrap_or_default(),
+                &self.jwks_ca_pem,
+            )?),
+            (None, _, None) => return Err(BuildError::NoKeys),
+        };
+        Ok(Verifier(Arc::new(Inner {
+            config: self.config,
+            keys,
+            revocation: self.revocation,
+            clock: self.clock,
+        })))
+    }
+}
+
 impl Verifier {
-    fn build(config: VerifierConfig, keys: KeySource) -> Self {
+    /// Starts a [`VerifierBuilder`]: key source, revocation, clock and JWKS policy are all set
+    /// there, before the verifier exists.
+    pub fn builder(config: VerifierConfig) -> VerifierBuilder {
+        VerifierBuilder {
+            config,
+            keys: Vec::new(),
+            jwks_url: None,
+            jwks_policy: None,
+            jwks_ca_pem: Vec::new(),
+            revocation: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Verifies against a fixed set of `(kid, key)` pairs; no revocation, system clock.
+    pub fn with_keys(
+        config: VerifierConfig,
+        keys: impl IntoIterator<Item = (String, PublicKey)>,
+    ) -> Self {
+        Verifier::plain(config, KeySource::Static(keys.into_iter().collect()))
+    }
+
+    /// Verifies against the published keys of a [`KeyRing`]; no revocation, system clock.
+    pub fn with_key_ring(config: VerifierConfig, ring: Arc<KeyRing>) -> Self {
+        Verifier::plain(config, KeySource::Ring(ring))
+    }
+
+    /// Verifies against the JWKS at `url` with the default [`JwksPolicy`]; no revocation.
+    ///
+    /// # Errors
+    /// A URL that is not `http://` or `https://`, or a TLS set-up failure.
+    pub fn with_jwks_url(
+        config: VerifierConfig,
+        url: impl Into<String>,
+    ) -> Result<Self, BuildError> {
+        Verifier::builder(config).jwks_url(url).build()
+    }
+
+    /// The server's own verifier: its key ring, its store's revocation check, its clock, all
+    /// given at construction (a key ring needs nothing `build` could refuse).
+    pub(crate) fn for_key_ring(
+        config: VerifierConfig,
+        ring: Arc<KeyRing>,
+        revocation: Arc<dyn RevocationCheck>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Verifier(Arc::new(Inner {
+            config,
+            keys: KeySource::Ring(ring),
+            revocation: Some(revocation),
+            clock,
+        }))
+    }
+
+    fn plain(config: VerifierConfig, keys: KeySource) -> Self {
         Verifier(Arc::new(Inner {
             config,
             keys,
             revocation: None,
             clock: Arc::new(SystemClock),
         }))
-    }
-
-    /// Verifies against a fixed set of `(kid, key)` pairs.
-    pub fn with_keys(
-        config: VerifierConfig,
-        keys: impl IntoIterator<Item = (String, PublicKey)>,
-    ) -> Self {
-        Self::build(config, KeySource::Static(keys.into_iter().collect()))
-    }
-
-    /// Verifies against the published keys of a [`KeyRing`] (the server's own).
-    pub fn with_key_ring(config: VerifierConfig, ring: Arc<KeyRing>) -> Self {
-        Self::build(config, KeySource::Ring(ring))
-    }
-
-    /// Verifies against the JWKS at `url` (cached; unknown `kid` refetches, rate-limited).
-    /// Only `http://` URLs are supported by the lean HTTP client this crate is built with; put
-    /// the JWKS behind a loopback or internal address, or terminate TLS in front.
-    pub fn with_jwks_url(config: VerifierConfig, url: impl Into<String>) -> Self {
-        Self::build(config, KeySource::Remote(RemoteJwks::new(url.into())))
-    }
-
-    /// Adds a revocation source. Must be called before the verifier is cloned.
-    pub fn revocation(self, check: Arc<dyn RevocationCheck>) -> Self {
-        self.map_inner(|i| i.revocation = Some(check))
-    }
-
-    /// Changes how long a fetched JWKS is trusted (default [`JWKS_CACHE_TTL`]) and the minimum
-    /// time between two fetches triggered by unknown `kid`s (default [`JWKS_MIN_REFETCH`]).
-    /// No effect on verifiers with local keys. Must be called before the verifier is cloned.
-    pub fn jwks_refresh_policy(self, cache_ttl: Duration, min_refetch: Duration) -> Self {
-        self.map_inner(|i| {
-            if let KeySource::Remote(r) = &mut i.keys {
-                r.cache_ttl = cache_ttl;
-                r.min_refetch = min_refetch;
-            }
-        })
-    }
-
-    /// Replaces the clock (tests). Must be called before the verifier is cloned.
-    pub fn clock(self, clock: Arc<dyn Clock>) -> Self {
-        self.map_inner(|i| i.clock = clock)
-    }
-
-    fn map_inner(self, f: impl FnOnce(&mut Inner)) -> Self {
-        match Arc::try_unwrap(self.0) {
-            Ok(mut inner) => {
-                f(&mut inner);
-                Verifier(Arc::new(inner))
-            }
-            Err(shared) => {
-                tracing::error!("Verifier configured after it was cloned; setting ignored");
-                Verifier(shared)
-            }
-        }
     }
 
     /// A tower layer that requires a valid bearer token and puts [`Authenticated`] into the
@@ -268,7 +436,7 @@ impl Verifier {
         let key = match &inner.keys {
             KeySource::Static(m) => m.get(&parsed.kid).cloned(),
             KeySource::Ring(r) => r.public_key(&parsed.kid, now_ms),
-            KeySource::Remote(r) => r.key(&parsed.kid).await,
+            KeySource::Remote(r) => r.key(&parsed.kid, now_ms).await,
         }
         .ok_or(JwtError::UnknownKey)?;
         // J1: the key decides the algorithm; the header must agree with it.
@@ -369,67 +537,78 @@ fn check_claims(
     })
 }
 
-/// A cached remote JWKS.
+/// A cached remote JWKS. Times are the verifier clock's milliseconds, so tests can move them.
 struct RemoteJwks {
     url: String,
     client: reqwest::Client,
-    cache: std::sync::RwLock<(HashMap<String, PublicKey>, Option<Instant>)>,
+    /// The keys and when they were fetched.
+    cache: std::sync::RwLock<(HashMap<String, PublicKey>, Option<i64>)>,
     /// Held while fetching (single flight); holds the time of the last fetch attempt.
-    fetch: tokio::sync::Mutex<Option<Instant>>,
+    fetch: tokio::sync::Mutex<Option<i64>>,
     fetches: AtomicU64,
-    cache_ttl: Duration,
-    min_refetch: Duration,
+    policy: JwksPolicy,
+}
+
+fn dur_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
 }
 
 impl RemoteJwks {
-    fn new(url: String) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        Self {
+    fn new(url: String, policy: JwksPolicy, ca_pem: &[Vec<u8>]) -> Result<Self, BuildError> {
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(BuildError::JwksUrl);
+        }
+        let client = jwks_client(ca_pem)?;
+        Ok(Self {
             url,
             client,
             cache: std::sync::RwLock::new((HashMap::new(), None)),
             fetch: tokio::sync::Mutex::new(None),
             fetches: AtomicU64::new(0),
-            cache_ttl: JWKS_CACHE_TTL,
-            min_refetch: JWKS_MIN_REFETCH,
-        }
+            policy,
+        })
     }
 
-    fn cached(&self, kid: &str) -> (Option<PublicKey>, bool) {
+    /// The cached key for `kid` if the set is still trusted, and whether it is fresh.
+    fn cached(&self, kid: &str, now_ms: i64) -> (Option<PublicKey>, bool) {
         let c = self.cache.read().unwrap_or_else(|e| e.into_inner());
-        let fresh = c.1.is_some_and(|t| t.elapsed() < self.cache_ttl);
-        (c.0.get(kid).cloned(), fresh)
+        let Some(fetched) = c.1 else {
+            return (None, false);
+        };
+        let age = now_ms.saturating_sub(fetched);
+        let ttl = dur_ms(self.policy.cache_ttl);
+        if age >= ttl.saturating_add(dur_ms(self.policy.max_stale)) {
+            // Too stale to trust: a key withdrawn from the set must not outlive an outage.
+            return (None, false);
+        }
+        (c.0.get(kid).cloned(), age < ttl)
     }
 
-    async fn key(&self, kid: &str) -> Option<PublicKey> {
-        if let (Some(k), true) = self.cached(kid) {
+    async fn key(&self, kid: &str, now_ms: i64) -> Option<PublicKey> {
+        if let (Some(k), true) = self.cached(kid, now_ms) {
             return Some(k);
         }
         let mut last = self.fetch.lock().await;
         // Someone else may have fetched while we waited.
-        let (hit, fresh) = self.cached(kid);
+        let (hit, fresh) = self.cached(kid, now_ms);
         if hit.is_some() && fresh {
             return hit;
         }
         // At most one fetch per `min_refetch`, whatever the reason (unknown kid, stale cache,
         // or a JWKS endpoint that is down): token spam must never turn into a fetch per request.
-        if last.is_some_and(|t| t.elapsed() < self.min_refetch) {
+        if last.is_some_and(|t| now_ms.saturating_sub(t) < dur_ms(self.policy.min_refetch)) {
             return hit;
         }
-        *last = Some(Instant::now());
+        *last = Some(now_ms);
         self.fetches.fetch_add(1, Ordering::Relaxed);
         match self.fetch_set().await {
             Ok(keys) => {
                 let mut c = self.cache.write().unwrap_or_else(|e| e.into_inner());
-                *c = (keys, Some(Instant::now()));
+                *c = (keys, Some(now_ms));
                 c.0.get(kid).cloned()
             }
             Err(e) => {
-                tracing::warn!(url = %self.url, error = %e, "JWKS fetch failed; keeping cached keys");
+                tracing::warn!(url = %self.url, error = %e, "JWKS fetch failed; cached keys are trusted until they are too stale");
                 hit
             }
         }
@@ -474,6 +653,35 @@ impl RemoteJwks {
         }
         Ok(out)
     }
+}
+
+/// The JWKS HTTP client: 5 s timeout, no redirects, TLS through rustls (ring provider) with
+/// the Mozilla root set plus any private CA given.
+fn jwks_client(ca_pem: &[Vec<u8>]) -> Result<reqwest::Client, BuildError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for pem in ca_pem {
+        use rustls::pki_types::pem::PemObject as _;
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| BuildError::Client(format!("CA certificate: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| BuildError::Client(format!("CA certificate: {e}")))?;
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| BuildError::Client(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .tls_backend_preconfigured(tls)
+        .build()
+        .map_err(|e| BuildError::Client(e.to_string()))
 }
 
 /// The claims of the verified bearer token, put into request extensions by [`VerifyLayer`].
@@ -537,11 +745,11 @@ where
         let verifier = self.verifier.clone();
         Box::pin(async move {
             let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
-            let value = match (values.next(), values.next()) {
-                (Some(v), None) => Some(v.as_bytes()),
-                _ => None, // none, or ambiguous duplicates
+            let verified = match (values.next(), values.next()) {
+                (value, None) => verifier.verify_header(value.map(|v| v.as_bytes())).await,
+                (_, Some(_)) => Err(VerifyError::Ambiguous),
             };
-            match verifier.verify_header(value).await {
+            match verified {
                 Ok(claims) => {
                     req.extensions_mut().insert(Authenticated(claims));
                     inner.call(req).await

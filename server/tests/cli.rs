@@ -133,7 +133,7 @@ struct Reply {
 }
 
 async fn post(url: &str, cookie: Option<&str>, body: Option<serde_json::Value>) -> Reply {
-    let client = reqwest::Client::new();
+    let client = common::http_client();
     let mut req = client.post(url).header(CSRF_HEADER, "1");
     if let Some(c) = cookie {
         req = req.header("cookie", format!("{REFRESH_COOKIE}={c}"));
@@ -167,7 +167,7 @@ async fn post(url: &str, cookie: Option<&str>, body: Option<serde_json::Value>) 
 }
 
 async fn get(url: &str, bearer: Option<&str>) -> (u16, serde_json::Value) {
-    let mut req = reqwest::Client::new().get(url);
+    let mut req = common::http_client().get(url);
     if let Some(b) = bearer {
         req = req.header("authorization", format!("Bearer {b}"));
     }

@@ -558,7 +558,12 @@ async fn r1_parent_replayed_after_grace_revokes_the_family_and_its_access_tokens
     let r = t.refresh(&s0.cookie).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(cookie_value(&r).unwrap(), c1);
-    // After grace (measured from the first use): reuse.
+    // After grace (measured from the first use), once the successor has been used: reuse.
+    // (Before its first use the parent still gets it: see
+    // a3_a_lost_refresh_answer_past_the_grace_window_still_gets_the_same_successor.)
+    let r = t.refresh(&c1).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let c2 = cookie_value(&r).unwrap();
     t.advance(Duration::from_secs(2));
     let r = t.refresh(&s0.cookie).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
@@ -574,13 +579,62 @@ async fn r1_parent_replayed_after_grace_revokes_the_family_and_its_access_tokens
         );
     }
     assert_eq!(
-        t.refresh(&c1).await.status(),
+        t.refresh(&c2).await.status(),
         StatusCode::UNAUTHORIZED,
         "the whole family is dead"
     );
     // Other users are unaffected.
     let b = t.login("bob", "bob-password").await;
     assert_eq!(t.me(&b.access).await.status(), StatusCode::OK);
+}
+
+/// A3 over HTTP: a rotation committed but never answered (the server crashed, the connection
+/// dropped); the client presents its old cookie after the grace window, even after a restart.
+#[tokio::test]
+async fn a3_a_lost_refresh_answer_past_the_grace_window_still_gets_the_same_successor() {
+    let t = TestApp::new().await;
+    let s0 = t.login("alice", "alice-password").await;
+    let lost = cookie_value(&t.refresh(&s0.cookie).await).unwrap();
+    let t = t.reopen().await;
+    t.advance(t.config.grace + Duration::from_secs(60));
+    let r = t.refresh(&s0.cookie).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(cookie_value(&r).unwrap(), lost, "the same successor");
+    let access = json(r).await["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(t.me(&access).await.status(), StatusCode::OK);
+    assert_eq!(t.stats().await["reuse_detected"], 0);
+    // The client carries on with the successor; the old cookie is now spent.
+    let r = t.refresh(&lost).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = t.refresh(&s0.cookie).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(t.stats().await["reuse_detected"], 1);
+}
+
+/// Two `Authorization` headers are ambiguous: 401 with `error="invalid_request"` (RFC 6750
+/// §3.1), not a bare challenge that looks like "no token" and not `invalid_token` (which would
+/// make a client refresh).
+#[tokio::test]
+async fn two_authorization_headers_get_401_invalid_request() {
+    let t = TestApp::new().await;
+    let s = t.login("alice", "alice-password").await;
+    for second in [format!("Bearer {}", s.access), "Bearer other".to_owned()] {
+        let r = t
+            .send(
+                Request::get("/api/me")
+                    .header(header::AUTHORIZATION, format!("Bearer {}", s.access))
+                    .header(header::AUTHORIZATION, second)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            r.headers()[header::WWW_AUTHENTICATE],
+            "Bearer error=\"invalid_request\""
+        );
+        assert_eq!(error_code(r).await, "invalid_request");
+    }
 }
 
 #[tokio::test]
@@ -1216,4 +1270,77 @@ async fn restart_on_the_same_data_dir_keeps_sessions_users_and_keys() {
     let t = t.reopen().await;
     assert_eq!(cookie_value(&t.refresh(&s.cookie).await).unwrap(), c1);
     t.login("bob", "bob-password").await;
+}
+
+/// A2 at the service: a per-account lockout survives a flood of 120,000 distinct source
+/// addresses, and an IPv6 client is one key per /64 however many addresses it uses.
+#[tokio::test]
+async fn a2_a_flood_of_addresses_never_lifts_a_per_account_lockout_and_ipv6_counts_per_64() {
+    let minute = Duration::from_secs(60);
+    let t = TestApp::with(|c| {
+        c.rate_limits = RateLimits {
+            login_per_ip: Limit {
+                max: 5,
+                window: minute,
+            },
+            login_per_account: Limit {
+                max: 3,
+                window: minute,
+            },
+            refresh_per_ip: Limit {
+                max: 5,
+                window: minute,
+            },
+        };
+    })
+    .await;
+    let service = &t.state.service;
+    let pw = || Password::new("wrong".into());
+    for i in 0..3 {
+        let r = service
+            .login("alice", pw(), &format!("10.0.0.{i}"), None)
+            .await;
+        assert!(matches!(
+            r,
+            Err(authfetch_server::error::AppError::BadCredentials)
+        ));
+    }
+    for i in 0u32..120_000 {
+        let ip = std::net::Ipv4Addr::from(0x0b00_0000 + i).to_string();
+        let r = service.login("alice", pw(), &ip, None).await;
+        assert!(matches!(
+            r,
+            Err(authfetch_server::error::AppError::RateLimited(_))
+        ));
+    }
+    let r = service
+        .login(
+            "alice",
+            Password::new("alice-password".into()),
+            "192.0.2.1",
+            None,
+        )
+        .await;
+    assert!(
+        matches!(r, Err(authfetch_server::error::AppError::RateLimited(_))),
+        "the lockout is still in force"
+    );
+    // Five addresses of one /64 use up its login budget; another /64 still has its own.
+    for i in 1..=5 {
+        let _ = service
+            .login("bob", pw(), &format!("2001:db8:7:7::{i:x}"), None)
+            .await;
+    }
+    let r = service
+        .login("carol", pw(), "2001:db8:7:7:ffff::1", None)
+        .await;
+    assert!(matches!(
+        r,
+        Err(authfetch_server::error::AppError::RateLimited(_))
+    ));
+    let r = service.login("carol", pw(), "2001:db8:7:8::1", None).await;
+    assert!(matches!(
+        r,
+        Err(authfetch_server::error::AppError::BadCredentials)
+    ));
 }

@@ -91,7 +91,45 @@ contract!(
     store_level_users_denylist_and_access_checks,
     r9_login_and_refresh_rate_limits_with_retry_after,
     r4_logout_all_by_cookie_needs_the_current_cookie_not_a_stale_one,
+    a3_a_lost_refresh_answer_never_costs_the_session,
 );
+
+/// A3: the client never got the answer of a committed rotation (crash, dropped connection)
+/// and presents the parent again long after the grace window. As long as the successor has
+/// never been used, the parent gets that same successor; the successor's first use closes the
+/// door, and the parent is reuse from then on.
+async fn a3_a_lost_refresh_answer_never_costs_the_session(b: Backend) {
+    let t = fixture(b, "a3", |_| {}).await;
+    let s0 = t.login("alice", "alice-password").await;
+    let lost = refresh_ok(&t, &s0.cookie).await; // committed; the answer never arrives
+    t.advance(t.config.grace * 6 + Duration::from_secs(3600));
+    // Housekeeping in between must not throw the sealed successor away.
+    let now = t.clock.now_ms();
+    t.state
+        .service
+        .store()
+        .purge(now, i64::try_from(t.config.grace.as_millis()).unwrap())
+        .await
+        .unwrap();
+    let again = refresh_ok(&t, &s0.cookie).await;
+    assert_eq!(
+        again.cookie, lost.cookie,
+        "the same successor, not a sibling"
+    );
+    assert_eq!(t.me(&again.access).await.status(), StatusCode::OK);
+    // Still the same while the successor stays unused (the retry's answer may be lost too).
+    t.advance(Duration::from_secs(60));
+    assert_eq!(refresh_ok(&t, &s0.cookie).await.cookie, lost.cookie);
+    let st = t.stats().await;
+    assert_eq!(st["reuse_detected"], 0);
+    // The successor's first use closes the door: the parent is now reuse.
+    let s2 = refresh_ok(&t, &lost.cookie).await;
+    t.advance(t.config.grace + Duration::from_secs(1));
+    refresh_refused(&t, &s0.cookie).await;
+    assert_eq!(t.stats().await["reuse_detected"], 1);
+    refresh_refused(&t, &s2.cookie).await;
+    assert_eq!(t.me(&s2.access).await.status(), StatusCode::UNAUTHORIZED);
+}
 
 async fn r4_logout_all_by_cookie_needs_the_current_cookie_not_a_stale_one(b: Backend) {
     let t = fixture(b, "logout_all_stale", |_| {}).await;
@@ -283,13 +321,17 @@ async fn r1_parent_after_grace_is_reuse_and_kills_the_family(b: Backend) {
     let s0 = t.login("alice", "alice-password").await;
     let s1 = refresh_ok(&t, &s0.cookie).await;
     let other = t.login("alice", "alice-password").await;
+    // The legitimate client uses its successor (a parent whose successor was never used
+    // gets it again at any time: a3_a_lost_refresh_answer_never_costs_the_session).
+    let s2 = refresh_ok(&t, &s1.cookie).await;
     t.advance(t.config.grace + Duration::from_secs(1));
-    // The thief (or a stale tab) replays the parent after the window.
+    // The thief (or a stale tab) replays the spent parent after the window.
     refresh_refused(&t, &s0.cookie).await;
     // The whole family is dead: the legitimate successor and every access token of it.
-    refresh_refused(&t, &s1.cookie).await;
+    refresh_refused(&t, &s2.cookie).await;
     assert_eq!(t.me(&s0.access).await.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(t.me(&s1.access).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(t.me(&s2.access).await.status(), StatusCode::UNAUTHORIZED);
     // Other sessions of the same user are not affected.
     assert_eq!(t.me(&other.access).await.status(), StatusCode::OK);
     refresh_ok(&t, &other.cookie).await;
@@ -684,19 +726,20 @@ async fn j14_another_service_on_the_same_redis_sees_logouts_at_once() {
         RedisStore::connect_with_prefix(&f.redis.as_ref().unwrap().url, &f.t.config.redis_prefix)
             .await
             .unwrap();
-    let other = Verifier::with_jwks_url(
-        VerifierConfig::new("authfetch", "authfetch-api"),
-        format!("http://{addr}/.well-known/jwks.json"),
-    )
-    .revocation(Arc::new(StoreRevocation::with_clock(
-        Arc::new(store),
-        f.t.clock.clone(),
-    )));
+    let other = Verifier::builder(VerifierConfig::new("authfetch", "authfetch-api"))
+        .jwks_url(format!("http://{addr}/.well-known/jwks.json"))
+        .revocation(Arc::new(StoreRevocation::with_clock(
+            Arc::new(store),
+            f.t.clock.clone(),
+        )))
+        .build()
+        .unwrap();
     // A verifier without the store: signature and claims only.
     let plain = Verifier::with_jwks_url(
         VerifierConfig::new("authfetch", "authfetch-api"),
         format!("http://{addr}/.well-known/jwks.json"),
-    );
+    )
+    .unwrap();
     let s = f.login("alice", "alice-password").await;
     assert_eq!(other.verify(&s.access).await.unwrap().iss, "authfetch");
     let r = f
@@ -823,6 +866,57 @@ async fn r6_redis_holds_only_hashes_of_refresh_tokens() {
     assert!(!contains(b"alice-password"));
 }
 
+/// A4: a Redis without an append-only file loses acknowledged writes when it restarts; the
+/// server refuses it at start unless `redis_allow_volatile` (`--redis-allow-volatile`) says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a4_a_redis_without_aof_is_refused_at_start_unless_allowed() {
+    let volatile = RedisServer::start_volatile();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.store = StoreKind::Redis(volatile.url.clone());
+    config.redis_prefix = unique_prefix("a4");
+    let clock = std::sync::Arc::new(authfetch_server::clock::ManualClock::starting_now());
+    let refused = authfetch_server::open_with_clock(config.clone(), clock.clone()).await;
+    assert!(
+        matches!(refused, Err(authfetch_server::StartupError::VolatileRedis)),
+        "{refused:?}"
+    );
+    config.redis_allow_volatile = true;
+    assert!(
+        authfetch_server::open_with_clock(config.clone(), clock.clone())
+            .await
+            .is_ok()
+    );
+    // With the append-only file (what RedisServer::start runs), no flag is needed.
+    let durable = RedisServer::start();
+    config.store = StoreKind::Redis(durable.url.clone());
+    config.redis_allow_volatile = false;
+    assert!(authfetch_server::open_with_clock(config, clock)
+        .await
+        .is_ok());
+}
+
+/// A4: with the append-only file, `kill -9` of Redis and a restart lose no session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a4_with_aof_a_kill_9_of_redis_loses_no_session() {
+    let mut f = fixture(Backend::Redis, "a4_kill", |_| {}).await;
+    let s0 = f.t.login("alice", "alice-password").await;
+    let s1 = refresh_ok(&f.t, &s0.cookie).await;
+    f.redis.as_mut().unwrap().restart(); // SIGKILL, then start on the same files
+    let mut next = None;
+    for _ in 0..3 {
+        // The first call after the restart may hit the dropped connection.
+        let r = f.t.refresh(&s1.cookie).await;
+        if r.status() == StatusCode::OK {
+            next = cookie_value(&r);
+            break;
+        }
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    assert!(next.is_some(), "the session survived the Redis restart");
+    assert_eq!(f.t.me(&s1.access).await.status(), StatusCode::OK);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_is_a_clean_500_and_the_store_reconnects() {
     let mut f = fixture(Backend::Redis, "outage", |_| {}).await;
@@ -841,7 +935,7 @@ async fn redis_outage_is_a_clean_500_and_the_store_reconnects() {
         r.status().is_server_error(),
         "revocation check fails closed"
     );
-    // Redis comes back (empty, since it does not persist here): the store reconnects.
+    // Redis comes back: the store reconnects.
     f.redis.as_mut().unwrap().restart();
     let store = f.t.state.service.store();
     let mut ok = false;

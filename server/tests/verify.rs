@@ -15,7 +15,7 @@ use authfetch_server::jwt::{Alg, JwtError, MAX_KID_BYTES, MAX_TOKEN_BYTES};
 use authfetch_server::keys::{JwkSet, PublicKey, KEY_FILE};
 use authfetch_server::store::AccessCheck;
 use authfetch_server::verify::{
-    AccessClaims, Authenticated, RevocationCheck, Verifier, VerifierConfig, VerifyError,
+    AccessClaims, Authenticated, JwksPolicy, RevocationCheck, Verifier, VerifierConfig, VerifyError,
 };
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
@@ -63,14 +63,14 @@ impl Kit {
         let es = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
         let ed = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
         let clock = Arc::new(ManualClock::new(1_700_000_000_000));
-        let v = Verifier::with_keys(
-            VerifierConfig::new(ISS, AUD),
-            [
+        let v = Verifier::builder(VerifierConfig::new(ISS, AUD))
+            .keys([
                 (KID.to_owned(), PublicKey::Es256(*es.verifying_key())),
                 (ED_KID.to_owned(), PublicKey::EdDsa(ed.verifying_key())),
-            ],
-        )
-        .clock(clock.clone());
+            ])
+            .clock(clock.clone())
+            .build()
+            .unwrap();
         Kit { es, ed, clock, v }
     }
 
@@ -1259,7 +1259,10 @@ async fn j14_short_lifetimes_and_per_family_and_per_user_not_before() {
     assert_eq!(t.me(&a2.access).await.status(), StatusCode::OK);
     // Reuse detection kills the family's access tokens the same way.
     let r = t.refresh(&a2.cookie).await;
+    let c2 = cookie_value(&r).unwrap();
     let a2b = json(r).await["access_token"].as_str().unwrap().to_owned();
+    // Once the successor has been used, the parent is reuse (A3).
+    assert_eq!(t.refresh(&c2).await.status(), StatusCode::OK);
     t.advance(t.config.grace + Duration::from_secs(1));
     assert_eq!(
         t.refresh(&a2.cookie).await.status(),
@@ -1330,12 +1333,12 @@ async fn j14_the_layer_consults_a_custom_revocation_check_and_fails_closed() {
     let es = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     let make = |mode: &'static str| {
-        Verifier::with_keys(
-            VerifierConfig::new(ISS, AUD),
-            [(KID.to_owned(), PublicKey::Es256(*es.verifying_key()))],
-        )
-        .revocation(Arc::new(Deny(mode)))
-        .clock(clock.clone())
+        Verifier::builder(VerifierConfig::new(ISS, AUD))
+            .keys([(KID.to_owned(), PublicKey::Es256(*es.verifying_key()))])
+            .revocation(Arc::new(Deny(mode)))
+            .clock(clock.clone())
+            .build()
+            .unwrap()
     };
     let now = clock.now_secs();
     let token = {
@@ -1383,8 +1386,15 @@ async fn jwks_url_mode_caches_and_refetches_on_unknown_kid_rate_limited() {
     let server = tokio::spawn(axum::serve(listener, t.router.clone()).into_future());
     let url = format!("http://{addr}{JWKS_PATH}");
     let min_refetch = Duration::from_millis(1000);
-    let v = Verifier::with_jwks_url(VerifierConfig::new("authfetch", "authfetch-api"), &url)
-        .jwks_refresh_policy(Duration::from_secs(300), min_refetch);
+    let v = Verifier::builder(VerifierConfig::new("authfetch", "authfetch-api"))
+        .jwks_url(&url)
+        .jwks_policy(JwksPolicy {
+            cache_ttl: Duration::from_secs(300),
+            min_refetch,
+            ..JwksPolicy::default()
+        })
+        .build()
+        .unwrap();
     let s = t.login("alice", "alice-password").await;
 
     // First use fetches; later uses hit the cache.
@@ -1471,8 +1481,11 @@ async fn jwks_url_mode_never_hammers_a_jwks_endpoint_that_is_down() {
         l.local_addr().unwrap()
     };
     let k = Kit::new();
-    let v = Verifier::with_jwks_url(VerifierConfig::new(ISS, AUD), format!("http://{addr}/jwks"))
-        .clock(k.clock.clone());
+    let v = Verifier::builder(VerifierConfig::new(ISS, AUD))
+        .jwks_url(format!("http://{addr}/jwks"))
+        .clock(k.clock.clone())
+        .build()
+        .unwrap();
     for _ in 0..25 {
         assert!(matches!(
             v.verify(&k.valid()).await,
@@ -1536,9 +1549,11 @@ async fn jwks_url_mode_refuses_bad_key_sets() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(axum::serve(listener, app).into_future());
-        let v =
-            Verifier::with_jwks_url(VerifierConfig::new(ISS, AUD), format!("http://{addr}/jwks"))
-                .clock(k.clock.clone());
+        let v = Verifier::builder(VerifierConfig::new(ISS, AUD))
+            .jwks_url(format!("http://{addr}/jwks"))
+            .clock(k.clock.clone())
+            .build()
+            .unwrap();
         assert!(
             matches!(
                 v.verify(&token).await,
@@ -1555,8 +1570,11 @@ async fn jwks_url_mode_refuses_bad_key_sets() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(axum::serve(listener, app).into_future());
-    let v = Verifier::with_jwks_url(VerifierConfig::new(ISS, AUD), format!("http://{addr}/jwks"))
-        .clock(k.clock.clone());
+    let v = Verifier::builder(VerifierConfig::new(ISS, AUD))
+        .jwks_url(format!("http://{addr}/jwks"))
+        .clock(k.clock.clone())
+        .build()
+        .unwrap();
     assert_eq!(v.verify(&token).await.unwrap().sub, "user-1");
     server.abort();
 }

@@ -89,8 +89,6 @@ pub struct RotateRequest {
     pub successor_sealed: [u8; 32],
     /// Now.
     pub now_ms: i64,
-    /// Grace window, measured from the parent's write-once `used_ms`.
-    pub grace_ms: i64,
     /// Idle lifetime.
     pub idle_ttl_ms: i64,
 }
@@ -111,8 +109,10 @@ pub struct FamilyRef {
 pub enum RotateOutcome {
     /// The presented token was current: it is now used, the candidate is the new current token.
     Rotated(FamilyRef),
-    /// The presented token is the immediate parent of the current one, within the grace
-    /// window: the caller unseals and returns the same successor.
+    /// The presented token is the immediate parent of the current one, i.e. of a successor
+    /// that has never been used: the caller unseals and returns the same successor. No time
+    /// limit: within the grace window this serves tabs racing a rotation, after it a client
+    /// whose answer was lost (crash, dropped connection); the successor's first use ends it.
     Grace {
         /// The family.
         family: FamilyRef,
@@ -194,8 +194,8 @@ pub trait Store: Send + Sync + 'static {
     /// True if the access token must be rejected: denylisted `jti`, revoked or unknown family,
     /// or issued before the user's `not_before` (J13, J14).
     async fn is_access_revoked(&self, q: AccessCheck<'_>, now_ms: i64) -> Result<bool, StoreError>;
-    /// Deletes expired denylist entries and long-dead families; drops sealed successors whose
-    /// grace window has passed.
+    /// Deletes expired denylist entries and long-dead families; drops sealed successors that
+    /// can no longer be handed out (their successor has been used) once `grace_ms` has passed.
     async fn purge(&self, now_ms: i64, grace_ms: i64) -> Result<(), StoreError>;
 
     /// Counts one event against a rate limit shared by every server instance on this store

@@ -16,16 +16,17 @@
 //! ufams:{user id}      set    family ids of the user (for logout-everywhere, R4); ids of
 //!                             collected families are pruned at each login and at logout-all
 //! fam:{family id}      hash   user_id created_ms absolute_exp_ms idle_exp_ms current [revoked_ms]
-//! rt:{hex sha256}      hash   family_id created_ms [used_ms successor]     (R6: a hash index)
-//! rts:{hex sha256}     string the successor sealed under this token; expires after the grace window
+//! rt:{hex sha256}      hash   family_id created_ms [used_ms successor parent_rts]  (R6: a hash index)
+//! rts:{hex sha256}     string the successor sealed under this token; deleted at the successor's
+//!                             first use (`parent_rts` in the successor's rt hash names it)
 //! deny:{len(iss)}:{iss}:{jti}  string exp_ms (J13); expires at exp
 //! rl:{bucket}:{window start}:{key}  counter of a shared rate-limit window (R9); expires with it
 //! ```
 //!
 //! Only SHA-256 hashes of refresh tokens are stored. Times in values are the server clock's
 //! Unix milliseconds and every decision compares against the `now` the server passes in; Redis
-//! key expiry (`PEXPIREAT`, a day after a family's absolute expiry; the denylist at `exp`; the
-//! sealed successor after the grace window) only collects garbage, so [`Store::purge`] has
+//! key expiry (`PEXPIREAT`, a day after a family's absolute expiry; the denylist at `exp`) only
+//! collects garbage, so [`Store::purge`] has
 //! nothing left to do.
 //!
 //! Scripts build some key names from stored ids, so this store targets a single Redis (or a
@@ -123,13 +124,12 @@ return 1
 /// The rotation rules of SECURITY.md in one atomic step.
 ///
 /// `KEYS[1]` rt:{presented}, `KEYS[2]` rts:{presented}, `KEYS[3]` rt:{successor}.
-/// `ARGV`: prefix, presented hash, successor hash, sealed successor, now, grace ms, idle ttl ms,
-/// keep ms.
+/// `ARGV`: prefix, presented hash, successor hash, sealed successor, now, idle ttl ms, keep ms.
 ///
 /// Returns `{outcome, family id, user id, absolute_exp_ms [, successor, sealed]}` with outcome
 /// one of `rotated`, `grace`, `reuse`, `dead`; or `{'unknown'}`.
 const ROTATE: &str = r"
-local t = redis.call('HMGET', KEYS[1], 'family_id', 'used_ms', 'successor')
+local t = redis.call('HMGET', KEYS[1], 'family_id', 'used_ms', 'successor', 'parent_rts')
 local fid = t[1]
 if not fid then return {'unknown'} end
 local fk = ARGV[1] .. 'fam:' .. fid
@@ -143,20 +143,24 @@ end
 if not t[2] then
   if f[4] == ARGV[2] then
     -- The current token, first use: compare-and-set on the write-once used_ms (rule 3).
-    local grace = tonumber(ARGV[6])
-    if grace < 1 then grace = 1 end
+    local expire_at = string.format('%.0f', abs + tonumber(ARGV[7]))
     redis.call('HSET', KEYS[1], 'used_ms', ARGV[5], 'successor', ARGV[3])
-    redis.call('SET', KEYS[2], ARGV[4], 'PX', string.format('%.0f', grace))
-    redis.call('HSET', KEYS[3], 'family_id', fid, 'created_ms', ARGV[5])
-    redis.call('PEXPIREAT', KEYS[3], string.format('%.0f', abs + tonumber(ARGV[8])))
-    local idle = math.min(now + tonumber(ARGV[7]), abs)
+    -- Kept until the successor's first use (A3), which deletes it below.
+    redis.call('SET', KEYS[2], ARGV[4])
+    redis.call('PEXPIREAT', KEYS[2], expire_at)
+    redis.call('HSET', KEYS[3], 'family_id', fid, 'created_ms', ARGV[5], 'parent_rts', KEYS[2])
+    redis.call('PEXPIREAT', KEYS[3], expire_at)
+    -- This token's own first use: its parent can no longer get it (A3).
+    if t[4] then redis.call('DEL', t[4]) end
+    local idle = math.min(now + tonumber(ARGV[6]), abs)
     redis.call('HSET', fk, 'current', ARGV[3], 'idle_exp_ms', string.format('%.0f', idle))
     return {'rotated', fid, f[1], f[2]}
   end
 else
-  -- The immediate parent within the grace window, measured from its write-once first use,
-  -- gets the same successor (rule 4), as long as that successor is still the current token.
-  if now - tonumber(t[2]) <= tonumber(ARGV[6]) and t[3] == f[4] then
+  -- The immediate parent gets the same successor (rule 4) as long as that successor is still
+  -- the current token, i.e. has never been used: within the grace window (tabs racing a
+  -- rotation) and after it (an answer lost to a crash or a dropped connection; A3).
+  if t[3] == f[4] then
     local sealed = redis.call('GET', KEYS[2])
     if sealed then return {'grace', fid, f[1], f[2], t[3], sealed} end
   end
@@ -264,6 +268,21 @@ impl Scripts {
     }
 }
 
+/// What a Redis keeps of acknowledged writes when Redis itself restarts
+/// ([`RedisStore::durability`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// `appendonly yes` with `appendfsync everysec` or `always`: a crash of the Redis process
+    /// loses nothing acknowledged (with `everysec`, a crash of the whole machine can lose the
+    /// last second).
+    Aof,
+    /// `appendonly yes` but `appendfsync no`: the OS decides when the file reaches the disk.
+    AofNoFsync,
+    /// No append-only file: no persistence, or snapshots only (`save`), which lose every write
+    /// since the last snapshot — sessions come back revoked or not at all, rotations undone.
+    Volatile,
+}
+
 /// Redis implementation of [`Store`].
 pub struct RedisStore {
     client: redis::Client,
@@ -349,6 +368,56 @@ impl RedisStore {
             return Err(StoreError::Corrupt("unexpected PING reply"));
         }
         Ok(store)
+    }
+
+    /// How this Redis keeps acknowledged writes across a restart of Redis (A4): from
+    /// `CONFIG GET appendonly` / `appendfsync`, or `INFO persistence` where `CONFIG` is
+    /// disabled (managed services often rename it).
+    ///
+    /// # Errors
+    /// Redis is unreachable, or answers neither command.
+    pub async fn durability(&self) -> Result<Durability, StoreError> {
+        let mut c = self.con().await?;
+        let config: Result<Vec<String>, RedisError> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("append*")
+            .query_async(&mut c)
+            .await;
+        if let Ok(pairs) = config {
+            let get = |k: &str| {
+                pairs
+                    .chunks(2)
+                    .find(|p| p.first().is_some_and(|n| n == k))
+                    .and_then(|p| p.get(1))
+                    .map(String::as_str)
+            };
+            if let Some(aof) = get("appendonly") {
+                return Ok(if aof != "yes" {
+                    Durability::Volatile
+                } else if get("appendfsync") == Some("no") {
+                    Durability::AofNoFsync
+                } else {
+                    Durability::Aof
+                });
+            }
+        }
+        let info: String = self
+            .reset_on_error(
+                redis::cmd("INFO")
+                    .arg("persistence")
+                    .query_async(&mut c)
+                    .await,
+            )
+            .await?;
+        let aof = info
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("aof_enabled:"))
+            .ok_or(StoreError::Corrupt("INFO persistence without aof_enabled"))?;
+        Ok(if aof.trim() == "1" {
+            Durability::Aof
+        } else {
+            Durability::Volatile
+        })
     }
 
     async fn con(&self) -> Result<MultiplexedConnection, StoreError> {
@@ -492,7 +561,6 @@ impl Store for RedisStore {
             .arg(&req.successor.0[..])
             .arg(&req.successor_sealed[..])
             .arg(req.now_ms)
-            .arg(req.grace_ms)
             .arg(req.idle_ttl_ms)
             .arg(KEEP_DEAD_MS);
         let reply: Vec<Vec<u8>> = self.invoke(inv).await?;

@@ -232,33 +232,45 @@ impl TestApp {
     }
 }
 
-/// A private `redis-server` for one test: unix socket in a temp dir, no TCP (`--port 0`), no
-/// persistence. Killed when dropped. A missing `redis-server` fails the test (never skips):
+/// A private `redis-server` for one test: unix socket in a temp dir, no TCP (`--port 0`), an
+/// append-only file in the temp dir (the persistence the server requires, A4) and no
+/// snapshots. Killed when dropped. A missing `redis-server` fails the test (never skips):
 /// `scripts/bootstrap.sh` installs it.
 pub struct RedisServer {
     child: std::process::Child,
     pub dir: tempfile::TempDir,
     pub socket: std::path::PathBuf,
     pub url: String,
+    appendonly: bool,
 }
 
 impl RedisServer {
     pub fn start() -> Self {
+        Self::start_with(true)
+    }
+
+    /// Without the append-only file: what the server refuses unless told otherwise.
+    pub fn start_volatile() -> Self {
+        Self::start_with(false)
+    }
+
+    fn start_with(appendonly: bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("redis.sock");
-        let child = Self::spawn(dir.path(), &socket);
+        let child = Self::spawn(dir.path(), &socket, appendonly);
         let url = format!("redis+unix://{}", socket.display());
         let mut s = RedisServer {
             child,
             dir,
             socket,
             url,
+            appendonly,
         };
         s.wait_ready();
         s
     }
 
-    fn spawn(dir: &Path, socket: &Path) -> std::process::Child {
+    fn spawn(dir: &Path, socket: &Path, appendonly: bool) -> std::process::Child {
         std::process::Command::new("redis-server")
             .arg("--port")
             .arg("0")
@@ -269,7 +281,7 @@ impl RedisServer {
             .arg("--save")
             .arg("")
             .arg("--appendonly")
-            .arg("no")
+            .arg(if appendonly { "yes" } else { "no" })
             .arg("--dir")
             .arg(dir)
             .stdout(std::process::Stdio::null())
@@ -284,17 +296,26 @@ impl RedisServer {
     }
 
     fn wait_ready(&mut self) {
+        if let Err(e) = self.try_wait_ready() {
+            panic!("{e}");
+        }
+    }
+
+    fn try_wait_ready(&mut self) -> Result<(), String> {
         use std::io::{Read as _, Write as _};
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                panic!("redis-server exited early: {status}");
+                return Err(format!("redis-server exited early: {status}"));
             }
             if let Ok(mut s) = std::os::unix::net::UnixStream::connect(&self.socket) {
                 let mut buf = [0u8; 7];
-                if s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() {
-                    assert_eq!(&buf, b"+PONG\r\n");
-                    return;
+                // While it loads its append-only file Redis answers `-LOADING …`: not ready yet.
+                if s.write_all(b"PING\r\n").is_ok()
+                    && s.read_exact(&mut buf).is_ok()
+                    && &buf == b"+PONG\r\n"
+                {
+                    return Ok(());
                 }
             }
             assert!(
@@ -306,8 +327,8 @@ impl RedisServer {
         }
     }
 
-    /// Kills the server (to test failures); [`RedisServer::restart`] brings up an empty one
-    /// on the same socket.
+    /// Kills the server (SIGKILL, to test failures); [`RedisServer::restart`] brings it up
+    /// again on the same socket and directory (with what its append-only file kept).
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -316,7 +337,7 @@ impl RedisServer {
 
     pub fn restart(&mut self) {
         self.kill();
-        self.child = Self::spawn(self.dir.path(), &self.socket);
+        self.child = Self::spawn(self.dir.path(), &self.socket, self.appendonly);
         self.wait_ready();
     }
 }
@@ -337,4 +358,12 @@ pub fn unique_prefix(name: &str) -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// An HTTP client for tests that talk to a real socket. The server crate enables reqwest with
+/// rustls but without a default crypto provider (its JWKS client brings its own, ring), so
+/// `reqwest::Client::new()` needs ring installed as the process default first.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
 }

@@ -3,7 +3,7 @@
 //! One connection, owned by one dedicated thread that runs the store's calls in order, fed by a
 //! channel (no blocking-pool task and no mutex hand-off per call).
 //!
-//! Group commit: the thread takes every call waiting in the channel (up to [`MAX_BATCH`]) and
+//! Group commit: the thread takes every call waiting in the channel (up to `writer::MAX_BATCH`) and
 //! runs them, in order, inside one `BEGIN IMMEDIATE … COMMIT`; each call's writes sit in its own
 //! savepoint, so a call that fails or panics rolls back only itself. No caller hears an answer
 //! before the `COMMIT` that makes its writes durable has succeeded; if it fails, every call of
@@ -12,14 +12,28 @@
 //! front, so two refreshes of one family (or two processes on one file) are serialized and the
 //! compare-and-set on `used_ms` cannot be raced. Triggers make `used_ms` and the successor
 //! write-once at the schema level too.
+//!
+//! ```text
+//! mod.rs         the schema, SqliteStore (the writer thread's channel), the Store impl
+//! writer.rs      group commit: one transaction per batch, a savepoint per call
+//! checkpoint.rs  the checkpointer thread and the writer's WAL rewind
+//! readers.rs     read-only connections for the per-request access check
+//! ```
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension as _, Savepoint};
+use rusqlite::{params, Connection, OptionalExtension as _};
 use std::future::Future;
 use std::path::Path;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+
+mod checkpoint;
+mod readers;
+mod writer;
+
+use checkpoint::{note_wal_pages, spawn_checkpointer};
+use readers::{access_revoked, is_busy, Readers};
+use writer::{copy_error, run_batch, writes, Finish, Job};
 
 use super::{
     AccessCheck, FamilyRef, NewFamily, RotateOutcome, RotateRequest, Store, StoreError, User,
@@ -72,16 +86,6 @@ CREATE TABLE IF NOT EXISTS denylist (
 );
 "#;
 
-/// One store call, run on the connection's thread. It answers its caller only through the
-/// [`Finish`] it returns, once its batch has committed.
-type Job = Box<dyn FnOnce(&mut Connection) -> Finish + Send>;
-
-/// Sends a call's result: as computed when the batch committed (`None`), or the commit's error.
-type Finish = Box<dyn FnOnce(Option<&rusqlite::Error>) + Send>;
-
-/// Most calls in one transaction: bounds how long the first of them waits for its answer.
-const MAX_BATCH: usize = 64;
-
 /// SQLite implementation of [`Store`].
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -120,6 +124,7 @@ impl SqliteStore {
     /// `path`: the file behind `conn`, for the checkpointer and the read-only connections
     /// (none for an in-memory database).
     fn from_connection(conn: Connection, path: Option<&Path>) -> Result<Self, StoreError> {
+        enable_incremental_vacuum(&conn)?;
         // journal_mode answers with a row, so it is read rather than executed.
         let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         conn.execute_batch(
@@ -205,241 +210,6 @@ impl SqliteStore {
             }
             answer.await.map_err(|_| StoreError::Task)?
         }
-    }
-}
-
-/// Runs `first` and every call already waiting behind it in one write transaction (see the
-/// module docs), then answers them all.
-/// Returns whether a batch was committed.
-fn run_batch(
-    conn: &mut Connection,
-    first: Job,
-    queue: &mpsc::Receiver<Job>,
-    commits: &AtomicU64,
-) -> bool {
-    if !conn.is_autocommit() {
-        // Never expected (every batch ends in COMMIT or ROLLBACK); a transaction left open
-        // would swallow the next calls' writes.
-        let _ = conn.execute_batch("ROLLBACK");
-    }
-    if conn.execute_batch("BEGIN IMMEDIATE").is_err() {
-        // No write lock (another process held it past busy_timeout, or I/O failed): run the
-        // call on its own. Its savepoint is then its own transaction; a write it attempts
-        // fails rather than racing, because SQLite refuses to upgrade a stale read snapshot.
-        first(conn)(None);
-        return false;
-    }
-    let mut done: Vec<Finish> = Vec::with_capacity(8);
-    done.push(first(conn));
-    while done.len() < MAX_BATCH && !conn.is_autocommit() {
-        match queue.try_recv() {
-            Ok(job) => done.push(job(conn)),
-            Err(_) => break,
-        }
-    }
-    let outcome = if conn.is_autocommit() {
-        // An error (disk full, I/O) made SQLite roll the whole transaction back: the calls
-        // that thought they had written have not.
-        Err(rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
-            Some("transaction rolled back by SQLite".into()),
-        ))
-    } else {
-        conn.execute_batch("COMMIT").inspect_err(|_| {
-            let _ = conn.execute_batch("ROLLBACK");
-        })
-    };
-    let err = outcome.err();
-    if err.is_none() {
-        // Counted before anyone is answered, so an answer implies the count.
-        commits.fetch_add(1, Ordering::Relaxed);
-    }
-    for finish in done {
-        finish(err.as_ref());
-    }
-    err.is_none()
-}
-
-/// A caller's own copy of a batch's commit error (`rusqlite::Error` is not `Clone`).
-fn copy_error(e: &rusqlite::Error) -> StoreError {
-    match e {
-        rusqlite::Error::SqliteFailure(code, msg) => {
-            StoreError::Sqlite(rusqlite::Error::SqliteFailure(*code, msg.clone()))
-        }
-        other => StoreError::Sqlite(rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
-            Some(other.to_string()),
-        )),
-    }
-}
-
-/// A call's writes, all or nothing, inside the batch's transaction (or on their own, see
-/// [`run_batch`]). Dropped without `commit`, it rolls back.
-fn writes(c: &mut Connection) -> Result<Savepoint<'_>, StoreError> {
-    Ok(c.savepoint()?)
-}
-
-/// Least time between two checkpoints while writes go on: bounds the checkpointer's wake-ups
-/// to a few per second (none when idle).
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
-
-/// WAL size (in pages) above which the writer rewinds it: about 16 MiB.
-const WAL_REWIND_PAGES: i64 = 4096;
-
-thread_local! {
-    /// Pages in the WAL after the last commit on this thread's connection (the writer's).
-    static WAL_PAGES: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
-}
-
-/// The writer's WAL hook: SQLite calls it after every commit with the WAL's size.
-fn note_wal_pages(_: &rusqlite::hooks::Wal, pages: std::ffi::c_int) -> rusqlite::Result<()> {
-    WAL_PAGES.set(i64::from(pages));
-    Ok(())
-}
-
-/// The checkpointer thread, seen from the writer.
-///
-/// The thread copies the WAL back into the database from its own connection with passive
-/// checkpoints, which take no write lock: commits go on while it waits for the disk. (With
-/// SQLite's automatic checkpoint the writer did that work and its syncs itself, every 1000
-/// pages, and every store call queued behind it: 13 % of the server's core sat idle under
-/// refresh load; BENCHMARKS.md §4–5.)
-///
-/// Under continuous writes a passive checkpoint rarely finishes (frames arrive while it
-/// copies), and SQLite rewinds the WAL to its start only after a checkpoint that copied
-/// everything, so the file grew without bound (800 MB in 30 s of refresh load). A `RESTART`
-/// checkpoint from the checkpointer cannot help: it waits for the write lock, which the writer
-/// takes again the moment it lets go. So once the WAL is past [`WAL_REWIND_PAGES`], the writer
-/// runs the `RESTART` checkpoint itself between two batches, at the first batch after a passive
-/// checkpoint has finished (`backfilled`): little is then left to copy and sync, so the calls
-/// queued behind the rewind wait less (refresh p99 about 15 ms instead of 26–28 ms, BENCHMARKS.md
-/// §4–5). Past twice the limit it rewinds without waiting for that, which bounds the WAL (38 MB
-/// at most under the refresh benchmark).
-struct Checkpointer {
-    tick: mpsc::SyncSender<()>,
-    /// Set after each passive checkpoint that succeeded.
-    backfilled: Arc<AtomicBool>,
-}
-
-impl Checkpointer {
-    /// Called by the writer after each committed batch.
-    fn after_commit(&self, conn: &Connection) {
-        // Full means a checkpoint is already due: nothing to add.
-        let _ = self.tick.try_send(());
-        let pages = WAL_PAGES.get();
-        // Right after a passive checkpoint little is left to copy, so the rewind is short;
-        // without one for long, rewind anyway.
-        if pages > WAL_REWIND_PAGES
-            && (self.backfilled.swap(false, Ordering::Relaxed) || pages > 2 * WAL_REWIND_PAGES)
-        {
-            // Between batches nobody else writes, so this completes unless the checkpointer
-            // holds the checkpoint lock right now: then it fails at once, and the next batch
-            // tries again. A failure loses nothing.
-            let _ = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
-        }
-    }
-}
-
-/// Starts the checkpointer thread; it ends when the writer's thread (holding `tick`) ends.
-fn spawn_checkpointer(path: &Path) -> Result<Checkpointer, StoreError> {
-    let conn = Connection::open(path)?;
-    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;")?;
-    let (tick, ticks) = mpsc::sync_channel::<()>(1);
-    let backfilled = Arc::new(AtomicBool::new(false));
-    let done = Arc::clone(&backfilled);
-    std::thread::Builder::new()
-        .name("authfetch-sqlite-checkpoint".into())
-        .spawn(move || {
-            while ticks.recv().is_ok() {
-                // A failed checkpoint loses nothing (the pages stay in the WAL); the next
-                // tick tries again.
-                if conn
-                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    .is_ok()
-                {
-                    done.store(true, Ordering::Relaxed);
-                }
-                std::thread::sleep(CHECKPOINT_EVERY);
-            }
-        })
-        .map_err(|_| StoreError::Task)?;
-    Ok(Checkpointer { tick, backfilled })
-}
-
-/// The reads behind [`Store::is_access_revoked`].
-fn access_revoked(c: &Connection, q: &AccessCheck<'_>, now_ms: i64) -> Result<bool, StoreError> {
-    let denied: Option<i64> = c
-        .prepare_cached("SELECT exp_ms FROM denylist WHERE iss = ?1 AND jti = ?2")?
-        .query_row(params![q.iss, q.jti], |r| r.get(0))
-        .optional()?;
-    if denied.is_some_and(|exp| exp > now_ms) {
-        return Ok(true);
-    }
-    let nb: Option<i64> = c
-        .prepare_cached("SELECT not_before_s FROM users WHERE id = ?1")?
-        .query_row([q.sub], |r| r.get(0))
-        .optional()?;
-    match nb {
-        None => return Ok(true), // unknown user: fail closed
-        Some(nb) if q.iat < nb => return Ok(true),
-        Some(_) => {}
-    }
-    if let Some(sid) = q.sid {
-        let fam: Option<(String, Option<i64>)> = c
-            .prepare_cached("SELECT user_id, revoked_ms FROM families WHERE id = ?1")?
-            .query_row([sid], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        match fam {
-            Some((owner, None)) if owner == q.sub => {}
-            _ => return Ok(true), // unknown, revoked, or someone else's family
-        }
-    }
-    Ok(false)
-}
-
-/// Read-only connections to the store's file, for the per-request access check.
-///
-/// A call borrows one (opening another when all are busy) and runs on the calling thread: a
-/// few indexed point reads, microseconds, like the signature check that precedes them. The
-/// writer's answers go out only after COMMIT, so a revocation a caller has been told about is
-/// visible to every read that starts afterwards.
-struct Readers {
-    path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
-}
-
-/// Idle read connections kept for reuse.
-const MAX_IDLE_READERS: usize = 8;
-
-impl Readers {
-    fn with<T>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop();
-        let conn = match idle {
-            Some(c) => c,
-            None => {
-                let c = Connection::open_with_flags(
-                    &self.path,
-                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )?;
-                c.busy_timeout(std::time::Duration::from_secs(5))?;
-                c
-            }
-        };
-        let r = f(&conn);
-        if r.is_ok() {
-            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-            if idle.len() < MAX_IDLE_READERS {
-                idle.push(conn);
-            }
-        }
-        r
     }
 }
 
@@ -598,7 +368,11 @@ impl Store for SqliteStore {
                     )?;
                     RotateOutcome::Rotated(family)
                 }
-                Some(used) if now.saturating_sub(used) <= req.grace_ms => {
+                // The parent of a successor that has never been used gets that successor,
+                // within the grace window (tabs racing a rotation) and after it (an answer
+                // lost to a crash or a dropped connection): the successor's first use makes
+                // it not current any more, which closes this door (A3).
+                Some(_) => {
                     match (succ.map(hash_from).transpose()?, sealed) {
                         (Some(s), Some(sealed)) if s == current => {
                             let sealed: [u8; 32] =
@@ -687,11 +461,38 @@ impl Store for SqliteStore {
         if let Some(readers) = &self.readers {
             // Every authenticated request asks this: answered on the caller's thread from a
             // read-only connection (WAL readers never wait for the writer), without the two
-            // thread switches of a trip through the writer's channel.
-            return readers.with(|c| {
+            // thread switches of a trip through the writer's channel. That thread is an async
+            // worker, so the read must never wait for a lock there: if the file is locked
+            // (another process, a WAL recovery) the check moves to the blocking pool and waits
+            // there.
+            let read = move |c: &Connection, q: &AccessCheck<'_>| {
                 let _snapshot = c.unchecked_transaction()?; // the three reads see one state
-                access_revoked(c, &q, now_ms)
-            });
+                access_revoked(c, q, now_ms)
+            };
+            match readers.with(false, |c| read(c, &q)) {
+                Err(e) if is_busy(&e) => {}
+                answer => return answer,
+            }
+            let readers = Arc::clone(readers);
+            let (iss, jti, sub, sid, iat) = (
+                q.iss.to_owned(),
+                q.jti.to_owned(),
+                q.sub.to_owned(),
+                q.sid.map(str::to_owned),
+                q.iat,
+            );
+            return tokio::task::spawn_blocking(move || {
+                let q = AccessCheck {
+                    iss: &iss,
+                    jti: &jti,
+                    sub: &sub,
+                    sid: sid.as_deref(),
+                    iat,
+                };
+                readers.with(true, |c| read(c, &q))
+            })
+            .await
+            .map_err(|_| StoreError::Task)?;
         }
         let (iss, jti, sub, sid, iat) = (
             q.iss.to_owned(),
@@ -722,14 +523,43 @@ impl Store for SqliteStore {
                 [cutoff],
             )?;
             tx.prepare_cached("DELETE FROM families WHERE absolute_exp_ms < ?1 OR idle_exp_ms < ?1 OR revoked_ms < ?1")?.execute( [cutoff])?;
-            tx.prepare_cached("UPDATE refresh_tokens SET successor_sealed = NULL WHERE successor_sealed IS NOT NULL AND used_ms < ?1")?.execute(
+            // A sealed successor is needed until that successor is first used (A3); after
+            // that (and past the grace window) only the rotation rules could read it, and
+            // they no longer do.
+            tx.prepare_cached("UPDATE refresh_tokens SET successor_sealed = NULL WHERE successor_sealed IS NOT NULL AND used_ms < ?1 \
+                 AND successor_hash IS NOT (SELECT current_hash FROM families f WHERE f.id = refresh_tokens.family_id)")?.execute(
                 [now_ms.saturating_sub(grace_ms)],
             )?;
             tx.commit()?;
+            // Give the pages the deletes freed back to the file system (auto_vacuum is
+            // INCREMENTAL): without this the file only ever grows.
+            // Each step frees one page, so the statement is stepped to the end.
+            let mut vacuum = c.prepare_cached("PRAGMA incremental_vacuum")?;
+            let mut steps = vacuum.query([])?;
+            while steps.next()?.is_some() {}
             Ok(())
         })
         .await
     }
+}
+
+/// Turns on incremental auto-vacuum, so [`Store::purge`] can shrink the file. A new database
+/// gets it before its first table; one created by an earlier release is rebuilt once with
+/// `VACUUM` (the only way to change the setting once tables exist).
+fn enable_incremental_vacuum(conn: &Connection) -> Result<(), StoreError> {
+    /// `PRAGMA auto_vacuum` value of INCREMENTAL.
+    const INCREMENTAL: i64 = 2;
+    let mode: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
+    if mode == INCREMENTAL {
+        return Ok(());
+    }
+    conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;")?;
+    let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+    if tables > 0 {
+        tracing::info!("rebuilding the database once (VACUUM) to turn on incremental auto-vacuum");
+        conn.execute_batch("VACUUM;")?;
+    }
+    Ok(())
 }
 
 fn revoke(tx: &Connection, family: FamilyRef, now_ms: i64) -> Result<RotateOutcome, StoreError> {
@@ -892,8 +722,75 @@ mod tests {
         assert_eq!(readers.idle.lock().unwrap().len(), 1);
         assert!(memory.readers.is_none());
         // A reader cannot write, whatever it is handed.
-        let err = readers.with(|c| Ok(c.execute("DELETE FROM users", [])?));
+        let err = readers.with(false, |c| Ok(c.execute("DELETE FROM users", [])?));
         assert!(matches!(err, Err(StoreError::Sqlite(_))), "{err:?}");
+    }
+
+    /// The access check runs on the caller's thread (an async worker) with a busy timeout of
+    /// zero, so a locked file answers `SQLITE_BUSY` at once instead of parking the worker for
+    /// up to 5 s; only the retry on the blocking pool waits. (A held lock cannot be staged
+    /// here: the store's own connections keep the file shared in WAL mode, so the timeouts
+    /// themselves are checked.)
+    #[tokio::test]
+    async fn the_access_check_never_waits_for_a_lock_on_an_async_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let readers = store.readers.as_ref().expect("a file store has readers");
+        let timeout = |patient| {
+            readers
+                .with(patient, |c| {
+                    Ok(c.query_row("PRAGMA busy_timeout", [], |r| r.get::<_, i64>(0))?)
+                })
+                .unwrap()
+        };
+        assert_eq!(timeout(false), 0, "on the caller's thread: never wait");
+        assert_eq!(timeout(true), 5000, "on the blocking pool: wait");
+        assert_eq!(timeout(false), 0, "a pooled connection is reset");
+        let busy = StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        ));
+        assert!(
+            is_busy(&busy),
+            "a busy fast path is retried on the blocking pool"
+        );
+        assert!(!is_busy(&StoreError::Task));
+    }
+
+    /// The file gives space back after a purge (incremental auto-vacuum), also for a database
+    /// created before auto-vacuum was turned on.
+    #[tokio::test]
+    async fn purge_shrinks_the_database_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join(DB_FILE);
+        // A file as earlier releases created it: no auto-vacuum.
+        {
+            let c = Connection::open(&db).unwrap();
+            c.execute_batch("PRAGMA auto_vacuum = NONE;").unwrap();
+            c.execute_batch(SCHEMA).unwrap();
+        }
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let jti = "j".repeat(200);
+        for i in 0..20_000 {
+            store
+                .deny_jti("iss", &format!("{jti}{i}"), 1_000)
+                .await
+                .unwrap();
+        }
+        // The database's size in pages (what the file shrinks to at the next checkpoint; the
+        // WAL holds the latest pages until then).
+        let pages = |db: &Path| -> i64 {
+            let c = Connection::open(db).unwrap();
+            c.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap()
+        };
+        let full = pages(&db);
+        assert!(full > 1_000, "{full}");
+        store.purge(2_000, 0).await.unwrap();
+        let after = pages(&db);
+        assert!(
+            after < full / 4,
+            "{full} pages before the purge, {after} after"
+        );
     }
 
     #[tokio::test]
@@ -973,9 +870,10 @@ mod tests {
         );
         // Without the rewind the WAL holds everything ever written (more than the database
         // file: 600+ MB here); with it, what arrives between two rewinds at this artificial
-        // rate (17–47 MB measured).
+        // rate, which depends on how busy the machine is (the checkpointer competes for the
+        // same cores): the bound only has to tell the two apart.
         assert!(
-            wal_len < db_len / 3,
+            wal_len < db_len / 2,
             "WAL {wal_len} bytes for a {db_len}-byte database: not rewound"
         );
     }
