@@ -167,6 +167,8 @@ pub struct Config {
     pub max_concurrent_hashes: usize,
     /// Rate limits.
     pub rate_limits: RateLimits,
+    /// OpenID Connect providers (none by default).
+    pub oidc: crate::oidc::OidcConfig,
 }
 
 impl Config {
@@ -193,6 +195,7 @@ impl Config {
                 .map_or(2, |n| n.get())
                 .max(1),
             rate_limits: RateLimits::default(),
+            oidc: crate::oidc::OidcConfig::default(),
         }
     }
 }

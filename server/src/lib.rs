@@ -18,6 +18,7 @@
 //! verify.rs    Verifier + VerifyLayer + Authenticated extractor (J1–J14); local keys or JWKS URL
 //! jwt.rs       strict compact-JWS parsing and encoding
 //! keys.rs      signing keys: generation, 0600 persistence, rotation, JWK Set
+//! oidc/        sign-in through OpenID Connect providers (start, callback, transaction cookie)
 //! password.rs  Argon2id with a concurrency bound and a dummy hash
 //! secret.rs    secret newtypes whose Debug prints [redacted]; refresh-token sealing
 //! error.rs     AppError → RFC 6749/6750-shaped responses
@@ -60,6 +61,7 @@ pub mod config;
 pub mod error;
 pub mod jwt;
 pub mod keys;
+pub mod oidc;
 pub mod password;
 pub mod ratelimit;
 pub mod routes;
@@ -107,6 +109,9 @@ pub enum StartupError {
     /// Seeding the demo users failed.
     #[error("demo users: {0}")]
     Seed(#[from] error::AppError),
+    /// The OpenID Connect configuration is unusable.
+    #[error("OIDC: {0}")]
+    Oidc(String),
 }
 
 /// Shared state of all handlers. Cheap to clone.
@@ -114,6 +119,8 @@ pub enum StartupError {
 pub struct AppState {
     /// The token service (and through it: config, store, keys, verifier, stats).
     pub service: Arc<TokenService>,
+    /// OpenID Connect sign-in (no providers unless configured).
+    pub oidc: Arc<oidc::Oidc>,
 }
 
 impl AppState {
@@ -127,8 +134,13 @@ impl AppState {
         keys: Arc<KeyRing>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
+        // A random transaction key: `open` replaces it with the data directory's, which
+        // survives restarts and is shared by instances that share the directory.
+        let oidc = oidc::Oidc::new(&config.oidc, oidc::txn::TxnKey::random())
+            .map_err(StartupError::Oidc)?;
         Ok(Self {
             service: Arc::new(TokenService::new(config, store, keys, clock)?),
+            oidc: Arc::new(oidc),
         })
     }
 }
@@ -190,7 +202,10 @@ pub async fn open_with_clock(
         clock.now_ms(),
     )?;
     let demo = config.demo_users;
-    let state = AppState::new(config, store, Arc::new(keys), clock)?;
+    let txn_key = oidc::txn::TxnKey::load_or_create(&config.data_dir)?;
+    let oidc = oidc::Oidc::new(&config.oidc, txn_key).map_err(StartupError::Oidc)?;
+    let mut state = AppState::new(config, store, Arc::new(keys), clock)?;
+    state.oidc = Arc::new(oidc);
     if demo {
         state.service.seed_demo_users().await?;
     }
