@@ -59,7 +59,7 @@ pub const MAX_PROVIDER_NAME: usize = 32;
 pub const METADATA_TTL: Duration = Duration::from_secs(3600);
 /// Least time between two refetches forced by an unknown `kid`: a burst of ID tokens signed
 /// with a key we do not know costs the provider one request, not one per token.
-pub const MIN_REFETCH: Duration = Duration::from_secs(2);
+pub const MIN_REFETCH: Duration = Duration::from_secs(1);
 
 /// A client secret: `Debug` prints `[redacted]`; read from a file or the environment, never
 /// from a command-line flag (which `ps` shows).
