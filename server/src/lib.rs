@@ -51,6 +51,9 @@
 //!                          two instances on one Redis; Redis outage
 //! tests/audit.rs           captured logs: audit events present, secrets absent
 //! tests/cli.rs             the binary on loopback: user add, env vars, keys rotate, SIGTERM
+//! tests/oidc.rs            OIDC sign-in error paths: each a page with its code, never a 500
+//! tests/oidc_id_token.rs   ID-token checks and key rotation against a fake ES256 provider
+//! tests/oidc_audit.rs      OIDC audit events present, codes/state/secrets absent from logs
 //! ```
 //!
 //! `docs/PROTOCOL.md` maps every SECURITY.md item to the test that proves it.
@@ -237,7 +240,15 @@ pub fn app(state: AppState) -> Router {
         .layer(h(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .layer(h(header::REFERRER_POLICY, "no-referrer"))
         .layer(h(header::X_FRAME_OPTIONS, "DENY"))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        // The request span names the path, not the query: the OIDC callback's query holds the
+        // authorization code and `state`, which are not for logs.
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |req: &axum::http::Request<axum::body::Body>| {
+                    tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
+                },
+            ),
+        )
 }
 
 /// The origins allowed by default: the loopback names of the bound port.
