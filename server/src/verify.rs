@@ -383,7 +383,6 @@ struct RemoteJwks {
 
 impl RemoteJwks {
     fn new(url: String) -> Self {
-        crate::oidc::http::ensure_tls_provider();
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())

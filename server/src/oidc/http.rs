@@ -1,21 +1,27 @@
 //! The HTTP client that talks to OpenID providers (discovery, JWKS, token endpoint).
 //!
-//! It is the server's own reqwest client behind openidconnect's `AsyncHttpClient` shape (a
-//! function from `HttpRequest` to a future `HttpResponse`), so that every request to a provider
-//! goes through the same checks:
+//! hyper (the server's own HTTP stack) with rustls on the `ring` provider and Mozilla's root
+//! certificates, behind openidconnect's `AsyncHttpClient` trait, so that every request to a
+//! provider goes through the same checks:
 //!
-//! - redirects are never followed (a provider URL that redirects cannot steer the server to an
-//!   internal address: SSRF);
+//! - redirects are never followed (hyper's client does not follow any): a provider URL that
+//!   redirects cannot steer the server to an internal address (SSRF);
 //! - `https` only; plain `http` only to a loopback host and only when the operator allowed it
 //!   (`--oidc-allow-insecure-issuer`, for tests and a local provider);
 //! - bounded time and bounded response size (a provider cannot stall or exhaust the server).
 
+use axum::body::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use openidconnect::{HttpRequest, HttpResponse};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Largest provider response read (discovery documents and key sets are a few KiB).
 pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
-/// Whole-request timeout for one call to a provider.
+/// Whole-request timeout for one call to a provider (connect, TLS, answer, body).
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a call to a provider failed. Shown in logs only.
@@ -24,34 +30,32 @@ pub enum HttpError {
     /// The URL is not https, or http to a non-loopback host, or http while not allowed.
     #[error("refused provider URL scheme or host: {0}")]
     Refused(String),
-    /// Transport failure (connect, TLS, timeout).
+    /// Transport failure (connect, TLS, protocol) or a body over [`MAX_RESPONSE_BYTES`].
     #[error("transport: {0}")]
-    Transport(#[from] reqwest::Error),
-    /// The response exceeded [`MAX_RESPONSE_BYTES`].
-    #[error("provider response larger than {MAX_RESPONSE_BYTES} bytes")]
-    TooLarge,
-    /// The request or response could not be converted.
-    #[error("request/response conversion: {0}")]
-    Convert(String),
+    Transport(String),
+    /// No complete answer within [`TIMEOUT`].
+    #[error("no answer within {TIMEOUT:?}")]
+    Timeout,
+    /// The TLS set-up failed (no usable root certificates).
+    #[error("TLS set-up: {0}")]
+    Tls(String),
 }
 
-/// Installs rustls' `ring` provider as the process default, once. reqwest is built with
-/// `rustls-no-provider` (no aws-lc: ring is already a dependency) and refuses to build a TLS
-/// client until a provider is installed, so every `reqwest::Client` construction calls this
-/// first.
-pub fn ensure_tls_provider() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // Err means another provider is already installed: that one is used, which is fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
+type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// The client to providers. Cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ProviderHttp {
-    client: reqwest::Client,
+    client: Client<Https, Full<Bytes>>,
     allow_insecure_loopback: bool,
+}
+
+impl std::fmt::Debug for ProviderHttp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderHttp")
+            .field("allow_insecure_loopback", &self.allow_insecure_loopback)
+            .finish_non_exhaustive()
+    }
 }
 
 /// True for `localhost` and loopback IP literals.
@@ -82,19 +86,23 @@ pub fn check_url(url: &url::Url, allow_insecure_loopback: bool) -> Result<(), Ht
 }
 
 impl ProviderHttp {
-    /// A client with redirects off, [`TIMEOUT`], and the scheme rule of [`check_url`].
+    /// A client with the scheme rule of [`check_url`], [`TIMEOUT`] and no redirects.
     ///
     /// # Errors
-    /// reqwest could not build the client (TLS set-up).
+    /// The TLS configuration could not be built.
     pub fn new(allow_insecure_loopback: bool) -> Result<Self, HttpError> {
-        ensure_tls_provider();
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(TIMEOUT)
-            .connect_timeout(Duration::from_secs(5))
-            .build()?;
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(Duration::from_secs(5)));
+        // The https connector wraps this one; `check_url` decides which schemes are allowed.
+        http.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))
+            .map_err(|e| HttpError::Tls(e.to_string()))?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         Ok(Self {
-            client,
+            client: Client::builder(TokioExecutor::new()).build(https),
             allow_insecure_loopback,
         })
     }
@@ -106,34 +114,27 @@ impl ProviderHttp {
     /// reports an unexpected status.
     pub async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
         let url = url::Url::parse(&request.uri().to_string())
-            .map_err(|e| HttpError::Convert(e.to_string()))?;
+            .map_err(|e| HttpError::Refused(e.to_string()))?;
         check_url(&url, self.allow_insecure_loopback)?;
         let (parts, body) = request.into_parts();
-        let mut req = self.client.request(parts.method, url.as_str()).body(body);
-        for (name, value) in &parts.headers {
-            req = req.header(name, value);
-        }
-        let mut resp = req.send().await?;
-        if resp
-            .content_length()
-            .is_some_and(|n| n > MAX_RESPONSE_BYTES as u64)
-        {
-            return Err(HttpError::TooLarge);
-        }
-        let mut builder = axum::http::Response::builder().status(resp.status());
-        for (name, value) in resp.headers() {
-            builder = builder.header(name, value);
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await? {
-            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                return Err(HttpError::TooLarge);
-            }
-            body.extend_from_slice(&chunk);
-        }
-        builder
-            .body(body)
-            .map_err(|e| HttpError::Convert(e.to_string()))
+        let request = axum::http::Request::from_parts(parts, Full::new(Bytes::from(body)));
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| HttpError::Transport(e.to_string()))?;
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map_err(|e| HttpError::Transport(e.to_string()))?
+                .to_bytes();
+            Ok(axum::http::Response::from_parts(parts, body.to_vec()))
+        };
+        tokio::time::timeout(TIMEOUT, exchange)
+            .await
+            .map_err(|_| HttpError::Timeout)?
     }
 }
 
