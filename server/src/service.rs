@@ -112,6 +112,9 @@ pub struct TokenService {
     login_ip: RateLimiter,
     login_account: RateLimiter,
     refresh_ip: RateLimiter,
+    /// The password of users created by a provider sign-in: the Argon2id PHC string of a random
+    /// secret that nobody holds (made once per process, on first use, and then forgotten).
+    unusable_hash: tokio::sync::OnceCell<String>,
 }
 
 impl std::fmt::Debug for TokenService {
@@ -155,6 +158,7 @@ impl TokenService {
             clock,
             passwords,
             stats: Stats::default(),
+            unusable_hash: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -278,7 +282,8 @@ impl TokenService {
     /// exactly as a password login does (S3, same cookie, same rotation). A new user gets a
     /// name derived from the provider and a hint (`google:ada@example.com`; on a clash, a
     /// random suffix) and an unusable password (the Argon2id hash of a random secret nobody
-    /// holds), so the password endpoint works for them only after `user passwd`.
+    /// holds, see `unusable_hash`), so the password endpoint works for them only after
+    /// `user passwd`.
     ///
     /// # Errors
     /// [`AppError::RateLimited`] (counted with password logins per IP); storage failures.
@@ -298,8 +303,12 @@ impl TokenService {
         let mut name = format!("{}:{hint}", identity.provider);
         truncate_at_char(&mut name, MAX_USERNAME_BYTES);
         // A random secret nobody holds: the PHC string verifies like any other (P3: same cost,
-        // no "malformed hash" branch), and never succeeds.
-        let unusable = self.passwords.hash(Password::new(random_id())).await?;
+        // no "malformed hash" branch), and never succeeds. One hash per process, not per login.
+        let unusable = self
+            .unusable_hash
+            .get_or_try_init(|| self.passwords.hash(Password::new(random_id())))
+            .await?
+            .clone();
         let mut user = None;
         for attempt in 0..3 {
             if attempt > 0 {

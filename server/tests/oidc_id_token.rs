@@ -22,7 +22,18 @@ async fn a_valid_id_token_signs_in_and_the_same_subject_is_the_same_user() {
     let ada = sign_in(&p, &t, "k1", "ada").await;
     assert_eq!(sign_in(&p, &t, "k1", "ada").await, ada);
     assert_ne!(sign_in(&p, &t, "k1", "bob").await, ada);
-    // A password login for the generated account fails like a wrong password.
+    // Its password is an ordinary Argon2id hash (of a secret nobody holds)…
+    let user = t
+        .state
+        .service
+        .store()
+        .user_by_id(&ada)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(user.password_hash.starts_with("$argon2id$"), "{user:?}");
+    assert_eq!(user.username, "idp:ada@example.test");
+    // …so a password login for the generated account fails like a wrong password.
     let r = t.send(login_req("idp:ada@example.test", "anything")).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
