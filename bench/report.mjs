@@ -39,7 +39,7 @@ if (size) {
   }
   if (af) { p(); p(`Target: authfetch ≤ ${kb(size.budgetGz)} KB gzip → **${kb(af.total.gz)} KB** ${mark(size.pass)}`); }
   if (af?.files) {
-    p(); p('Shipped files of pkg/ on their own (the files scripts/build-pkg.sh sums for its test budget of 22 KB = 22,000 bytes; gzip here is Node\'s zlib at level 9, build-pkg.sh uses GNU gzip -9, so the sums differ by a few dozen bytes):'); p();
+    p(); p('Shipped files of pkg/ on their own (the files scripts/build-pkg.sh sums for its test budget of 40 KB = 40,000 bytes; gzip here is Node\'s zlib at level 9, build-pkg.sh uses GNU gzip -9, so the sums differ by a few dozen bytes):'); p();
     p('| file | raw B | gzip -9 B | brotli B |'); p('|---|---:|---:|---:|');
     for (const f of af.files) p(`| ${f.file} | ${f.raw} | ${f.gz} | ${f.br} |`);
     p(`| **sum** | ${af.files.reduce((a, f) => a + f.raw, 0)} | ${af.files.reduce((a, f) => a + f.gz, 0)} | ${af.files.reduce((a, f) => a + f.br, 0)} |`);

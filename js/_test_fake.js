@@ -1,12 +1,8 @@
 // TEST ONLY (tests/web.rs; never part of the package: the build bundles only what js/index.js
-// imports). The platform below js/bridge.js, faked: an in-page auth server and API behind a
-// replaced `fetch`.
-//
-// It must be evaluated before js/bridge.js captures `fetch` (K2). wasm-bindgen emits the
-// snippet imports sorted by path, hence this file's place and name: `js/_…` sorts before
-// `js/bridge.js`. The first test in tests/web.rs proves the order held (a request made
-// through the client lands here), so a change in wasm-bindgen cannot make the others pass
-// against the wrong fetch.
+// imports). The platform below src/web.rs, faked: an in-page auth server and API behind a
+// replaced global `fetch` (web-sys and gloo-net look `fetch` up when they call it). The first
+// test in tests/web.rs proves that requests made through the client land here, so the others
+// cannot pass against the real network by accident.
 const g = globalThis;
 const enc = new TextEncoder();
 const hex = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
@@ -103,6 +99,30 @@ export function recorder() {
   return f;
 }
 export const calls = (f) => f.calls;
+
+/**
+ * The `ResolvedOptions` js/index.js would build for the page's origin: no cross-tab
+ * coordination (one tab here) and no refresh-ahead timer (tests control every refresh).
+ * Errors are plain `Error`s carrying `code` and `cause`, as `AuthFetchError` would.
+ */
+export function options(onEvent, onTrace) {
+  const o = location.origin;
+  return {
+    loginUrl: `${o}/auth/login`, refreshUrl: `${o}/auth/refresh`,
+    logoutUrl: `${o}/auth/logout`, logoutAllUrl: `${o}/auth/logout-all`,
+    allowedOrigins: [o], csrfName: 'x-authfetch', csrfValue: '1',
+    refreshAheadMs: 0, crossTab: false, lockTimeoutMs: 1000,
+    channelName: 'authfetch', lockName: 'authfetch-refresh',
+    onEvent, onTrace,
+    error(code, cause) {
+      const e = new Error(code);
+      e.name = 'AuthFetchError';
+      e.code = code;
+      e.cause = cause;
+      return e;
+    },
+  };
+}
 export const controller = () => new AbortController();
 export const delay = (ms) => new Promise((r) => setTimeout(r, ms));
 

@@ -46,9 +46,15 @@ export interface AuthFetchOptions {
   refreshAheadSeconds?: number;
   /** The CSRF header sent on every auth request. Default `x-authfetch: 1`. */
   csrfHeader?: { name: string; value: string };
-  /** Share the token between tabs (BroadcastChannel) and refresh once for all of them (Web Locks). Default true. */
+  /**
+   * Coordinate with the other tabs of this browser. Default true. Tabs never share a token: each
+   * gets its own from the server, and refreshes, logins and logouts of all tabs take turns under
+   * a Web Lock so that the rotating cookie is never raced. A login or logout in one tab makes the
+   * others check with the server (a payload-free `BroadcastChannel` hint, never believed on its
+   * own), so they follow within about a second. See docs/TABS.md.
+   */
   crossTab?: boolean;
-  /** How long to wait for another tab's refresh before refreshing anyway (ms). Default 5000. */
+  /** How long to wait for another tab's refresh, login or logout before going ahead anyway (ms). Default 5000. */
   lockTimeoutMs?: number;
 }
 

@@ -2,11 +2,11 @@
 // WebAssembly module is fetched and instantiated on the first call, from the file next to this
 // one (`new URL(…, import.meta.url)`, which browsers, Vite and webpack 5 all understand).
 //
-// Importing this module has no effect beyond capturing `fetch`, `Request` and `Headers` (in the
-// bridge the glue imports, K2): no network, no timers, no storage. In Node (server-side
-// rendering) the functions exist, the getters say "signed out" and the async calls settle
-// without touching the network.
-import { Client, imports, finish } from './authfetch.js';
+// This file is the lazy loader and the public wrapper; the behaviour is in Rust (src/). Importing
+// it has no effect: no network, no timers, no storage. In Node (server-side rendering) the
+// functions exist, the getters say "signed out" and the async calls settle without touching the
+// network.
+import init, { Client } from './authfetch.js';
 import { makeLoginWithProvider } from './provider.js';
 
 /** Human-readable text per code; callers branch on `code`, never on this text. */
@@ -42,16 +42,6 @@ const g = globalThis;
 const inBrowser = () => typeof g.WebAssembly === 'object' && typeof g.fetch === 'function'
   && /^https?:$/.test(g.location && g.location.protocol);
 
-/** Auth-state event types, in the order of `session::Event` in src/session.rs. */
-const EVENTS = ['signed_in', 'refreshed', 'signed_out', 'session_expired', 'refresh_failed'];
-
-/** The codes in the order of `Error::index` in src/error.rs (a Rust test keeps them in step). */
-const CODES = Object.keys(MESSAGES);
-
-/** Rejections from the wasm module: `[index, cause]` for auth failures, anything else as is. */
-function wrap(err) {
-  return Array.isArray(err) ? new AuthFetchError(CODES[err[0]], err[1] ?? undefined) : err;
-}
 
 /**
  * Fetches and instantiates the .wasm next to this file, once (a failed load is tried again by
@@ -80,9 +70,10 @@ function loadWasm() {
           throw fail('ERR_INVALID_RESPONSE', `not a WebAssembly module (${type})`);
         }
         step = 2;
-        return g.WebAssembly.instantiate(bytes, imports());
+        // wasm-bindgen's own entry point instantiates the bytes with its imports.
+        return init({ module_or_path: bytes });
       });
-    }).then(({ instance, module }) => finish(instance, module), (cause) => {
+    }).then(() => undefined, (cause) => {
       wasmLoading = undefined; // a later call tries again
       if (cause instanceof AuthFetchError) throw cause;
       throw step < 2
@@ -107,7 +98,10 @@ const num = (v, dflt, key) => {
   return v;
 };
 
-/** The public options → the wasm constructor's arguments (URLs normalised by the platform). */
+/**
+ * The public options → the `ResolvedOptions` the wasm `Client` reads through typed getters
+ * (`Options` in src/web.rs): URLs resolved by the platform's URL parser, defaults filled in.
+ */
 function normalise(options) {
   const o = options || {};
   try {
@@ -125,26 +119,23 @@ function normalise(options) {
     if (o.crossTab !== undefined && typeof o.crossTab !== 'boolean') {
       throw new AuthFetchError('ERR_INVALID_CONFIG', 'crossTab');
     }
-    const refresh = url(o.refreshUrl, 'refreshUrl', '/auth/refresh');
-    const lines = [
-      url(o.loginUrl, 'loginUrl', '/auth/login'),
-      refresh,
-      url(o.logoutUrl, 'logoutUrl', '/auth/logout'),
-      url(o.logoutAllUrl, 'logoutAllUrl', '/auth/logout-all'),
-      // The tab channel and the refresh lock (CHANNEL_NAME, LOCK_NAME in src/web.rs): tabs
-      // share tokens and a lock only with clients of the same auth server.
-      ...['authfetch', 'authfetch-refresh'].map((n) => (refresh === `${g.location.origin}/auth/refresh` ? n : `${n} ${refresh}`)),
-      csrf.name,
-      csrf.value,
-      ...allowed,
-    ];
-    if (lines.some((l) => /[\r\n]/.test(l))) throw new AuthFetchError('ERR_INVALID_CONFIG', 'csrfHeader');
-    return [
-      lines.join('\n'),
-      num(o.refreshAheadSeconds, 30, 'refreshAheadSeconds') * 1000,
-      o.crossTab !== false,
-      num(o.lockTimeoutMs, 5000, 'lockTimeoutMs'),
-    ];
+    const refreshUrl = url(o.refreshUrl, 'refreshUrl', '/auth/refresh');
+    // Tabs hint each other and take turns refreshing only with clients of the same auth server.
+    const scope = (n) => (refreshUrl === `${g.location.origin}/auth/refresh` ? n : `${n} ${refreshUrl}`);
+    return {
+      loginUrl: url(o.loginUrl, 'loginUrl', '/auth/login'),
+      refreshUrl,
+      logoutUrl: url(o.logoutUrl, 'logoutUrl', '/auth/logout'),
+      logoutAllUrl: url(o.logoutAllUrl, 'logoutAllUrl', '/auth/logout-all'),
+      allowedOrigins: allowed,
+      csrfName: csrf.name,
+      csrfValue: csrf.value,
+      refreshAheadMs: num(o.refreshAheadSeconds, 30, 'refreshAheadSeconds') * 1000,
+      crossTab: o.crossTab !== false,
+      lockTimeoutMs: num(o.lockTimeoutMs, 5000, 'lockTimeoutMs'),
+      channelName: scope('authfetch'),
+      lockName: scope('authfetch-refresh'),
+    };
   } catch (err) {
     throw err instanceof AuthFetchError ? err : new AuthFetchError('ERR_INVALID_CONFIG', err);
   }
@@ -181,18 +172,12 @@ function makeInstance(initialOptions) {
     if (!starting) {
       if (!inBrowser()) return Promise.reject(new AuthFetchError('ERR_UNSUPPORTED'));
       starting = loadWasm().then(() => {
-        const args = normalise(options);
-        let c;
-        try {
-          c = new Client(
-            ...args,
-            (n) => deliver(events, { type: EVENTS[n] }),
-            (trace) => deliver(traces, trace),
-            (kind, token, ms, flag) => { if (c) c.message(kind, token, ms, flag); },
-          );
-        } catch (err) {
-          throw wrap(err);
-        }
+        const c = new Client({
+          ...normalise(options),
+          onEvent: (event) => deliver(events, event),
+          onTrace: (trace) => deliver(traces, trace),
+          error: (code, cause) => new AuthFetchError(code, cause),
+        });
         client = c;
         c.ready(); // the start-up silent refresh: does the cookie hold a session?
         return c;
@@ -204,8 +189,8 @@ function makeInstance(initialOptions) {
     return starting;
   }
 
-  /** Runs `f` on the started client; wasm rejections become AuthFetchErrors. */
-  const run = (f) => start().then(f).catch((err) => { throw wrap(err); });
+  /** Runs `f` on the started client. */
+  const run = (f) => start().then(f);
   const out = (everywhere) => (client || inBrowser() ? run((c) => c.logout(everywhere)) : Promise.resolve());
 
   const api = {
@@ -221,23 +206,9 @@ function makeInstance(initialOptions) {
     logoutEverywhere: () => out(true),
     ready: () => (inBrowser() ? run((c) => c.ready()) : Promise.resolve(false)),
     isAuthenticated: () => (client ? client.isAuthenticated() : false),
-    claims() {
-      const segment = client && client.claims();
-      if (!segment) return null;
-      try {
-        // base64url → bytes → UTF-8 → JSON. Display only: never trusted, never verified here.
-        const b64 = segment.replace(/-/g, '+').replace(/_/g, '/');
-        const bytes = Uint8Array.from(g.atob(b64 + '==='.slice((b64.length + 3) % 4)), (ch) => ch.charCodeAt(0));
-        const c = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
-        return c && typeof c === 'object' && !Array.isArray(c) ? c : null;
-      } catch {
-        return null;
-      }
-    },
-    expiresIn() {
-      const ms = client ? client.expiresIn() : NaN; // NaN: no token
-      return ms === ms ? ms : undefined;
-    },
+    // Decoded in Rust (base64url, UTF-8, JSON.parse): display only, never trusted or verified.
+    claims: () => (client ? client.claims() : null),
+    expiresIn: () => (client ? client.expiresIn() : undefined),
     onAuthStateChange: (cb) => subscribe(events, cb),
     onRequest: (cb) => subscribe(traces, cb),
   };

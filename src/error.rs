@@ -2,8 +2,8 @@
 //!
 //! Modelled on panva/jose's `ERR_…` codes: callers branch on `err.code`, never on the message
 //! and never on `instanceof` alone (two copies of the package would break `instanceof`). The
-//! facade rejects with `[code, cause]`, and `js/index.js` turns that into a real JS `Error`
-//! (`AuthFetchError`, `name = "AuthFetchError"`, `code`, `cause`) with the text of
+//! web layer hands [`Error::code`] and the cause to `js/index.js`, which builds a real JS
+//! `Error` (`AuthFetchError`, `name = "AuthFetchError"`, `code`, `cause`) with the text of
 //! [`Error::message`], which a test keeps identical on both sides. Keeping the messages in JS
 //! keeps them out of the `.wasm`.
 //!
@@ -86,25 +86,6 @@ impl Error {
             Error::InvalidConfig => "ERR_INVALID_CONFIG",
             Error::AlreadyStarted => "ERR_ALREADY_STARTED",
             Error::Unsupported => "ERR_UNSUPPORTED",
-        }
-    }
-
-    /// The position of [`Error::code`] in the code table (`Object.keys(MESSAGES)` in
-    /// `js/index.js`, same order; a test checks it). The browser build rejects with this number
-    /// rather than the string, which keeps the code strings out of the `.wasm`.
-    pub fn index(&self) -> u32 {
-        match self {
-            Error::InvalidCredentials => 0,
-            Error::SessionExpired => 1,
-            Error::SignedOut => 2,
-            Error::RefreshFailed(_) => 3,
-            Error::RefreshBackoff => 4,
-            Error::Network(_) => 5,
-            Error::RateLimited => 6,
-            Error::InvalidResponse => 7,
-            Error::InvalidConfig => 8,
-            Error::AlreadyStarted => 9,
-            Error::Unsupported => 10,
         }
     }
 
@@ -203,14 +184,6 @@ mod tests {
             rows,
             "index.js has codes Rust lacks"
         );
-        // Same order: the wasm rejects with `index()`, JS looks it up in `Object.keys(MESSAGES)`.
-        let mut last = 0;
-        for (i, e) in Error::all().iter().enumerate() {
-            assert_eq!(e.index() as usize, i, "{}", e.code());
-            let at = table.find(&alloc::format!("{}:", e.code())).expect("row");
-            assert!(i == 0 || at > last, "{} out of order in index.js", e.code());
-            last = at;
-        }
     }
 
     #[test]

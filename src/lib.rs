@@ -14,67 +14,64 @@
 //! * [`error`]: the one error enum and its stable `ERR_…` codes (the `.d.ts` union and the
 //!   JS message table are checked against it).
 //! * [`jwt`]: reading the payload segment for `claims()` (display only, never trusted).
-//! * `web` (wasm32 only): the thin `#[wasm_bindgen]` facade over `js/bridge.js`;
-//!   `js/index.js` turns it into the public API (lazy start, default client, events, errors).
+//! * `web` (wasm32 only): the thin, typed layer on the platform: web-sys for the page's
+//!   request, timers, the Web Lock and the tabs' channel; gloo-net for the auth endpoints;
+//!   serde-wasm-bindgen for the objects handed to JS; `extern` types with typed getters for the
+//!   options and the token response. `js/index.js` is the lazy loader and the public wrapper.
+//!
+//! ## A call, end to end
+//! `authFetch(input, init)` → `js/index.js` (loads the module on first use) → [`web`]'s
+//! `Client::fetch` builds the `Request` as `fetch` would → [`session::Session::fetch`] gets a
+//! token (waiting for the one shared refresh if needed) → the web layer sends a copy of the
+//! request with `Authorization: Bearer …` → on a 401 that answered our bearer, one refresh
+//! (under the cross-tab Web Lock, through gloo-net) and one replay from a fresh copy → the
+//! `Response`, exactly as `fetch` would resolve.
 //!
 //! ## What it protects against
 //! * **Token theft from storage (K1).** The access token is never written to `localStorage`,
-//!   `sessionStorage`, IndexedDB, Cache Storage or `document.cookie`; the refresh token is
-//!   never visible to JavaScript at all (HttpOnly cookie). Tests read every store after a full
-//!   session (`tests/web.rs`, `tests/e2e/client.spec.mjs`).
-//! * **Later hooks on the platform (K2).** `js/bridge.js` captures `fetch`, `Request`,
-//!   `Headers.prototype.set/get`, the `headers`/`url`/`status` getters and
-//!   `Response.prototype.json` when the package is imported; a script that replaces them
-//!   afterwards never sees the bearer or a token response.
+//!   `sessionStorage`, IndexedDB, Cache Storage or `document.cookie`, nor posted to other tabs;
+//!   the refresh token is never visible to JavaScript at all (HttpOnly cookie).
+//! * **Other scripts on the origin listening to, or talking to, the tabs (K9).** Tabs share no
+//!   token: each gets its own from the server, and the channel between them carries
+//!   payload-free hints that only make a tab ask the server. Another app on the same origin
+//!   cannot read a token there, install one, or sign a tab out.
 //! * **The bearer leaking (K3).** Only to allowlisted origins (the page's own by default),
 //!   never to the auth endpoints (nor anything under `/auth/` on their origin), never to a URL
 //!   with userinfo.
-//! * **Refresh storms and loops (K4–K7).** One refresh per tab (and, with Web Locks, per
-//!   browser) however many calls get a 401; never on 403; one replay per request, from a clone
-//!   taken before the first send so every body type arrives intact; back-off after repeated
-//!   failures; a network error during refresh keeps the session; logout rejects waiting calls
-//!   and a late refresh cannot resurrect the session (generation guard).
+//! * **Refresh storms and loops (K4–K7, K10, K11).** One refresh per tab however many calls
+//!   get a 401; refreshes of all tabs take turns under a Web Lock; never on 403; one replay per
+//!   request, from a copy taken before the first send; a session ends once (late 401s start
+//!   nothing); offline is `ERR_NETWORK` and keeps the session, and the back-off starts over
+//!   when the browser is back online or the page visible again.
 //! * **Clock skew (K8).** Expiry comes from the server's `expires_in` and `performance.now()`,
 //!   not from the device's wall clock against `exp`.
 //!
 //! ## What it does not protect against
-//! * **XSS.** WebAssembly memory is not a security boundary against a script running on the
-//!   same page. Such a script can call `authFetch` itself (it acts as the user for as long as
-//!   the page is open), join the tabs' `BroadcastChannel` and be handed the token (unless
-//!   `crossTab: false`), patch intrinsics such as `Promise.prototype.then` or `JSON.parse` that
-//!   the glue relies on, or hook `fetch` if it runs *before* authfetch is imported. What it
-//!   cannot get is the refresh cookie: once the page is closed and the short-lived access token
-//!   expires, the session is out of its reach. CSP and output encoding prevent XSS; authfetch
-//!   limits what a successful one keeps.
+//! * **A script running in the page (XSS).** WebAssembly memory is not a boundary against the
+//!   page's own script realm: such a script can observe the access token (by hooking `fetch`,
+//!   `Headers.prototype.set` or other built-ins the module calls, or simply by calling
+//!   `/auth/refresh` itself, which the cookie authorizes) and can call `authFetch` as the user
+//!   while the page is open. What it can never read is the refresh token (HttpOnly), so once
+//!   the page is closed and the short-lived access token expires, the session is out of its
+//!   reach. Making a stolen access token useless elsewhere needs sender-constrained tokens
+//!   (DPoP), which are planned. CSP and output encoding prevent XSS; authfetch limits what a
+//!   successful one keeps.
 //! * A compromised browser, extension or machine (they can read memory and the cookie jar).
 //! * Authorization decisions: those are the API's job.
 //!
-//! ## Crates: what earned its bytes
-//! The shipped build is `no_std` with `lol_alloc` and a trapping panic handler (feature
-//! `tiny`), and its size is budgeted (≤ 22 KB gzip for the `.wasm` plus the JS, checked by
-//! `scripts/build-pkg.sh --check-size`). Of the crates on the design card:
-//! * **wasm-bindgen, js-sys** (and wasm-bindgen-futures): used; they are the boundary and the
-//!   `Promise` executor.
-//! * **web-sys**: not used in the shipped code. Its bindings look globals up at call time (a
-//!   later hook on `fetch` or `Headers` would see the bearer, against K2); the bridge's captured
-//!   functions replace them at a fraction of the glue.
-//! * **gloo-net**: not used, for the same K2 reason (it calls the global `fetch` when a request
-//!   is sent) and because the auth calls are three fixed POSTs the bridge makes in a few lines.
-//! * **serde-wasm-bindgen** (and serde): not used. Its deserialize path pulls in float
-//!   formatting and error `Display` code, ~18 KB gzip, more than the rest of the module;
-//!   options and messages cross the boundary as plain strings and numbers instead, and the token
-//!   response is read field by field after the bridge's `JSON.parse`.
-//! * **base64**: not used. `claims()` hands the JWT's payload *segment* to JS, which decodes it
-//!   with `atob` and `JSON.parse` (the claims are public; the signature never leaves this
-//!   module). [`jwt::base64url_decode`] remains for native use and tests.
-//!
-//! `BENCHMARKS.md` has the per-crate breakdown of the shipped `.wasm` (twiggy).
-#![no_std]
+//! `BENCHMARKS.md` has the size of the shipped `.wasm` and what each crate costs (twiggy).
+
 extern crate alloc;
-// With `std` (the default: native tests, wasm-bindgen-test), std provides the allocator and the
-// panic handler; the shipped `tiny` build brings its own (below).
-#[cfg(feature = "std")]
-extern crate std;
+
+/// The browser build's allocator: lol_alloc's free list (see Cargo.toml for why). Sound on
+/// wasm32 without the atomics feature, where there is exactly one thread, which is the only
+/// build that has it (`AssumeSingleThreaded`'s contract).
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
+#[global_allocator]
+#[allow(unsafe_code)]
+// SAFETY: single-threaded target (see the cfg above).
+static ALLOC: lol_alloc::AssumeSingleThreaded<lol_alloc::FreeListAllocator> =
+    unsafe { lol_alloc::AssumeSingleThreaded::new(lol_alloc::FreeListAllocator::new()) };
 
 pub mod config;
 pub mod error;
@@ -83,53 +80,12 @@ pub mod session;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 
-/// A broken internal invariant: traps in the browser (no panic machinery in the `.wasm`), panics
-/// natively so tests report it.
+/// A broken internal invariant (a `RefCell` borrowed twice, which the session's invariants rule
+/// out): traps in the browser, panics natively so tests report it.
 #[cold]
 pub(crate) fn bug() -> ! {
     #[cfg(target_arch = "wasm32")]
     core::arch::wasm32::unreachable();
     #[cfg(not(target_arch = "wasm32"))]
     panic!("authfetch: internal invariant broken");
-}
-
-#[cfg(all(feature = "tiny", target_arch = "wasm32", not(feature = "std")))]
-mod tiny {
-    use core::alloc::{GlobalAlloc, Layout};
-    use lol_alloc::{AssumeSingleThreaded, FreeListAllocator};
-
-    /// lol_alloc's free list behind out-of-line methods: inlined, its `dealloc` would be copied
-    /// into every `drop` of a `String` or `Vec` (kilobytes of `.wasm` in total).
-    struct Alloc(AssumeSingleThreaded<FreeListAllocator>);
-
-    // SAFETY: forwards to an allocator that upholds the `GlobalAlloc` contract.
-    #[allow(unsafe_code)]
-    unsafe impl GlobalAlloc for Alloc {
-        #[inline(never)]
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            // SAFETY: same contract as the caller's.
-            unsafe { self.0.alloc(layout) }
-        }
-        #[inline(never)]
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            // SAFETY: same contract as the caller's.
-            unsafe { self.0.dealloc(ptr, layout) }
-        }
-        #[inline(never)]
-        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            // SAFETY: same contract as the caller's.
-            unsafe { self.0.realloc(ptr, layout, new_size) }
-        }
-    }
-
-    // SAFETY: this build targets wasm32 without the atomics feature, where there is exactly one
-    // thread; `AssumeSingleThreaded` is sound exactly then.
-    #[allow(unsafe_code)]
-    #[global_allocator]
-    static ALLOC: Alloc = Alloc(unsafe { AssumeSingleThreaded::new(FreeListAllocator::new()) });
-
-    #[panic_handler]
-    fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
-        core::arch::wasm32::unreachable()
-    }
 }

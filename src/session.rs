@@ -2,6 +2,13 @@
 //! cross-tab protocol, written against the small [`Env`] trait so it runs under native
 //! `cargo test` with a fake clock, a fake transport and a hand-driven executor.
 //!
+//! # Tabs never share a token
+//! Each tab gets its own access token from the server, through the refresh endpoint. What
+//! crosses between tabs is a payload-free [`Hint`] ("a session started", "the session ended"),
+//! and a hint is never believed: it only makes the tab ask the server (a refresh). So a script
+//! that listens on the tabs' channel learns nothing, and one that posts on it can cost a tab one
+//! refresh but can neither install a token nor sign a tab out (docs/TABS.md).
+//!
 //! # Invariants
 //! * At most one refresh per tab is in flight ([`Inner::flight`]); everyone who needs a token
 //!   while it runs awaits the same [`Flight`] (panva/jose `reload`).
@@ -18,6 +25,9 @@
 //!   succeeded.
 //! * No `RefCell` borrow is held across an `.await` or across a call into [`Env`]
 //!   (events run arbitrary JS listeners, which may call back into the session).
+//! * A session ends once: after the end ([`Inner::ended`]), a late 401 of a call sent with a
+//!   token of the ended generation starts no refresh and emits nothing; it rejects with the
+//!   end's error.
 
 use crate::config::{find_bytes, Config};
 use crate::error::Error;
@@ -51,8 +61,6 @@ fn wr<T>(c: &RefCell<T>) -> RefMut<'_, T> {
 /// A boxed local task, as handed to [`Env::spawn`].
 pub type Task = Pin<Box<dyn Future<Output = ()>>>;
 
-/// How long a new tab waits for a live tab to answer `Hello` before refreshing itself.
-pub const HELLO_WAIT_MS: f64 = 150.0;
 /// Longest back-off between refresh attempts after repeated failures.
 pub const MAX_BACKOFF_MS: f64 = 30_000.0;
 
@@ -145,25 +153,14 @@ impl Event {
     }
 }
 
-/// Cross-tab messages (BroadcastChannel). Nothing here is ever persisted.
-#[derive(Debug)]
-pub enum Message<'a> {
-    /// A new tab asks live tabs for the current token.
-    Hello,
-    /// The current token and how long it has left (each tab has its own monotonic clock).
-    Token {
-        /// The access token.
-        token: &'a str,
-        /// Milliseconds until it expires, measured by the sender.
-        remaining_ms: f64,
-        /// `true` when it comes from a login (adopted even by a signed-out tab).
-        login: bool,
-    },
-    /// The session ended: every tab clears its token and rejects its queued calls.
-    SignedOut {
-        /// `true` when the server refused the refresh cookie (`session_expired`).
-        expired: bool,
-    },
+/// What tabs tell each other: a hint without payload, never a token. Any script on the origin
+/// can read and post these, so a receiving tab treats one only as a reason to ask the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hint {
+    /// A login happened in another tab: the cookie now holds a new session (family).
+    SignedIn,
+    /// Another tab saw the session end (logout, or the server refused the cookie).
+    SignedOut,
 }
 
 /// What the session needs from a response.
@@ -200,8 +197,8 @@ pub trait Env: 'static {
     ) -> impl Future<Output = Result<Option<Grant>, Error>>;
     /// Delivers an auth-state event.
     fn emit(&self, event: Event);
-    /// Posts a message to the other tabs.
-    fn broadcast(&self, msg: Message<'_>);
+    /// Posts a hint to the other tabs.
+    fn broadcast(&self, hint: Hint);
 }
 
 /// Whether the session believes a session exists.
@@ -278,6 +275,15 @@ struct Inner {
     wire: Option<Rc<Flight>>,
     failures: u32,
     retry_at: f64,
+    /// The error the last transient refresh failure gave: what calls get while backing off
+    /// ([`Error::Network`] when offline, else [`Error::RefreshBackoff`]).
+    backoff_error: Error,
+    /// How the last session ended ([`Error::SessionExpired`] or [`Error::SignedOut`]): what a
+    /// late 401 of a call sent in that session rejects with.
+    ended: Error,
+    /// Set when another tab hinted that the session ended: if the check confirms it, this tab
+    /// reports `signed_out` (what happened) rather than `session_expired`.
+    hinted_out: bool,
 }
 
 /// One in-flight refresh, awaited by every caller that needs its outcome.
@@ -369,6 +375,9 @@ impl<E: Env> Session<E> {
                 wire: None,
                 failures: 0,
                 retry_at: 0.0,
+                backoff_error: Error::RefreshBackoff,
+                ended: Error::SignedOut,
+                hinted_out: false,
             }),
         })
     }
@@ -464,7 +473,7 @@ impl<E: Env> Session<E> {
                 return Rc::clone(f);
             }
             if i.failures > 0 && self.env.now() < i.retry_at {
-                return Flight::done(Err(Error::RefreshBackoff));
+                return Flight::done(Err(i.backoff_error.clone()));
             }
             let f = Rc::new(Flight::default());
             i.flight = Some(Rc::clone(&f));
@@ -517,19 +526,9 @@ impl<E: Env> Session<E> {
     }
 
     async fn run_refresh(self: Rc<Self>, epoch: u64, v0: u64, flight: Rc<Flight>) {
-        let mut guard = None;
-        if self.config.cross_tab {
-            // Layer 2: a new tab first asks the live tabs, then refreshes under the Web Lock;
-            // the winner broadcasts, and a tab that waited for the lock finds the token here.
-            if self.state() == State::Unknown {
-                self.tell(Message::Hello);
-                self.env.sleep(HELLO_WAIT_MS).await;
-                if self.settled(epoch, v0, &flight) {
-                    return;
-                }
-            }
-            guard = self.env.lock(self.config.lock_timeout_ms).await;
-        }
+        // Layer 2: refreshes (and logins and logouts) of all tabs take turns under the Web Lock,
+        // so that no two tabs present the rotating cookie at once; each gets its own token.
+        let guard = self.cross_tab_lock().await;
         ClaimWire(&self.inner).await;
         // Signed out (or signed in by a login) while waiting for the lock or the wire: nothing
         // left to refresh (and a refresh now would rotate a cookie the server has just revoked,
@@ -544,6 +543,15 @@ impl<E: Env> Session<E> {
         drop(guard);
     }
 
+    /// The cross-tab lock, when coordination is on (`None`: not taken, or timed out).
+    async fn cross_tab_lock(&self) -> Option<E::Guard> {
+        if self.config.cross_tab {
+            self.env.lock(self.config.lock_timeout_ms).await
+        } else {
+            None
+        }
+    }
+
     fn finish_refresh(
         self: &Rc<Self>,
         epoch: u64,
@@ -551,8 +559,8 @@ impl<E: Env> Session<E> {
         result: Result<Option<Grant>, Error>,
     ) {
         let mut event = None;
-        let mut share = false;
-        let mut expired = false;
+        let mut installed = false;
+        let mut tell = false;
         let outcome = {
             let mut i = wr(&self.inner);
             if i.flight.as_ref().is_some_and(|f| Rc::ptr_eq(f, flight)) {
@@ -564,34 +572,57 @@ impl<E: Env> Session<E> {
             } else {
                 match result {
                     Ok(Some(g)) => {
+                        i.hinted_out = false;
                         event = Some(self.install(&mut i, g.token, g.expires_in_ms));
-                        share = true;
+                        installed = true;
                         Ok(())
                     }
                     Err(Error::SessionExpired) => {
                         let was = i.state;
+                        let hinted = core::mem::take(&mut i.hinted_out);
+                        let end = if hinted {
+                            Error::SignedOut
+                        } else {
+                            Error::SessionExpired
+                        };
                         i.token = None;
                         i.version += 1;
                         i.epoch += 1;
                         i.state = State::SignedOut;
-                        if was == State::Unknown {
-                            // Start-up: the cookie simply holds no session.
+                        i.ended = end.clone();
+                        if was != State::SignedIn {
+                            // Start-up (the cookie simply holds no session), or a check of a
+                            // tab that was already signed out: nothing ended here.
                             Ok(())
                         } else {
-                            event = Some(Event::SessionExpired);
-                            expired = true;
-                            Err(Error::SessionExpired)
+                            event = Some(if hinted {
+                                Event::SignedOut
+                            } else {
+                                Event::SessionExpired
+                            });
+                            // Found out by this tab itself: the others should check too. (Not
+                            // after a check another tab's hint asked for: no echo.)
+                            tell = !hinted;
+                            Err(end)
                         }
                     }
                     other => {
+                        i.hinted_out = false;
                         i.failures += 1;
                         i.retry_at = self.env.now() + backoff_ms(i.failures);
                         event = Some(Event::RefreshFailed);
-                        let cause = match other {
-                            Err(e) => e.cause().cloned(),
-                            Ok(_) => None,
+                        // Offline (K7, K11): the session is kept and callers learn the truth,
+                        // `ERR_NETWORK`, now and for as long as the back-off lasts.
+                        let err = match other {
+                            Err(Error::Network(c)) => Error::Network(c),
+                            Err(e) => Error::RefreshFailed(e.cause().cloned()),
+                            Ok(_) => Error::RefreshFailed(None),
                         };
-                        Err(Error::RefreshFailed(cause))
+                        i.backoff_error = match &err {
+                            Error::Network(_) => err.clone(),
+                            _ => Error::RefreshBackoff,
+                        };
+                        Err(err)
                     }
                 }
             }
@@ -599,42 +630,29 @@ impl<E: Env> Session<E> {
         if let Some(e) = event {
             self.env.emit(e);
         }
-        if share {
-            self.share(false);
+        if installed {
             self.schedule();
         }
-        if expired {
-            self.tell(Message::SignedOut { expired: true });
+        if tell {
+            self.tell(Hint::SignedOut);
         }
         flight.complete(outcome);
     }
 
-    /// Posts a message to the other tabs when cross-tab coordination is on.
-    fn tell(&self, msg: Message<'_>) {
+    /// Posts a hint to the other tabs when cross-tab coordination is on.
+    fn tell(&self, hint: Hint) {
         if self.config.cross_tab {
-            self.env.broadcast(msg);
+            self.env.broadcast(hint);
         }
     }
 
-    /// Posts the held token to the other tabs.
-    fn share(&self, login: bool) {
-        if !self.config.cross_tab {
-            return;
-        }
-        let now = self.env.now();
-        let token = {
-            let i = rd(&self.inner);
-            i.token
-                .as_ref()
-                .map(|t| (t.secret.clone(), t.expires_at - now))
-        };
-        if let Some((secret, remaining_ms)) = token {
-            self.tell(Message::Token {
-                token: secret.expose(),
-                remaining_ms,
-                login,
-            });
-        }
+    /// Forgets the refresh back-off: the network may be back (`online`), or the user is looking
+    /// again (`visibilitychange` to visible), so the next call may try at once (K11).
+    pub fn reset_backoff(&self) {
+        let mut i = wr(&self.inner);
+        i.failures = 0;
+        i.retry_at = 0.0;
+        i.backoff_error = Error::RefreshBackoff;
     }
 
     /// The bearer to send now, waiting for a refresh if one is needed or running.
@@ -642,7 +660,7 @@ impl<E: Env> Session<E> {
     async fn bearer(
         self: &Rc<Self>,
         trace: &mut Vec<Step>,
-    ) -> Result<Option<(Secret, u64)>, Error> {
+    ) -> Result<Option<(Secret, u64, u64)>, Error> {
         for _ in 0..2 {
             let flight = {
                 let now = self.env.now();
@@ -652,7 +670,7 @@ impl<E: Env> Session<E> {
                     (None, State::SignedOut, _) => return Ok(None),
                     (None, State::SignedIn, Some(t)) if now < t.expires_at => {
                         let ahead = now >= t.refresh_at && self.config.refresh_ahead_ms > 0.0;
-                        let out = (t.secret.clone(), i.version);
+                        let out = (t.secret.clone(), i.version, i.epoch);
                         drop(i);
                         if ahead {
                             let _ = self.refresh();
@@ -671,7 +689,7 @@ impl<E: Env> Session<E> {
         }
         let i = rd(&self.inner);
         Ok(match (&i.token, i.state) {
-            (Some(t), State::SignedIn) => Some((t.secret.clone(), i.version)),
+            (Some(t), State::SignedIn) => Some((t.secret.clone(), i.version, i.epoch)),
             _ => None,
         })
     }
@@ -701,7 +719,7 @@ impl<E: Env> Session<E> {
         } else {
             None
         };
-        let Some((secret, version)) = held else {
+        let Some((secret, version, epoch)) = held else {
             trace.push(Step::NoBearer);
             let r = send(None).await.map_err(Failure::Request)?;
             trace.push(Step::Status(r.status()));
@@ -715,10 +733,14 @@ impl<E: Env> Session<E> {
             return Ok(r);
         }
         // Already replaced by a refresh that ran while this request was out? Use that one.
+        // Or has the session ended since it was sent? Then this 401 is old news (K10).
         let newer = {
             let i = rd(&self.inner);
             match (&i.token, i.state) {
                 (Some(t), State::SignedIn) if i.version != version => Some(t.secret.clone()),
+                (_, State::SignedOut) if i.epoch != epoch => {
+                    return Err(Failure::Auth(i.ended.clone()));
+                }
                 _ => None,
             }
         };
@@ -752,11 +774,7 @@ impl<E: Env> Session<E> {
         // the login's. Whatever it yields is superseded below (new generation).
         // The other tabs share the cookie jar: the same goes for their refreshes, so the login
         // is sent under the cross-tab lock their refreshes take (or after its timeout).
-        let guard = if self.config.cross_tab {
-            self.env.lock(self.config.lock_timeout_ms).await
-        } else {
-            None
-        };
+        let guard = self.cross_tab_lock().await;
         ClaimWire(&self.inner).await;
         let grant = self
             .env
@@ -768,6 +786,7 @@ impl<E: Env> Session<E> {
             let mut i = wr(&self.inner);
             i.epoch += 1;
             i.state = State::SignedOut;
+            i.hinted_out = false;
             let e = self.install(&mut i, grant.token, grant.expires_in_ms);
             (e, i.flight.take())
         };
@@ -775,9 +794,10 @@ impl<E: Env> Session<E> {
             f.complete(Ok(()));
         }
         self.env.emit(event);
-        self.share(true);
         self.schedule();
-        // Released once the token has been posted to the other tabs (see `js/bridge.js`).
+        // The other tabs' tokens belong to the family this login has just revoked (S3): they
+        // check with the server (after this lock is released) and get tokens of the new one.
+        self.tell(Hint::SignedIn);
         drop(guard);
         Ok(())
     }
@@ -788,108 +808,73 @@ impl<E: Env> Session<E> {
     /// # Errors
     /// The server call's error ([`Error::Network`] …); the local sign-out has happened anyway.
     pub async fn logout(self: &Rc<Self>, everywhere: bool) -> Result<(), Error> {
-        self.sign_out(false, true);
-        self.env
+        self.sign_out();
+        // Under the cross-tab lock and after this tab's own refresh on the wire has answered:
+        // no refresh of any tab is answered after the logout (K10), so none can bring the
+        // session back. Another tab that needs a token meanwhile waits for the lock, and then
+        // finds the session gone.
+        let guard = self.cross_tab_lock().await;
+        ClaimWire(&self.inner).await;
+        let r = self
+            .env
             .auth(&self.config, AuthCall::Logout { everywhere })
             .await
-            .map(|_| ())
+            .map(|_| ());
+        self.release_wire();
+        // Only now, when the server has ended the session, do the other tabs check it. (If
+        // telling the server failed, they find the session alive and keep it.)
+        self.tell(Hint::SignedOut);
+        drop(guard);
+        r
     }
 
     /// Clears the token (its bytes are overwritten as it drops), bumps the generation, rejects
-    /// waiters.
-    fn sign_out(&self, expired: bool, tell_tabs: bool) {
+    /// waiters with [`Error::SignedOut`].
+    fn sign_out(&self) {
         let (token, flight, was) = {
             let mut i = wr(&self.inner);
             i.epoch += 1;
             i.version += 1;
             i.failures = 0;
             i.retry_at = 0.0;
+            i.ended = Error::SignedOut;
+            i.hinted_out = false;
             let was = core::mem::replace(&mut i.state, State::SignedOut);
             (i.token.take(), i.flight.take(), was)
         };
-        let err = if expired {
-            Error::SessionExpired
-        } else {
-            Error::SignedOut
-        };
         if let Some(f) = flight {
-            f.complete(Err(err));
+            f.complete(Err(Error::SignedOut));
         }
         if was != State::SignedOut {
-            self.env.emit(if expired {
-                Event::SessionExpired
-            } else {
-                Event::SignedOut
-            });
-        }
-        if tell_tabs {
-            self.tell(Message::SignedOut { expired });
+            self.env.emit(Event::SignedOut);
         }
         drop(token);
     }
 
-    /// Handles a message from another tab.
-    pub fn on_message(self: &Rc<Self>, msg: Message<'_>) {
-        match msg {
-            Message::Hello => {
-                let live = {
-                    let i = rd(&self.inner);
-                    i.state == State::SignedIn
-                        && i.token
-                            .as_ref()
-                            .is_some_and(|t| self.env.now() < t.expires_at)
-                };
-                if live {
-                    self.share(false);
-                }
-            }
-            Message::SignedOut { expired } => {
-                self.sign_out(expired, false);
-            }
-            Message::Token {
-                token,
-                remaining_ms,
-                login,
-            } => self.adopt(token, remaining_ms, login),
-        }
-    }
-
-    /// Takes a token shared by another tab, unless ours lasts at least as long, or this tab
-    /// is signed out and the token is not from a login (a refresh that raced a logout).
-    fn adopt(self: &Rc<Self>, token: &str, remaining_ms: f64, login: bool) {
-        // Also rejects NaN and infinity (a message is another tab's word, not ours).
-        if !(remaining_ms.is_finite() && remaining_ms > 0.0) || token.is_empty() {
-            return;
-        }
-        let now = self.env.now();
-        let (event, flight) = {
+    /// Handles a hint from another tab (or from any script on the origin: the channel is open
+    /// to all of them). Nothing is believed: the tab asks the server, through the same
+    /// single-flight refresh as everything else, and the server's answer decides (K9).
+    /// * [`Hint::SignedOut`] to a tab that holds a session: a refresh; if the server refuses
+    ///   the cookie, the tab signs out (`signed_out`), otherwise it simply has a new token.
+    /// * [`Hint::SignedIn`] to any tab that has started: a refresh, which picks up the new
+    ///   session (a signed-out tab signs in; a signed-in one replaces a token of the family
+    ///   that the login revoked).
+    pub fn on_hint(self: &Rc<Self>, hint: Hint) {
+        {
             let mut i = wr(&self.inner);
-            if i.state == State::SignedOut && !login {
-                return;
+            match (hint, i.state) {
+                // Nothing to check before the start-up refresh (which is coming) or in a
+                // signed-out tab (a forged "signed out" is all it could be).
+                (_, State::Unknown) | (Hint::SignedOut, State::SignedOut) => return,
+                (Hint::SignedOut, State::SignedIn) => i.hinted_out = true,
+                (Hint::SignedIn, _) => {}
             }
-            // Our own token coming back (every live tab answers a new tab's Hello): nothing
-            // changed, so nothing to install and no `refreshed` to report.
-            if i.token.as_ref().is_some_and(|t| t.secret.expose() == token) {
-                return;
-            }
-            if !login
-                && i.token
-                    .as_ref()
-                    .is_some_and(|t| t.expires_at >= now + remaining_ms)
-            {
-                return;
-            }
-            if login {
-                i.epoch += 1;
-            }
-            let e = self.install(&mut i, Secret::new(String::from(token)), remaining_ms);
-            (e, i.flight.take())
-        };
-        if let Some(f) = flight {
-            f.complete(Ok(()));
+            // A check is a refresh even when the token is fresh; a back-off does not apply to
+            // it (it is one request, and it answers a real event).
+            i.failures = 0;
         }
-        self.env.emit(event);
-        self.schedule();
+        // Joins a refresh already running, whose answer is as fresh as this check needs.
+        let _ = self.refresh();
     }
 }
 

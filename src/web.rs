@@ -1,125 +1,263 @@
-//! The browser side: [`WebEnv`] implements [`Env`] over `js/bridge.js`, and [`Client`] is the
-//! `#[wasm_bindgen]` class that `js/index.js` wraps into the public API.
+//! The browser side: [`WebEnv`] implements the session core's [`Env`] on the platform, and
+//! [`Client`] is the `#[wasm_bindgen]` class that `js/index.js` wraps into the public API.
 //!
-//! Why a hand-written bridge instead of `web-sys`/`gloo-net` for fetch: web-sys bindings look
-//! the global (`fetch`, `Headers.prototype.set`, …) up at call time, so a script that replaced
-//! one after start-up would see the bearer. The bridge captures them once, at import (K2).
+//! Every platform type and call goes through the design card's crates, and every value that
+//! crosses the boundary has a type the compiler sees:
+//! * **web-sys** for the page's own request (`Request`, `Headers`, `Response`, `AbortSignal`),
+//!   the global scope (`fetch`, `setTimeout`, `performance`), the Web Lock around a refresh
+//!   (`LockManager`), the tabs' `BroadcastChannel` and the `online` / `visibilitychange` events.
+//! * **gloo-net** for the four auth endpoint calls (login, refresh, logout, logout-everywhere).
+//! * **serde-wasm-bindgen** for what goes out to JS as objects: auth-state events, request
+//!   traces and the login body. What comes in (the options, the token response) is read through
+//!   `extern` types with typed getters ([`Options`], [`TokenBody`]): serde's deserialize path
+//!   would cost more bytes than the rest of the module.
+//! * **base64** (in [`crate::jwt`]) for the claims' payload; `JSON.parse` (js-sys) makes it an
+//!   object.
 //!
-//! The boundary is kept narrow on purpose: plain strings, numbers and booleans in both
-//! directions (the JS side unpacks options, messages and traces), so the `.wasm` carries no
-//! object-walking code and the generated glue stays small. Every byte here is paid by every
-//! user of the package (see `BENCHMARKS.md`).
+//! web-sys bindings look up `fetch`, `Headers.prototype.set` and the rest when they are called,
+//! so a script that patches them sees the bearer: the page's script realm can observe the access
+//! token, and nothing here pretends otherwise (see the crate docs).
 
 use crate::config::Config;
 use crate::error::Error;
 use crate::jwt;
 use crate::session::{
-    AuthCall, Env, Event, Failure, Grant, Message, Reply, Secret, Session, State, Step, Task,
+    AuthCall, Env, Event, Failure, Grant, Hint, Reply, Secret, Session, Step, Task,
 };
-use alloc::boxed::Box;
-use alloc::rc::Rc;
-use alloc::string::String;
-use alloc::vec::Vec;
 use authfetch_protocol as proto;
-use core::future::Future;
-use core::pin::Pin;
-use js_sys::{Array, Function, Promise};
+use gloo_net::http::Request as AuthRequest;
+use js_sys::{Array, Function, Promise, JSON};
+use serde::ser::{SerializeMap, Serializer};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::task::{Context, Poll};
 use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::{future_to_promise, JsFuture};
+use web_sys::{
+    AbortSignal, AddEventListenerOptions, BroadcastChannel, EventTarget, LockOptions, MessageEvent,
+    Request, RequestCache, RequestCredentials, RequestInit, RequestRedirect, Response,
+    VisibilityState, Window,
+};
 
-/// Name of the Web Lock held around a refresh (tests and other tools may take it too), for a
-/// client of the page's own auth server; `js/index.js` appends `" " + refresh URL` for a client
-/// of another one (and passes the names in).
-pub const LOCK_NAME: &str = "authfetch-refresh";
-/// Name of the BroadcastChannel the tabs talk on (scoped the same way as [`LOCK_NAME`]).
-pub const CHANNEL_NAME: &str = "authfetch";
+#[wasm_bindgen(typescript_custom_section)]
+const OPTIONS_TS: &str = r#"
+/** The options after js/index.js has resolved them (every URL absolute, every default set). */
+interface ResolvedOptions {
+  loginUrl: string; refreshUrl: string; logoutUrl: string; logoutAllUrl: string;
+  allowedOrigins: string[]; csrfName: string; csrfValue: string;
+  refreshAheadMs: number; crossTab: boolean; lockTimeoutMs: number;
+  channelName: string; lockName: string;
+  onEvent(event: { type: string }): void;
+  onTrace(trace: object): void;
+  error(code: string, cause: unknown): Error;
+}"#;
 
-#[wasm_bindgen(module = "/js/bridge.js")]
+#[wasm_bindgen]
 extern "C" {
-    #[wasm_bindgen(catch)]
-    fn make(input: &JsValue, init: &JsValue) -> Result<JsValue, JsValue>;
-    fn url(req: &JsValue) -> String;
-    fn abortable(p: &Promise, req: &JsValue) -> Promise;
-    fn send(req: &JsValue, bearer: Option<&str>) -> Promise;
-    fn status(res: &JsValue) -> u16;
-    fn challenge(res: &JsValue) -> String;
-    fn post(
-        url: &str,
-        csrf_name: &str,
-        csrf_value: &str,
-        username: Option<&str>,
-        password: Option<&str>,
-    ) -> Promise;
-    fn now() -> f64;
-    fn sleep(ms: f64) -> Promise;
-    fn lock(name: &str, ms: f64) -> Promise;
-    fn unlock(release: &JsValue);
-    fn channel(name: &str, on_message: &Function) -> Option<JsValue>;
-    fn post_message(c: &JsValue, kind: u32, token: &str, ms: f64, flag: bool);
-    fn trace(cb: &Function, req: &JsValue, steps: f64, bearer: bool);
-    fn emit(cb: &Function, event: u32);
+    /// The options object `js/index.js` builds (URLs resolved by the platform's `URL` parser,
+    /// defaults filled in, types checked), with the callbacks the client reports through.
+    #[wasm_bindgen(typescript_type = "ResolvedOptions")]
+    #[derive(Clone)]
+    pub type Options;
+    #[wasm_bindgen(method, getter, js_name = loginUrl)]
+    fn login_url(this: &Options) -> String;
+    #[wasm_bindgen(method, getter, js_name = refreshUrl)]
+    fn refresh_url(this: &Options) -> String;
+    #[wasm_bindgen(method, getter, js_name = logoutUrl)]
+    fn logout_url(this: &Options) -> String;
+    #[wasm_bindgen(method, getter, js_name = logoutAllUrl)]
+    fn logout_all_url(this: &Options) -> String;
+    #[wasm_bindgen(method, getter, js_name = allowedOrigins)]
+    fn allowed_origins(this: &Options) -> Array;
+    #[wasm_bindgen(method, getter, js_name = csrfName)]
+    fn csrf_name(this: &Options) -> String;
+    #[wasm_bindgen(method, getter, js_name = csrfValue)]
+    fn csrf_value(this: &Options) -> String;
+    #[wasm_bindgen(method, getter, js_name = refreshAheadMs)]
+    fn refresh_ahead_ms(this: &Options) -> f64;
+    #[wasm_bindgen(method, getter, js_name = crossTab)]
+    fn cross_tab(this: &Options) -> bool;
+    #[wasm_bindgen(method, getter, js_name = lockTimeoutMs)]
+    fn lock_timeout_ms(this: &Options) -> f64;
+    /// The tabs' channel: tabs of clients for different auth servers don't hear each other.
+    #[wasm_bindgen(method, getter, js_name = channelName)]
+    fn channel_name(this: &Options) -> String;
+    /// The refresh lock, scoped like the channel.
+    #[wasm_bindgen(method, getter, js_name = lockName)]
+    fn lock_name(this: &Options) -> String;
+    #[wasm_bindgen(method, js_name = onEvent)]
+    fn on_event(this: &Options, event: &JsValue);
+    #[wasm_bindgen(method, js_name = onTrace)]
+    fn on_trace(this: &Options, trace: &JsValue);
+    /// Builds the package's `AuthFetchError` for a code of [`Error::code`].
+    #[wasm_bindgen(method)]
+    fn error(this: &Options, code: &str, cause: &JsValue) -> JsValue;
+
+    /// The JSON body of a login or refresh answer, as `Response.json()` parsed it. Untrusted:
+    /// each field is checked for its type here.
+    type TokenBody;
+    #[wasm_bindgen(method, getter)]
+    fn access_token(this: &TokenBody) -> JsValue;
+    #[wasm_bindgen(method, getter)]
+    fn token_type(this: &TokenBody) -> JsValue;
+    #[wasm_bindgen(method, getter)]
+    fn expires_in(this: &TokenBody) -> JsValue;
+    #[wasm_bindgen(method, getter)]
+    fn error(this: &TokenBody) -> JsValue;
+
+    /// `String(value)`: what `fetch` does with an input that is not a `Request`.
+    #[wasm_bindgen(js_name = String)]
+    fn js_string(value: &JsValue) -> String;
 }
 
-/// Converts an [`Error`] into the rejection value `[index, cause]` ([`Error::index`]), which
-/// `js/index.js` turns into an `AuthFetchError` (codes and messages live there, out of the
-/// `.wasm`). A platform failure (a `TypeError`, an `AbortError`) is never an array, so the two
-/// cannot be confused.
-pub fn to_js(e: &Error) -> JsValue {
-    Array::of2(
-        &JsValue::from(e.index()),
-        e.cause().unwrap_or(&JsValue::UNDEFINED),
-    )
-    .into()
+/// The global scope. Typed as `Window`: a worker's `WorkerGlobalScope` has the same `fetch`,
+/// `setTimeout`, `performance` and `navigator` members, and web-sys calls them by name.
+fn global() -> Window {
+    js_sys::global().unchecked_into()
 }
 
-/// One `Promise` adapter for every async method: boxing the futures keeps a single copy of
-/// the executor glue in the `.wasm` instead of one per method.
+/// Converts an [`Error`] into the package's `AuthFetchError` (built by `js/index.js`, which
+/// holds the class and the messages; the code is spelled in [`Error::code`] only).
+fn to_js(options: &Options, e: &Error) -> JsValue {
+    options.error(e.code(), e.cause().unwrap_or(&JsValue::UNDEFINED))
+}
+
+/// One `Promise` adapter for every async method (one copy of the executor glue).
 fn promise(f: impl Future<Output = Result<JsValue, JsValue>> + 'static) -> Promise {
     let f: Pin<Box<dyn Future<Output = Result<JsValue, JsValue>>>> = Box::pin(f);
     future_to_promise(f)
 }
 
-/// A `Response` as the session core sees it.
-pub struct WebReply(JsValue);
+/// Polls `main`, and `other` when `main` is pending: whichever is ready first.
+struct Race<A, B>(Pin<Box<A>>, B);
 
-impl Reply for WebReply {
-    fn status(&self) -> u16 {
-        status(&self.0)
-    }
-    fn www_authenticate(&self) -> Option<String> {
-        // `""` when absent, which asks for a refresh exactly as an absent header does.
-        Some(challenge(&self.0))
+impl<T, A: Future<Output = T>, B: Future<Output = T> + Unpin> Future for Race<A, B> {
+    type Output = T;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        if let Poll::Ready(v) = self.0.as_mut().poll(cx) {
+            return Poll::Ready(v);
+        }
+        Pin::new(&mut self.1).poll(cx)
     }
 }
 
-/// Releases the cross-tab lock when dropped (`js/bridge.js`'s release function, which never
-/// throws).
-pub struct LockGuard(JsValue);
+/// A `Response` as the session core sees it.
+pub struct WebReply(Response);
+
+impl Reply for WebReply {
+    fn status(&self) -> u16 {
+        self.0.status()
+    }
+    fn www_authenticate(&self) -> Option<String> {
+        self.0.headers().get("www-authenticate").ok().flatten()
+    }
+}
+
+/// Holds the cross-tab Web Lock until dropped: the lock's callback returned a promise that this
+/// function resolves.
+pub struct LockGuard(Function);
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        unlock(&self.0);
+        let _ = self.0.call0(&JsValue::NULL);
+    }
+}
+
+/// An event listener, removed when dropped (a dropped closure must not be called again).
+struct Listener {
+    target: EventTarget,
+    kind: &'static str,
+    callback: Closure<dyn FnMut(JsValue)>,
+}
+
+impl Listener {
+    fn new(target: EventTarget, kind: &'static str, f: impl FnMut(JsValue) + 'static) -> Self {
+        let callback = Closure::<dyn FnMut(JsValue)>::new(f);
+        let _ = target.add_event_listener_with_callback(kind, callback.as_ref().unchecked_ref());
+        Listener {
+            target,
+            kind,
+            callback,
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self
+            .target
+            .remove_event_listener_with_callback(self.kind, self.callback.as_ref().unchecked_ref());
     }
 }
 
 /// The browser platform for [`Session`].
 pub struct WebEnv {
-    on_event: Function,
-    /// The tab channel, when cross-tab coordination is on and the platform has one.
-    channel: Option<JsValue>,
-    /// The Web Lock held around a refresh ([`LOCK_NAME`], scoped by `js/index.js`).
+    options: Options,
+    /// The tabs' channel, when cross-tab coordination is on and the platform has one.
+    channel: Option<BroadcastChannel>,
     lock_name: String,
 }
 
-/// Validates the `[status, access_token, token_type, expires_in]` answer of login/refresh.
-fn grant(token: Option<String>, token_type: Option<String>, secs: f64) -> Option<Grant> {
-    let token = token?;
-    let ok_type = token_type.is_some_and(|t| t.eq_ignore_ascii_case(proto::TOKEN_TYPE));
+/// A plain JS object from `(key, value)` pairs, through serde-wasm-bindgen: a map serialized as
+/// an object. (Derived `Serialize` structs would be the same objects, but serde-wasm-bindgen
+/// interns struct field names in a hash map, which costs more `.wasm` than the objects built
+/// here in all.)
+fn object<'a, V: serde::Serialize + 'a>(pairs: impl IntoIterator<Item = (&'a str, V)>) -> JsValue {
+    let ser = serde_wasm_bindgen::Serializer::new().serialize_maps_as_objects(true);
+    let built = (|| {
+        let mut map = ser.serialize_map(None)?;
+        for (k, v) in pairs {
+            map.serialize_entry(k, &v)?;
+        }
+        map.end()
+    })();
+    built.unwrap_or(JsValue::NULL)
+}
+
+/// The values of one object: strings, a step list, a status, a flag.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Val<'a> {
+    Str(&'a str),
+    Steps(&'a [Step]),
+    Status(Option<u16>),
+    Flag(bool),
+}
+
+impl serde::Serialize for Step {
+    /// `"waited"`, `"no-bearer"`, `"refreshed"`, `"retried"`, or the status as text (`"401"`).
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let n = match *self {
+            Step::Status(n) => n,
+            Step::Waited => return s.serialize_str("waited"),
+            Step::NoBearer => return s.serialize_str("no-bearer"),
+            Step::Refreshed => return s.serialize_str("refreshed"),
+            Step::Retried => return s.serialize_str("retried"),
+        };
+        // Three digits by hand: `to_string` would bring `core::fmt` into the `.wasm`.
+        let mut text = String::with_capacity(3);
+        for d in [n / 100 % 10, n / 10 % 10, n % 10] {
+            text.push(char::from(b'0' + d as u8));
+        }
+        s.serialize_str(&text)
+    }
+}
+
+/// Checks the `{access_token, token_type, expires_in}` answer of login/refresh.
+fn grant(body: &TokenBody) -> Option<Grant> {
+    let token = body.access_token().as_string()?;
+    let ok_type = body
+        .token_type()
+        .as_string()
+        .is_some_and(|t| t.eq_ignore_ascii_case(proto::TOKEN_TYPE));
     let ok_token = !token.is_empty()
         && token.len() <= jwt::MAX_TOKEN_LEN
         && token.bytes().all(|b| b.is_ascii_graphic());
+    let secs = body.expires_in().as_f64().unwrap_or(f64::NAN);
     // Also rejects NaN.
-    if !(ok_type && ok_token && secs.is_finite() && secs > 0.0 && secs <= 86_400.0) {
+    if !(ok_type && ok_token && secs > 0.0 && secs <= 86_400.0) {
         return None;
     }
     Some(Grant {
@@ -128,11 +266,24 @@ fn grant(token: Option<String>, token_type: Option<String>, secs: f64) -> Option
     })
 }
 
+/// A gloo-net failure as a JS value for `err.cause` (gloo keeps the name and message only).
+fn gloo_cause(e: gloo_net::Error) -> JsValue {
+    let (name, message) = match e {
+        gloo_net::Error::JsError(j) => (j.name, j.message),
+        gloo_net::Error::GlooError(m) => (String::from("Error"), m),
+    };
+    let err = js_sys::Error::new(&message);
+    err.set_name(&name);
+    err.into()
+}
+
 impl Env for WebEnv {
     type Guard = LockGuard;
 
     fn now(&self) -> f64 {
-        now()
+        global()
+            .performance()
+            .map_or_else(js_sys::Date::now, |p| p.now())
     }
 
     fn spawn(&self, task: Task) {
@@ -140,18 +291,49 @@ impl Env for WebEnv {
     }
 
     fn sleep(&self, ms: f64) -> impl Future<Output = ()> + 'static {
-        let p = JsFuture::from(sleep(ms));
+        let ms = ms.clamp(0.0, f64::from(i32::MAX)) as i32;
+        let p = Promise::new(&mut |resolve, _| {
+            let _ = global().set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
+        });
+        let p = JsFuture::from(p);
         async move {
             let _ = p.await;
         }
     }
 
+    /// `navigator.locks.request(name, {signal: AbortSignal.timeout(ms)}, callback)`: the
+    /// callback reports the grant and returns a promise that [`LockGuard`] resolves. A timeout
+    /// rejects the request before the grant (then `None`). A tab that closes releases its lock.
     fn lock(&self, timeout_ms: f64) -> impl Future<Output = Option<LockGuard>> + 'static {
-        let p = JsFuture::from(lock(&self.lock_name, timeout_ms));
+        let locks = global().navigator().locks();
+        let mut granted = None;
+        let mut release = None;
+        if !locks.is_undefined() {
+            let mut grant_fn = None;
+            let grant = Promise::new(&mut |resolve, _| grant_fn = Some(resolve));
+            let held = Promise::new(&mut |resolve, _| release = Some(resolve));
+            let on_grant = Closure::once_into_js(move |_lock: JsValue| {
+                if let Some(f) = grant_fn {
+                    let _ = f.call0(&JsValue::NULL);
+                }
+                held
+            });
+            let options = LockOptions::new();
+            options.set_signal(&AbortSignal::timeout_with_f64(timeout_ms));
+            let asked =
+                locks.request_with_options(&self.lock_name, &options, on_grant.unchecked_ref());
+            granted = Some(Race(
+                Box::pin(async move { JsFuture::from(grant).await.is_ok() }),
+                // Settles first only when the request failed (timed out): no lock.
+                Box::pin(async move {
+                    let _ = JsFuture::from(asked).await;
+                    false
+                }),
+            ));
+        }
         async move {
-            let f = p.await.ok()?;
-            // The release function, or `undefined` when the lock was not taken.
-            (!f.is_undefined()).then(|| LockGuard(f))
+            let (race, release) = (granted?, release?);
+            race.await.then_some(LockGuard(release))
         }
     }
 
@@ -160,38 +342,53 @@ impl Env for WebEnv {
         c: &Config,
         call: AuthCall<'_>,
     ) -> impl Future<Output = Result<Option<Grant>, Error>> {
-        let (url, user, pass, kind) = match call {
-            AuthCall::Refresh => (&c.refresh_url, None, None, 0),
-            AuthCall::Login { username, password } => {
-                (&c.login_url, Some(username), Some(password), 1)
-            }
-            AuthCall::Logout { everywhere } => {
-                let url = if everywhere {
-                    &c.logout_all_url
-                } else {
-                    &c.logout_url
-                };
-                (url, None, None, 2)
-            }
+        let (url, kind) = match call {
+            AuthCall::Refresh => (&c.refresh_url, 0),
+            AuthCall::Login { .. } => (&c.login_url, 1),
+            AuthCall::Logout { everywhere: true } => (&c.logout_all_url, 2),
+            AuthCall::Logout { everywhere: false } => (&c.logout_url, 2),
         };
-        // Never a bearer here: auth endpoints get the cookie and the CSRF header only (K3).
-        let p = post(url, &c.csrf.0, &c.csrf.1, user, pass);
-        let p = JsFuture::from(p);
+        // The cookie and the CSRF header only, never a bearer (K3). No redirects: an auth
+        // answer comes from the auth endpoint itself.
+        let builder = AuthRequest::post(url)
+            .header(&c.csrf.0, &c.csrf.1)
+            .credentials(RequestCredentials::Include)
+            .cache(RequestCache::NoStore)
+            .redirect(RequestRedirect::Error);
+        let request = match call {
+            AuthCall::Login { username, password } => {
+                JSON::stringify(&object([("username", username), ("password", password)]))
+                    .ok()
+                    .ok_or(Error::InvalidConfig)
+                    .and_then(|body| {
+                        builder
+                            .header("content-type", "application/json")
+                            .body(body)
+                            .map_err(|e| Error::Network(gloo_cause(e)))
+                    })
+            }
+            _ => builder.build().map_err(|e| Error::Network(gloo_cause(e))),
+        };
         async move {
-            // [status, access_token, token_type, expires_in, error] (see js/bridge.js).
-            let answer: Array = p.await.map_err(Error::Network)?.unchecked_into();
-            let status = answer.get(0).as_f64().unwrap_or(0.0) as u16;
-            let invalid_grant = answer.get(4).as_string().as_deref()
+            let answer = request?
+                .send()
+                .await
+                .map_err(|e| Error::Network(gloo_cause(e)))?;
+            let status = answer.status();
+            let raw = Response::from(answer);
+            // Any body that is not a JSON object reads as `{}`: its fields are then missing.
+            let body = match raw.json() {
+                Ok(p) => JsFuture::from(p).await.ok(),
+                Err(_) => None,
+            }
+            .filter(JsValue::is_object)
+            .unwrap_or_else(|| js_sys::Object::new().into())
+            .unchecked_into::<TokenBody>();
+            let invalid_grant = body.error().as_string().as_deref()
                 == Some(proto::ErrorCode::InvalidGrant.as_str());
             match (kind, status) {
                 (2, 200..=299 | 401) => Ok(None),
-                (0 | 1, 200) => grant(
-                    answer.get(1).as_string(),
-                    answer.get(2).as_string(),
-                    answer.get(3).as_f64().unwrap_or(0.0),
-                )
-                .map(Some)
-                .ok_or(Error::InvalidResponse),
+                (0 | 1, 200) => grant(&body).map(Some).ok_or(Error::InvalidResponse),
                 (_, 429) => Err(Error::RateLimited),
                 (0, 400 | 401) if invalid_grant || status == 401 => Err(Error::SessionExpired),
                 (1, 400 | 401) if invalid_grant || status == 401 => Err(Error::InvalidCredentials),
@@ -201,171 +398,250 @@ impl Env for WebEnv {
     }
 
     fn emit(&self, event: Event) {
-        // `js/index.js` maps the number to its `{type}` event.
-        emit(&self.on_event, event as u32);
+        // `{ type: "signed_in" }`.
+        self.options.on_event(&object([("type", event.name())]));
     }
 
-    fn broadcast(&self, msg: Message<'_>) {
-        let Some(channel) = &self.channel else {
-            return;
-        };
-        match msg {
-            // `""`: no token (never adopted by the receiving tab).
-            Message::Hello => post_message(channel, 0, "", 0.0, false),
-            Message::Token {
-                token,
-                remaining_ms,
-                login,
-            } => post_message(channel, 1, token, remaining_ms, login),
-            Message::SignedOut { expired } => post_message(channel, 2, "", 0.0, expired),
+    fn broadcast(&self, hint: Hint) {
+        if let Some(channel) = &self.channel {
+            let _ = channel.post_message(&JsValue::from_str(hint_name(hint)));
         }
     }
 }
 
-/// Trace codes of the non-status steps (statuses are sent as themselves, 100–599).
-fn step_code(s: &Step) -> u16 {
-    match s {
-        Step::Status(n) => *n,
-        Step::Waited => 1,
-        Step::NoBearer => 2,
-        Step::Refreshed => 3,
-        Step::Retried => 4,
+/// A hint's spelling on the channel: a bare string, nothing else.
+fn hint_name(hint: Hint) -> &'static str {
+    match hint {
+        Hint::SignedIn => "signed_in",
+        Hint::SignedOut => "signed_out",
     }
 }
 
-/// The steps of one call as the digits of a base-600 number (first step most significant; no
-/// code is 0), so a trace crosses to JS as one `f64` instead of an array. At most five steps
-/// fit exactly in an `f64` (600⁵ < 2⁵³), which is the most a call takes (waited, 401,
-/// refreshed, retried, 200) once repeated waits are counted once.
-pub fn pack_steps(steps: &[Step]) -> f64 {
-    let (mut acc, mut n, mut last) = (0.0, 0, 0);
-    for s in steps {
-        let c = step_code(s);
-        if (c == 1 && last == 1) || n == 5 {
-            continue;
+/// `new Request(input, init)`, as `fetch` builds it (a bad input throws the platform's error).
+fn make_request(input: &JsValue, init: &JsValue) -> Result<Request, JsValue> {
+    // `undefined` is a valid (absent) `RequestInit`.
+    let init: &RequestInit = init.unchecked_ref();
+    match input.dyn_ref::<Request>() {
+        Some(r) => Request::new_with_request_and_init(r, init),
+        None => Request::new_with_str_and_init(&js_string(input), init),
+    }
+}
+
+/// Sends a fresh copy of `req` with `bearer`; the original is never sent, so it can be
+/// replayed (K5).
+async fn send(req: &Request, bearer: Option<&str>) -> Result<WebReply, JsValue> {
+    let copy = Request::clone(req)?;
+    if let Some(b) = bearer {
+        let mut value = String::with_capacity(7 + b.len());
+        value.push_str("Bearer ");
+        value.push_str(b);
+        copy.headers().set("authorization", &value)?;
+    }
+    let res = JsFuture::from(global().fetch_with_request(&copy)).await?;
+    Ok(WebReply(res.unchecked_into()))
+}
+
+/// Resolves when `signal` aborts; removes its listener when dropped.
+struct AbortWait {
+    signal: AbortSignal,
+    listener: Option<Function>,
+    fired: JsFuture,
+}
+
+impl AbortWait {
+    fn new(signal: AbortSignal) -> Self {
+        let mut listener = None;
+        let fired = Promise::new(&mut |resolve, _| {
+            let once = AddEventListenerOptions::new();
+            once.set_once(true);
+            let _ = signal.add_event_listener_with_callback_and_add_event_listener_options(
+                "abort", &resolve, &once,
+            );
+            listener = Some(resolve);
+        });
+        AbortWait {
+            signal,
+            listener,
+            fired: JsFuture::from(fired),
         }
-        acc = acc * 600.0 + f64::from(c);
-        last = c;
-        n += 1;
     }
-    acc
 }
 
-/// One authfetch client: a session and its browser platform. `js/index.js` wraps it.
+impl Future for AbortWait {
+    type Output = Result<JsValue, JsValue>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match Pin::new(&mut self.fired).poll(cx) {
+            Poll::Ready(_) => Poll::Ready(Err(self.signal.reason())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for AbortWait {
+    fn drop(&mut self) {
+        if let Some(f) = &self.listener {
+            let _ = self.signal.remove_event_listener_with_callback("abort", f);
+        }
+    }
+}
+
+/// One authfetch client: a session on the browser platform. `js/index.js` wraps it.
 #[wasm_bindgen]
 pub struct Client {
     session: Rc<Session<WebEnv>>,
-    on_trace: Function,
+    options: Options,
+    /// The tabs' channel, `online` and `visibilitychange`; removed when the client is freed.
+    _listeners: Vec<Listener>,
 }
 
 #[wasm_bindgen]
 impl Client {
-    /// Creates a client from options already resolved by `js/index.js`: `config` is the
-    /// absolute login, refresh, logout and logout-all URLs (from the platform's `URL` parser),
-    /// the names of the tab channel and of the refresh lock, the CSRF header's name and value,
-    /// then the allowlist entries, one per line (none of these can contain a line break). `on_event` receives auth-state events, `on_trace`
-    /// per-call traces, and `on_message` is wired to the tab channel (see `js/bridge.js`).
-    ///
-    /// # Errors
-    /// `[ERR_INVALID_CONFIG]` for a missing line.
+    /// Creates a client from options already resolved by `js/index.js`.
     #[wasm_bindgen(constructor)]
-    pub fn new(
-        config: &str,
-        refresh_ahead_ms: f64,
-        cross_tab: bool,
-        lock_timeout_ms: f64,
-        on_event: Function,
-        on_trace: Function,
-        on_message: &Function,
-    ) -> Result<Client, JsValue> {
-        // Split by hand: `str::split` brings a searcher the `.wasm` otherwise does without.
-        // Split by hand (like `str::split`, a trailing empty line included): `str::split`
-        // brings a searcher the `.wasm` otherwise does without.
-        let mut rest = Some(config);
-        let mut lines = core::iter::from_fn(move || {
-            let r = rest?;
-            let end = r.bytes().position(|b| b == b'\n');
-            rest = end.and_then(|e| r.get(e + 1..));
-            r.get(..end.unwrap_or(r.len())).map(String::from)
-        });
-        // No URL check here: `js/index.js` has resolved them, and one the allowlist logic can't
-        // split (`config::split_url` → `None`) simply never gets the bearer.
-        let mut next = || lines.next().ok_or_else(|| to_js(&Error::InvalidConfig));
-        let (login_url, refresh_url, logout_url, logout_all_url) =
-            (next()?, next()?, next()?, next()?);
-        // Clients of different auth servers must not share tokens or wait for each other: JS
-        // names their channel and lock after the auth server ([`CHANNEL_NAME`], [`LOCK_NAME`]
-        // for the page's own).
-        let (channel_name, lock_name) = (next()?, next()?);
-        let csrf = (next()?, next()?);
-        let allowed = lines.collect();
+    pub fn new(options: Options) -> Client {
+        let allowed = options
+            .allowed_origins()
+            .iter()
+            .filter_map(|v| v.as_string())
+            .collect();
         let config = Config {
-            login_url,
-            refresh_url,
-            logout_url,
-            logout_all_url,
+            login_url: options.login_url(),
+            refresh_url: options.refresh_url(),
+            logout_url: options.logout_url(),
+            logout_all_url: options.logout_all_url(),
             allowed,
-            refresh_ahead_ms,
-            csrf,
-            cross_tab,
-            lock_timeout_ms,
+            refresh_ahead_ms: options.refresh_ahead_ms(),
+            csrf: (options.csrf_name(), options.csrf_value()),
+            cross_tab: options.cross_tab(),
+            lock_timeout_ms: options.lock_timeout_ms(),
         };
-        let channel = if cross_tab {
-            channel(&channel_name, on_message)
+        let channel = if config.cross_tab {
+            BroadcastChannel::new(&options.channel_name()).ok()
         } else {
             None
         };
         let env = WebEnv {
-            on_event,
-            channel,
-            lock_name,
+            options: options.clone(),
+            channel: channel.clone(),
+            lock_name: options.lock_name(),
         };
-        Ok(Client {
-            session: Session::new(env, config),
-            on_trace,
-        })
+        let session = Session::new(env, config);
+        let mut listeners = Vec::new();
+        // Hints from other tabs (or any script on the origin): bare strings; anything else is
+        // ignored, and what is recognised only makes the session ask the server.
+        if let Some(channel) = channel {
+            let s = Rc::downgrade(&session);
+            listeners.push(Listener::new(
+                channel.into(),
+                "message",
+                move |e: JsValue| {
+                    let hint = match e
+                        .unchecked_into::<MessageEvent>()
+                        .data()
+                        .as_string()
+                        .as_deref()
+                    {
+                        Some("signed_in") => Hint::SignedIn,
+                        Some("signed_out") => Hint::SignedOut,
+                        _ => return,
+                    };
+                    if let Some(s) = Weak::upgrade(&s) {
+                        s.on_hint(hint);
+                    }
+                },
+            ));
+        }
+        // Back online, or the page is looked at again: the refresh back-off starts over (K11).
+        let g = global();
+        let reset = |s: Weak<Session<WebEnv>>, visible_only: bool| {
+            move |_: JsValue| {
+                let visible = global()
+                    .document()
+                    .is_none_or(|d| d.visibility_state() == VisibilityState::Visible);
+                if let Some(s) = Weak::upgrade(&s).filter(|_| visible || !visible_only) {
+                    s.reset_backoff();
+                }
+            }
+        };
+        listeners.push(Listener::new(
+            g.clone().into(),
+            "online",
+            reset(Rc::downgrade(&session), false),
+        ));
+        if let Some(doc) = g.document() {
+            listeners.push(Listener::new(
+                doc.into(),
+                "visibilitychange",
+                reset(Rc::downgrade(&session), true),
+            ));
+        }
+        Client {
+            session,
+            options,
+            _listeners: listeners,
+        }
     }
 
     /// `authFetch(input, init)`: see `Session::fetch`.
     ///
     /// # Errors
-    /// Rejects with the platform's error for a failed or aborted request, and with
-    /// `[code, cause]` for auth failures; resolves with the `Response` for any status.
+    /// Rejects with the platform's error for a failed or aborted request (the signal's reason
+    /// for an abort, at once when the signal is already aborted), and with an `AuthFetchError`
+    /// for auth failures; resolves with the `Response` for any status.
     pub fn fetch(&self, input: JsValue, init: JsValue) -> Promise {
         // Built now, as `fetch` would: a bad input rejects at once, and the caller's signal is
         // known before anything waits.
-        let req = match make(&input, &init) {
+        let req = match make_request(&input, &init) {
             Ok(r) => r,
             Err(e) => return Promise::reject(&e),
         };
+        let signal = req.signal();
+        if signal.aborted() {
+            // Nothing started, so nothing else can reject later (no unhandled rejection).
+            return Promise::reject(&signal.reason());
+        }
         let s = Rc::clone(&self.session);
-        let on_trace = self.on_trace.clone();
-        let signal_req = req.clone();
-        let p = promise(async move {
-            let attach = s.config().allows(&url(&req));
+        let options = self.options.clone();
+        let work = async move {
+            // A caller's own Authorization header goes out as given, and its 401 is theirs.
+            let own = req.headers().get("authorization").ok().flatten().is_some();
+            let attach = !own && s.config().allows(&req.url());
             let mut steps = Vec::new();
             let r = s
                 .fetch(attach, &mut steps, |bearer| {
-                    let p = JsFuture::from(send(&req, bearer));
-                    async move { p.await.map(WebReply) }
+                    // The handle (not a JS `clone()`: `send` makes the copy it sends).
+                    let req = <Request as Clone>::clone(&req);
+                    let bearer = bearer.map(String::from);
+                    // Boxed: the session awaits a send in three places, and one copy of its
+                    // state machine serves all three.
+                    let f: Pin<Box<dyn Future<Output = Result<WebReply, JsValue>>>> =
+                        Box::pin(async move { send(&req, bearer.as_deref()).await });
+                    f
                 })
                 .await;
-            let codes = pack_steps(&steps);
-            trace(
-                &on_trace,
-                &req,
-                codes,
-                attach && !steps.contains(&Step::NoBearer),
-            );
+            let status = steps.iter().rev().find_map(|s| match s {
+                Step::Status(n) => Some(*n),
+                _ => None,
+            });
+            // `{method, url, steps, status, bearer}`: never the token.
+            let (method, url) = (req.method(), req.url());
+            let bearer = attach && status.is_some() && !steps.contains(&Step::NoBearer);
+            options.on_trace(&object([
+                ("method", Val::Str(&method)),
+                ("url", Val::Str(&url)),
+                ("steps", Val::Steps(&steps)),
+                ("status", Val::Status(status)),
+                ("bearer", Val::Flag(bearer)),
+            ]));
             match r {
-                Ok(resp) => Ok(resp.0),
+                Ok(resp) => Ok(resp.0.into()),
                 Err(Failure::Request(e)) => Err(e),
-                Err(Failure::Auth(e)) => Err(to_js(&e)),
+                Err(Failure::Auth(e)) => Err(to_js(&options, &e)),
             }
-        });
+        };
         // An abort rejects the caller's promise at once; a refresh it was waiting for goes on
-        // for everyone else, and the request itself is never sent (its signal is aborted).
-        abortable(&p, &signal_req)
+        // for everyone else, and the request itself is not sent (its copy carries the signal).
+        promise(Race(Box::pin(work), AbortWait::new(signal)))
     }
 
     /// Signs in.
@@ -373,26 +649,29 @@ impl Client {
     /// # Errors
     /// `ERR_INVALID_CREDENTIALS`, `ERR_RATE_LIMITED`, `ERR_NETWORK`, `ERR_INVALID_RESPONSE`.
     pub fn login(&self, username: String, password: String) -> Promise {
-        let s = Rc::clone(&self.session);
-        promise(async move {
-            s.login(&username, &password)
-                .await
-                .map(|()| JsValue::UNDEFINED)
-                .map_err(|e| to_js(&e))
-        })
+        self.auth(Some((username, password)), false)
     }
 
-    /// Signs out here (and in every tab), then tells the server.
+    /// Signs out here (and, through the server, in every tab), then tells the server.
     ///
     /// # Errors
     /// `ERR_NETWORK` … when the server could not be told; the local sign-out has happened.
     pub fn logout(&self, everywhere: bool) -> Promise {
+        self.auth(None, everywhere)
+    }
+
+    /// Login (with credentials) or logout, as one future type: one state machine in the `.wasm`
+    /// for both.
+    fn auth(&self, credentials: Option<(String, String)>, everywhere: bool) -> Promise {
         let s = Rc::clone(&self.session);
+        let options = self.options.clone();
         promise(async move {
-            s.logout(everywhere)
-                .await
-                .map(|()| JsValue::UNDEFINED)
-                .map_err(|e| to_js(&e))
+            match &credentials {
+                Some((user, pass)) => s.login(user, pass).await,
+                None => s.logout(everywhere).await,
+            }
+            .map(|()| JsValue::UNDEFINED)
+            .map_err(|e| to_js(&options, &e))
         })
     }
 
@@ -405,41 +684,23 @@ impl Client {
     /// Whether a session is held.
     #[wasm_bindgen(js_name = isAuthenticated)]
     pub fn is_authenticated(&self) -> bool {
-        self.session.state() == State::SignedIn
+        self.session.state() == crate::session::State::SignedIn
     }
 
-    /// The token's payload segment (base64url JSON of the public claims), decoded by
-    /// `js/index.js`, or `""`; never the whole token (the signature stays here).
-    pub fn claims(&self) -> String {
-        // `""` without a token or for a malformed one (a plain string needs no option shim).
+    /// The token's public claims as an object (decoded, never verified: display only), or
+    /// `null` without a token or for a payload that is not a JSON object.
+    pub fn claims(&self) -> JsValue {
         self.session
-            .with_token(|t| jwt::payload_segment(t).map(String::from))
+            .with_token(jwt::payload_json)
             .flatten()
-            .unwrap_or_default()
+            .and_then(|json| JSON::parse(&json).ok())
+            .filter(|v| v.is_object() && !Array::is_array(v))
+            .unwrap_or(JsValue::NULL)
     }
 
-    /// Milliseconds until the held token expires (monotonic clock), or NaN without a token
-    /// (`js/index.js` makes that `undefined`; a plain `f64` crosses the boundary without the
-    /// option shim).
+    /// Milliseconds until the held token expires (monotonic clock), or `undefined`.
     #[wasm_bindgen(js_name = expiresIn)]
-    pub fn expires_in(&self) -> f64 {
-        self.session.expires_in().unwrap_or(f64::NAN)
-    }
-
-    /// Handles a message from another tab, unpacked by `js/bridge.js`: `kind` 0 = hello,
-    /// 1 = token (`token`, `ms` left, `flag` = from a login), 2 = signed out (`flag` = expired).
-    /// `token` is `""` when the message has none (an empty token is never adopted).
-    pub fn message(&self, kind: u32, token: String, ms: f64, flag: bool) {
-        let msg = match kind {
-            0 => Message::Hello,
-            1 => Message::Token {
-                token: &token,
-                remaining_ms: ms,
-                login: flag,
-            },
-            2 => Message::SignedOut { expired: flag },
-            _ => return,
-        };
-        self.session.on_message(msg);
+    pub fn expires_in(&self) -> Option<f64> {
+        self.session.expires_in()
     }
 }

