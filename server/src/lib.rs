@@ -54,6 +54,7 @@
 //! tests/oidc.rs            OIDC sign-in error paths: each a page with its code, never a 500
 //! tests/oidc_id_token.rs   ID-token checks and key rotation against a fake ES256 provider
 //! tests/oidc_audit.rs      OIDC audit events present, codes/state/secrets absent from logs
+//! tests/oidc_cli.rs        --oidc-config on the binary: secret from the environment, start-up errors
 //! ```
 //!
 //! `docs/PROTOCOL.md` maps every SECURITY.md item to the test that proves it.
