@@ -164,3 +164,10 @@ export declare function onRequest(listener: (trace: RequestTrace) => void): Unsu
 export declare function configure(options: AuthFetchOptions): void;
 /** A separate client with its own session and options. */
 export declare function createAuthClient(options?: AuthFetchOptions): AuthClient;
+/**
+ * "Sign in with …": navigates to the server's `/auth/oidc/{name}/start`. The server runs the
+ * OpenID Connect flow and sends the browser back to `returnTo` (default: this page; it must be on
+ * this origin) with a session, which {@link ready} then finds. Throws `ERR_INVALID_CONFIG` for a
+ * bad name or a `returnTo` on another origin, `ERR_UNSUPPORTED` outside a browser page.
+ */
+export declare function loginWithProvider(name: string, options?: { returnTo?: string | URL }): void;

@@ -7,6 +7,7 @@
 // functions exist, the getters say "signed out" and the async calls settle without touching the
 // network.
 import init, { Client } from './authfetch.js';
+import { makeLoginWithProvider } from './provider.js';
 
 /** Human-readable text per code; callers branch on `code`, never on this text. */
 const MESSAGES = {
@@ -249,3 +250,5 @@ export const {
   authFetch, login, logout, logoutEverywhere, ready, isAuthenticated, claims, expiresIn,
   onAuthStateChange, onRequest,
 } = main.api;
+// "Sign in with …" (OpenID Connect, server-side): plain navigation, see provider.js.
+export const loginWithProvider = makeLoginWithProvider(AuthFetchError);

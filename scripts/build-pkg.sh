@@ -61,7 +61,7 @@ cargo build -q -p "$CRATE" --target "$TARGET" --profile "$PROFILE"
 version=$(awk -F'"' '/^\[package\]/{p=1} p && /^version *=/{print $2; exit}' Cargo.toml)
 
 # 2–4 only when an input changed (the .wasm, the hand-written JS/types, this script, the tools).
-inputs_hash=$( { sha256sum "$RAW" js/index.js js/index.d.ts js/types-check.ts js/tsconfig.json \
+inputs_hash=$( { sha256sum "$RAW" js/index.js js/provider.js js/index.d.ts js/types-check.ts js/tsconfig.json \
     "$0" package-lock.json;
   wasm-bindgen --version; echo "$version"; } | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$STAMP" 2>/dev/null || true)" = "$inputs_hash" ] && [ -f "$OUT/package.json" ] \
@@ -87,6 +87,7 @@ else
   #    requests). `new URL('./authfetch_bg.wasm', import.meta.url)` survives untouched, so
   #    browsers, Vite and webpack 5 still find the .wasm next to it.
   cp js/index.js "$STAGE/entry.js"
+  cp js/provider.js "$STAGE/provider.js"
   node_modules/.bin/esbuild "$STAGE/entry.js" --bundle --format=esm --minify --target=es2020 \
     --platform=browser --legal-comments=none --log-level=warning \
     --log-override:duplicate-object-key=silent --outfile="$STAGE/bundle/index.js"

@@ -15,6 +15,7 @@ import {
   expiresIn,
   onAuthStateChange,
   onRequest,
+  loginWithProvider,
 } from '/pkg/index.js';
 
 const $ = (id) => document.getElementById(id);
@@ -401,6 +402,29 @@ async function pollStats() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// "Sign in with …": a button per OpenID provider configured on the server (none: no buttons).
+
+async function wireProviders() {
+  let list = [];
+  try {
+    const res = await fetch('/auth/oidc/providers');
+    if (res.ok) list = await res.json();
+  } catch {
+    return; // an older server without the route: the password form is all there is
+  }
+  const box = $('provider-buttons');
+  for (const p of Array.isArray(list) ? list : []) {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.className = 'btn';
+    b.textContent = `Sign in with ${p.label}`;
+    b.addEventListener('click', () => loginWithProvider(p.name, { returnTo: '/' }));
+    box.append(b);
+  }
+  $('provider-signin').hidden = box.childElementCount === 0;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Start-up
 
 /** authfetch could not start (most likely: a CSP without 'wasm-unsafe-eval'). Say so plainly. */
@@ -424,6 +448,7 @@ async function main() {
   });
   wireCalls();
   wireTheft();
+  wireProviders();
 
   let signedIn = false;
   try {

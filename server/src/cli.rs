@@ -127,6 +127,15 @@ pub struct Cli {
     /// connections are dropped and the process exits.
     #[arg(long, env = "AUTHFETCH_SHUTDOWN_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
     pub shutdown_timeout: Duration,
+    /// OpenID Connect providers ("Sign in with …"): a JSON file with `public_url` and
+    /// `providers` (name, label, issuer, client_id, client_secret_file or client_secret_env,
+    /// scopes). Secrets are never given on the command line. See docs/PROTOCOL.md.
+    #[arg(long, env = "AUTHFETCH_OIDC_CONFIG")]
+    pub oidc_config: Option<PathBuf>,
+    /// Allow `http://` provider URLs on loopback hosts (127.0.0.1, ::1, localhost) only: for
+    /// tests and a provider running on this machine. Every other provider URL must be https.
+    #[arg(long, env = "AUTHFETCH_OIDC_ALLOW_INSECURE_ISSUER")]
+    pub oidc_allow_insecure_issuer: bool,
     /// Subcommand (default: serve).
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -252,6 +261,9 @@ impl Cli {
         };
         c.www_dir = Some(self.www.clone());
         c.pkg_dir = Some(self.pkg.clone());
+        if let Some(path) = &self.oidc_config {
+            c.oidc = crate::oidc::OidcConfig::load(path, self.oidc_allow_insecure_issuer)?;
+        }
         Ok(c)
     }
 }

@@ -211,6 +211,8 @@ pub struct Config {
     pub rate_limits: RateLimits,
     /// Connection limits (used by [`crate::serve`]).
     pub connections: ConnectionLimits,
+    /// OpenID Connect providers (none by default).
+    pub oidc: crate::oidc::OidcConfig,
 }
 
 impl Config {
@@ -239,6 +241,7 @@ impl Config {
                 .max(1),
             rate_limits: RateLimits::default(),
             connections: ConnectionLimits::default(),
+            oidc: crate::oidc::OidcConfig::default(),
         }
     }
 }

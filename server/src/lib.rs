@@ -21,6 +21,7 @@
 //!              local keys or a JWKS URL (http or https, bounded staleness)
 //! jwt.rs       strict compact-JWS parsing and encoding
 //! keys.rs      signing keys: generation, 0600 persistence, rotation, JWK Set
+//! oidc/        sign-in through OpenID Connect providers (start, callback, transaction cookie)
 //! password.rs  Argon2id with a concurrency bound and a dummy hash
 //! secret.rs    secret newtypes whose Debug prints [redacted]; refresh-token sealing
 //! error.rs     AppError → RFC 6749/6750-shaped responses
@@ -56,6 +57,10 @@
 //! tests/connections.rs     A1 on real sockets: timeouts, connection cap, shutdown deadline, 413
 //! tests/lost_answer.rs     A3: kill -9 after a rotation, restart past the window, old cookie once
 //! tests/verifier_config.rs A2: VerifierBuilder, bounded JWKS staleness, https JWKS
+//! tests/oidc.rs            OIDC sign-in error paths: each a page with its code, never a 500
+//! tests/oidc_id_token.rs   ID-token checks and key rotation against a fake ES256 provider
+//! tests/oidc_audit.rs      OIDC audit events present, codes/state/secrets absent from logs
+//! tests/oidc_cli.rs        --oidc-config on the binary: secret from the environment, start-up errors
 //! ```
 //!
 //! `docs/PROTOCOL.md` maps every SECURITY.md item to the test that proves it.
@@ -67,6 +72,7 @@ pub mod connections;
 pub mod error;
 pub mod jwt;
 pub mod keys;
+pub mod oidc;
 pub mod password;
 pub mod ratelimit;
 pub mod routes;
@@ -122,6 +128,9 @@ pub enum StartupError {
     /// Seeding the demo users failed.
     #[error("demo users: {0}")]
     Seed(#[from] error::AppError),
+    /// The OpenID Connect configuration is unusable.
+    #[error("OIDC: {0}")]
+    Oidc(String),
 }
 
 /// Shared state of all handlers. Cheap to clone.
@@ -129,6 +138,8 @@ pub enum StartupError {
 pub struct AppState {
     /// The token service (and through it: config, store, keys, verifier, stats).
     pub service: Arc<TokenService>,
+    /// OpenID Connect sign-in (no providers unless configured).
+    pub oidc: Arc<oidc::Oidc>,
 }
 
 impl AppState {
@@ -142,8 +153,13 @@ impl AppState {
         keys: Arc<KeyRing>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
+        // A random transaction key: `open` replaces it with the data directory's, which
+        // survives restarts and is shared by instances that share the directory.
+        let oidc = oidc::Oidc::new(&config.oidc, oidc::txn::TxnKey::random())
+            .map_err(StartupError::Oidc)?;
         Ok(Self {
             service: Arc::new(TokenService::new(config, store, keys, clock)?),
+            oidc: Arc::new(oidc),
         })
     }
 }
@@ -239,7 +255,10 @@ pub async fn open_with_clock(
         clock.now_ms(),
     )?;
     let demo = config.demo_users;
-    let state = AppState::new(config, store, Arc::new(keys), clock)?;
+    let txn_key = oidc::txn::TxnKey::load_or_create(&config.data_dir)?;
+    let oidc = oidc::Oidc::new(&config.oidc, txn_key).map_err(StartupError::Oidc)?;
+    let mut state = AppState::new(config, store, Arc::new(keys), clock)?;
+    state.oidc = Arc::new(oidc);
     if demo {
         state.service.seed_demo_users().await?;
     }
@@ -271,7 +290,15 @@ pub fn app(state: AppState) -> Router {
         .layer(h(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .layer(h(header::REFERRER_POLICY, "no-referrer"))
         .layer(h(header::X_FRAME_OPTIONS, "DENY"))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        // The request span names the path, not the query: the OIDC callback's query holds the
+        // authorization code and `state`, which are not for logs.
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |req: &axum::http::Request<axum::body::Body>| {
+                    tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
+                },
+            ),
+        )
 }
 
 /// The origins allowed by default: the loopback names of the bound port.

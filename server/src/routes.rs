@@ -59,6 +59,7 @@ pub(crate) fn api(state: &AppState) -> Router<AppState> {
     let mut r = Router::new()
         .merge(auth)
         .merge(demo)
+        .merge(crate::oidc::routes::router())
         .route(JWKS_PATH, get(jwks));
     if state.service.config().debug_stats {
         r = r.route(STATS_PATH, get(stats));
@@ -141,7 +142,7 @@ impl CookieToken {
 }
 
 /// C1: the refresh cookie.
-fn set_cookie(token: &RefreshToken, max_age: u64) -> HeaderValue {
+pub(crate) fn set_cookie(token: &RefreshToken, max_age: u64) -> HeaderValue {
     let v = format!(
         "{REFRESH_COOKIE}={}; Secure; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}",
         token.secret()
@@ -161,7 +162,7 @@ const fn const_format_clear() -> &'static str {
     "__Host-authfetch_rt=; Secure; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"
 }
 
-fn no_store(resp: &mut Response) {
+pub(crate) fn no_store(resp: &mut Response) {
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));

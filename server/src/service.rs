@@ -111,6 +111,9 @@ pub struct TokenService {
     login_ip: RateLimiter,
     login_account: RateLimiter,
     refresh_ip: RateLimiter,
+    /// The password of users created by a provider sign-in: the Argon2id PHC string of a random
+    /// secret that nobody holds (made once per process, on first use, and then forgotten).
+    unusable_hash: tokio::sync::OnceCell<String>,
 }
 
 impl std::fmt::Debug for TokenService {
@@ -154,6 +157,7 @@ impl TokenService {
             clock,
             passwords,
             stats: Stats::default(),
+            unusable_hash: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -293,6 +297,75 @@ impl TokenService {
                 return Err(AppError::BadCredentials);
             }
         };
+        self.start_family(&user, ip, previous, now).await
+    }
+
+    /// Sign-in through an OpenID provider, after [`crate::oidc::Oidc::finish`] verified the
+    /// ID token: finds or creates the user linked to (issuer, subject) and starts a family
+    /// exactly as a password login does (S3, same cookie, same rotation). A new user gets a
+    /// name derived from the provider and a hint (`google:ada@example.com`; on a clash, a
+    /// random suffix) and an unusable password (the Argon2id hash of a random secret nobody
+    /// holds, see `unusable_hash`), so the password endpoint works for them only after
+    /// `user passwd`.
+    ///
+    /// # Errors
+    /// [`AppError::RateLimited`] (counted with password logins per IP); storage failures.
+    pub async fn login_identity(
+        &self,
+        identity: &crate::oidc::Identity,
+        ip: &str,
+        previous: Option<RefreshToken>,
+    ) -> Result<Issued, AppError> {
+        let now = self.clock.now_ms();
+        self.limit(&self.login_ip, "login_ip", ip, now).await?;
+        let hint: String = identity
+            .name_hint
+            .chars()
+            .filter(|c| !c.is_control())
+            .collect();
+        let mut name = format!("{}:{hint}", identity.provider);
+        truncate_at_char(&mut name, MAX_USERNAME_BYTES);
+        // A random secret nobody holds: the PHC string verifies like any other (P3: same cost,
+        // no "malformed hash" branch), and never succeeds. One hash per process, not per login.
+        let unusable = self
+            .unusable_hash
+            .get_or_try_init(|| self.passwords.hash(Password::new(random_id())))
+            .await?
+            .clone();
+        let mut user = None;
+        for attempt in 0..3 {
+            if attempt > 0 {
+                let suffix = format!("#{}", &random_id()[..8]);
+                truncate_at_char(&mut name, MAX_USERNAME_BYTES - suffix.len());
+                name.push_str(&suffix);
+            }
+            match self
+                .store
+                .user_for_identity(&identity.issuer, &identity.subject, &name, &unusable, now)
+                .await
+            {
+                Ok(u) => {
+                    user = Some(u);
+                    break;
+                }
+                Err(StoreError::UserExists) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let user = user.ok_or_else(|| AppError::Internal("no free user name".into()))?;
+        tracing::info!(target: AUDIT, event = "oidc_login", user = %user.id, provider = %identity.provider, %ip);
+        self.start_family(&user, ip, previous, now).await
+    }
+
+    /// A new family (S3) for an authenticated user: revokes the family of a refresh cookie the
+    /// browser still sent, then issues the first tokens.
+    async fn start_family(
+        &self,
+        user: &User,
+        ip: &str,
+        previous: Option<RefreshToken>,
+        now: i64,
+    ) -> Result<Issued, AppError> {
         if let Some(prev) = previous {
             if let Some(f) = self.store.revoke_family_of(&prev.hash(), now).await? {
                 tracing::info!(target: AUDIT, event = "family_replaced_at_login", family = %f.family_id, user = %f.user_id);
@@ -513,5 +586,16 @@ impl TokenService {
             refresh,
             cookie_max_age: left,
         })
+    }
+}
+
+/// Shortens `s` to at most `max` bytes without splitting a character.
+fn truncate_at_char(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
     }
 }

@@ -92,6 +92,7 @@ contract!(
     r9_login_and_refresh_rate_limits_with_retry_after,
     r4_logout_all_by_cookie_needs_the_current_cookie_not_a_stale_one,
     a3_a_lost_refresh_answer_never_costs_the_session,
+    oidc_identity_links_by_issuer_and_subject_only,
 );
 
 /// A3: the client never got the answer of a committed rotation (crash, dropped connection)
@@ -512,6 +513,58 @@ async fn restart_keeps_users_sessions_and_keys(b: Backend) {
     refresh_ok(&t, &s1.cookie).await;
     t.login("bob", "bob-password").await;
     drop(redis);
+}
+
+/// (iss, sub) → user: the same pair finds the same user; another issuer with the same `sub`,
+/// or the same issuer with another `sub`, is another user; a taken name creates nothing.
+async fn oidc_identity_links_by_issuer_and_subject_only(b: Backend) {
+    let t = fixture(b, "oidc_identity", |_| {}).await;
+    let store = t.state.service.store();
+    let now = t.clock.now_ms();
+    let a = store
+        .user_for_identity("https://idp.one", "123", "one:123", "$argon2id$a", now)
+        .await
+        .unwrap();
+    assert_eq!(a.username, "one:123");
+    assert_eq!(store.user_by_id(&a.id).await.unwrap(), Some(a.clone()));
+    // Same identity, another proposed name: the linked user, unchanged.
+    let again = store
+        .user_for_identity("https://idp.one", "123", "other-name", "$argon2id$x", now)
+        .await
+        .unwrap();
+    assert_eq!(again, a);
+    assert_eq!(store.user_by_name("other-name").await.unwrap(), None);
+    // Same subject at another issuer, and another subject at the same issuer: new users.
+    let b2 = store
+        .user_for_identity("https://idp.two", "123", "two:123", "$argon2id$b", now)
+        .await
+        .unwrap();
+    let c = store
+        .user_for_identity("https://idp.one", "1234", "one:1234", "$argon2id$c", now)
+        .await
+        .unwrap();
+    assert_ne!(b2.id, a.id);
+    assert_ne!(c.id, a.id);
+    // An issuer/subject split that concatenates to the same string is another identity.
+    let d = store
+        .user_for_identity("https://idp.one1", "23", "one1:23", "$argon2id$d", now)
+        .await
+        .unwrap();
+    assert_ne!(d.id, a.id);
+    // A new identity whose proposed name is taken (here by the password user alice): refused,
+    // and not linked, so a later attempt with a free name creates the user.
+    assert!(matches!(
+        store
+            .user_for_identity("https://idp.one", "999", "alice", "$argon2id$e", now)
+            .await,
+        Err(StoreError::UserExists)
+    ));
+    let e = store
+        .user_for_identity("https://idp.one", "999", "one:999", "$argon2id$e", now)
+        .await
+        .unwrap();
+    let alice = store.user_by_name("alice").await.unwrap().unwrap();
+    assert_ne!(e.id, alice.id);
 }
 
 async fn store_level_users_denylist_and_access_checks(b: Backend) {

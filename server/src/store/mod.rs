@@ -198,6 +198,21 @@ pub trait Store: Send + Sync + 'static {
     /// can no longer be handed out (their successor has been used) once `grace_ms` has passed.
     async fn purge(&self, now_ms: i64, grace_ms: i64) -> Result<(), StoreError>;
 
+    /// The user linked to the external identity `(issuer, subject)` (an OpenID Connect `iss`
+    /// and `sub`), or, when none is, a new user named `username` with `password_hash`, linked
+    /// to it, in one atomic step: two first sign-ins of one identity make one user. Users are
+    /// never matched by e-mail or name, only by this pair.
+    /// [`StoreError::UserExists`] (nothing created) if the identity is new and `username` is
+    /// taken.
+    async fn user_for_identity(
+        &self,
+        issuer: &str,
+        subject: &str,
+        username: &str,
+        password_hash: &str,
+        now_ms: i64,
+    ) -> Result<User, StoreError>;
+
     /// Counts one event against a rate limit shared by every server instance on this store
     /// (R9): fixed windows of `limit.window` aligned on the server clock, keyed by `bucket`
     /// and `key`. A process-local store answers [`SharedLimit::Unsupported`] (the default) and

@@ -21,6 +21,7 @@
 //!                             first use (`parent_rts` in the successor's rt hash names it)
 //! deny:{len(iss)}:{iss}:{jti}  string exp_ms (J13); expires at exp
 //! rl:{bucket}:{window start}:{key}  counter of a shared rate-limit window (R9); expires with it
+//! ext:{len(iss)}:{iss}:{sub}   string user id linked to an OpenID Connect identity
 //! ```
 //!
 //! Only SHA-256 hashes of refresh tokens are stored. Times in values are the server clock's
@@ -225,6 +226,23 @@ return 0
 ";
 
 /// `KEYS[1]` counter of one window. `ARGV`: max, window end (ms). → 1 over the limit, 0 fine.
+/// `KEYS[1]` ext, `KEYS[2]` uname, `KEYS[3]` user (of the new id).
+/// `ARGV`: new id, username, hash, now, prefix.
+/// → {id, username, hash, not_before_s} of the linked (or new) user; {} if the name is taken.
+/// A link to a user that no longer exists is replaced.
+const USER_FOR_IDENTITY: &str = r"
+local id = redis.call('GET', KEYS[1])
+if id then
+  local u = redis.call('HMGET', ARGV[5] .. 'user:' .. id, 'id', 'username', 'password_hash', 'not_before_s')
+  if u[1] then return u end
+end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX') == false then return {} end
+redis.call('HSET', KEYS[3], 'id', ARGV[1], 'username', ARGV[2], 'password_hash', ARGV[3],
+  'not_before_s', '0', 'created_ms', ARGV[4])
+redis.call('SET', KEYS[1], ARGV[1])
+return {ARGV[1], ARGV[2], ARGV[3], '0'}
+";
+
 const RATE_LIMIT: &str = r"
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIREAT', KEYS[1], ARGV[2]) end
@@ -245,6 +263,7 @@ struct Scripts {
     deny_jti: Script,
     is_access_revoked: Script,
     rate_limit: Script,
+    user_for_identity: Script,
 }
 
 impl Scripts {
@@ -264,6 +283,7 @@ impl Scripts {
             deny_jti: Script::new(DENY_JTI),
             is_access_revoked: Script::new(IS_ACCESS_REVOKED),
             rate_limit: Script::new(RATE_LIMIT),
+            user_for_identity: Script::new(USER_FOR_IDENTITY),
         }
     }
 }
@@ -652,6 +672,28 @@ impl Store for RedisStore {
             .arg(if q.sid.is_some() { "1" } else { "0" });
         let r: i64 = self.invoke(inv).await?;
         Ok(r != 0)
+    }
+
+    async fn user_for_identity(
+        &self,
+        issuer: &str,
+        subject: &str,
+        username: &str,
+        password_hash: &str,
+        now_ms: i64,
+    ) -> Result<User, StoreError> {
+        let id = random_id();
+        let mut inv = self.scripts.user_for_identity.prepare_invoke();
+        // Length-prefixed like the denylist key: no (iss, sub) pair collides with another.
+        inv.key(self.key("ext", &format!("{}:{issuer}:{subject}", issuer.len())))
+            .key(self.key("uname", username))
+            .key(self.key("user", &id))
+            .arg(&id)
+            .arg(username)
+            .arg(password_hash)
+            .arg(now_ms)
+            .arg(&self.prefix);
+        user(self.invoke(inv).await?).and_then(|u| u.ok_or(StoreError::UserExists))
     }
 
     async fn purge(&self, _now_ms: i64, _grace_ms: i64) -> Result<(), StoreError> {

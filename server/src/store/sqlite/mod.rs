@@ -78,6 +78,13 @@ CREATE TRIGGER IF NOT EXISTS refresh_tokens_used_once
 BEFORE UPDATE OF used_ms, successor_hash ON refresh_tokens
 WHEN OLD.used_ms IS NOT NULL
 BEGIN SELECT RAISE(ABORT, 'used_ms and successor are write-once'); END;
+CREATE TABLE IF NOT EXISTS external_identities (
+    issuer     TEXT NOT NULL,
+    subject    TEXT NOT NULL,
+    user_id    TEXT NOT NULL REFERENCES users(id),
+    created_ms INTEGER NOT NULL,
+    PRIMARY KEY (issuer, subject)
+);
 CREATE TABLE IF NOT EXISTS denylist (
     iss    TEXT NOT NULL,
     jti    TEXT NOT NULL,
@@ -510,6 +517,52 @@ impl Store for SqliteStore {
                 iat,
             };
             access_revoked(c, &q, now_ms)
+        })
+        .await
+    }
+
+    async fn user_for_identity(
+        &self,
+        issuer: &str,
+        subject: &str,
+        username: &str,
+        password_hash: &str,
+        now_ms: i64,
+    ) -> Result<User, StoreError> {
+        let (iss, sub) = (issuer.to_owned(), subject.to_owned());
+        let new = User {
+            id: random_id(),
+            username: username.to_owned(),
+            password_hash: password_hash.to_owned(),
+            not_before_s: 0,
+        };
+        // One job on the writer thread: the lookup and the insert cannot interleave with
+        // another sign-in of the same identity.
+        self.run(move |c| {
+            let tx = writes(c)?;
+            let linked = tx
+                .prepare_cached(
+                    "SELECT u.id, u.username, u.password_hash, u.not_before_s FROM external_identities e \
+                     JOIN users u ON u.id = e.user_id WHERE e.issuer = ?1 AND e.subject = ?2",
+                )?
+                .query_row([&iss, &sub], user_from_row)
+                .optional()?;
+            if let Some(u) = linked {
+                return Ok(u);
+            }
+            let taken: Option<String> = tx
+                .prepare_cached("SELECT id FROM users WHERE username = ?1")?
+                .query_row([&new.username], |r| r.get(0))
+                .optional()?;
+            if taken.is_some() {
+                return Err(StoreError::UserExists);
+            }
+            tx.prepare_cached("INSERT INTO users (id, username, password_hash, created_ms) VALUES (?1, ?2, ?3, ?4)")?
+                .execute(params![new.id, new.username, new.password_hash, now_ms])?;
+            tx.prepare_cached("INSERT INTO external_identities (issuer, subject, user_id, created_ms) VALUES (?1, ?2, ?3, ?4)")?
+                .execute(params![iss, sub, new.id, now_ms])?;
+            tx.commit()?;
+            Ok(new)
         })
         .await
     }
