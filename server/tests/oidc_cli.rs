@@ -66,6 +66,9 @@ async fn providers_from_the_config_file_with_the_secret_from_the_environment() {
         .strip_prefix("authfetch-server listening on ")
         .unwrap_or_else(|| panic!("{first:?}: {}", std::fs::read_to_string(&log).unwrap()))
         .to_owned();
+    // reqwest is built with `rustls-no-provider` (the server picks ring itself): a test's plain
+    // client needs the process-wide provider installed first.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let body = reqwest::get(format!("{base}/auth/oidc/providers"))
         .await
         .unwrap()
