@@ -833,6 +833,22 @@ fn k6_logout_reaches_every_tab_through_the_server() {
 }
 
 #[test]
+fn k6_the_check_a_signed_out_hint_asks_for_does_not_wait_for_the_lock() {
+    let mut h = Harness::new();
+    let (a, events_a, _) = h.tab(true, 0.0);
+    h.login(&a);
+    h.world.ended.set(true);
+    // Another tab holds the lock (the one that just logged out, say, or a stuck one).
+    let (_tx, rx) = oneshot::channel();
+    *h.world.lock_gate.borrow_mut() = Some(rx);
+    a.on_hint(Hint::SignedOut);
+    h.run();
+    assert_eq!(h.world.refreshes.get(), 1, "the check waited for the lock");
+    assert_eq!(a.state(), State::SignedOut);
+    assert_eq!(*events_a.borrow(), ["signed_in", "signed_out"]);
+}
+
+#[test]
 fn k10_a_logout_waits_for_the_refresh_on_the_wire_and_wins_over_it() {
     let mut h = Harness::new();
     let (s, events, _) = h.tab(true, 0.0);

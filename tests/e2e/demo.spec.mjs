@@ -214,7 +214,8 @@ test('log out everywhere ends the session on another device too', async ({ brows
 
     await page.getByRole('button', { name: 'Log out everywhere' }).click();
     await expect(page.getByTestId('state')).toHaveText('signed out');
-    expect((await server.stats()).logout_all).toBe(1);
+    // The page signs out at once; the server is told right after (under the tabs' lock).
+    await expect.poll(async () => (await server.stats()).logout_all).toBe(1);
 
     // The other device finds out at its next call (its token and its refresh cookie are revoked).
     await callIfSignedIn(other);
