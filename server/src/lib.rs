@@ -17,7 +17,8 @@
 //! store/       the Store trait (mod.rs), SQLite (sqlite.rs), Redis (redis.rs, Lua scripts)
 //! verify.rs    Verifier + VerifyLayer + Authenticated extractor (J1–J14); local keys or JWKS URL
 //! jwt.rs       strict compact-JWS parsing and encoding
-//! keys.rs      signing keys: generation, 0600 persistence, rotation, JWK Set
+//! jwk.rs       public keys: JWK encoding and parsing, thumbprints, signature checks
+//! keys.rs      signing keys: generation, 0600 persistence, rotation, the published JWK Set
 //! password.rs  Argon2id with a concurrency bound and a dummy hash
 //! secret.rs    secret newtypes whose Debug prints [redacted]; refresh-token sealing
 //! error.rs     AppError → RFC 6749/6750-shaped responses
@@ -58,6 +59,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod jwk;
 pub mod jwt;
 pub mod keys;
 pub mod password;
