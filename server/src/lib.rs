@@ -23,6 +23,7 @@
 //! secret.rs    secret newtypes whose Debug prints [redacted]; refresh-token sealing
 //! error.rs     AppError → RFC 6749/6750-shaped responses
 //! ratelimit.rs stats.rs clock.rs config.rs
+//! fuzzing.rs   (hidden) entry points and seed corpus for the cargo-fuzz targets in fuzz/
 //! ```
 //!
 //! # How a request flows
@@ -53,12 +54,14 @@
 //! tests/cli.rs             the binary on loopback: user add, env vars, keys rotate, SIGTERM
 //! ```
 //!
-//! `docs/PROTOCOL.md` maps every SECURITY.md item to the test that proves it.
+//! `docs/SECURITY.md` maps every security item (J*, R*, C*, X*, …) to the test that proves it.
 
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod jwk;
 pub mod jwt;
 pub mod keys;
