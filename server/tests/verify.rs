@@ -1,4 +1,4 @@
-//! Adversarial tests of the verification layer, one per SECURITY.md item J1–J14, plus the
+//! Adversarial tests of the verification layer, one per docs/SECURITY.md item J1–J14, plus the
 //! JWKS-URL mode against a real server on loopback.
 //!
 //! Most tests forge tokens with keys the test owns (a `Verifier` over those keys and a frozen
