@@ -1,5 +1,6 @@
-//! Entry points for the cargo-fuzz targets in `fuzz/` (not a public API: hidden from the docs,
-//! no stability promise). Each function feeds arbitrary bytes to one parser exactly as the
+//! Entry points for the cargo-fuzz targets in `fuzz/` (not a public API: compiled only for
+//! tests and with the `fuzzing` feature, which only the fuzz crate enables; no stability
+//! promise). Each function feeds arbitrary bytes to one parser exactly as the
 //! server does, and checks the invariants a parser must keep whatever it is given: no panic,
 //! and no acceptance of input that lacks what acceptance requires.
 //!

@@ -23,7 +23,7 @@
 //! secret.rs    secret newtypes whose Debug prints [redacted]; refresh-token sealing
 //! error.rs     AppError → RFC 6749/6750-shaped responses
 //! ratelimit.rs stats.rs clock.rs config.rs
-//! fuzzing.rs   (hidden) entry points and seed corpus for the cargo-fuzz targets in fuzz/
+//! fuzzing.rs   (feature `fuzzing`) entry points and seeds for the cargo-fuzz targets in fuzz/
 //! ```
 //!
 //! # How a request flows
@@ -60,6 +60,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod jwk;
