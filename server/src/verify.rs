@@ -537,11 +537,13 @@ where
         let verifier = self.verifier.clone();
         Box::pin(async move {
             let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
-            let value = match (values.next(), values.next()) {
-                (Some(v), None) => Some(v.as_bytes()),
-                _ => None, // none, or ambiguous duplicates
+            let verdict = match (values.next(), values.next()) {
+                (value, None) => verifier.verify_header(value.map(|v| v.as_bytes())).await,
+                // Two credentials are ambiguous: refused as a bad token (401 `invalid_token`,
+                // the project's rule for every rejected bearer), not as a missing one.
+                _ => Err(JwtError::Malformed("several Authorization headers").into()),
             };
-            match verifier.verify_header(value).await {
+            match verdict {
                 Ok(claims) => {
                     req.extensions_mut().insert(Authenticated(claims));
                     inner.call(req).await

@@ -1567,3 +1567,34 @@ async fn jwks_url_mode_refuses_bad_key_sets() {
     assert_eq!(v.verify(&token).await.unwrap().sub, "user-1");
     server.abort();
 }
+
+/// Two `Authorization` headers are refused like any other bad credential: 401 with
+/// `error="invalid_token"`, not the bare challenge meant for a request that sent none (so the
+/// client can tell the two apart, RFC 6750 §3).
+#[tokio::test]
+async fn two_authorization_headers_get_invalid_token_not_a_bare_challenge() {
+    let k = Kit::new();
+    let good = k.valid();
+    for second in [good.clone(), "garbage".to_owned()] {
+        let r = k
+            .router()
+            .oneshot(
+                Request::get("/me")
+                    .header(header::AUTHORIZATION, format!("Bearer {good}"))
+                    .header(header::AUTHORIZATION, format!("Bearer {second}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_invalid_token(&r);
+    }
+    // Control: no header at all is the bare challenge.
+    let r = k
+        .router()
+        .oneshot(Request::get("/me").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer");
+}
