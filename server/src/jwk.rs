@@ -26,10 +26,10 @@ const P256_N: [u8; 32] = [
 ];
 
 /// Encodings of the Edwards25519 points of small order (the eight-torsion subgroup), with the
-/// sign bit cleared, including the non-canonical `y = p` and `y = p + 1`. A key or an `R` equal
-/// to one of them lets a forger satisfy the verification equation without the private key for
-/// some messages; `verify_strict` refused them, `ring` does not, so we do (the list is
-/// libsodium's `has_small_order` one, and a test derives it again from `curve25519-dalek`).
+/// sign bit cleared, including the non-canonical `y = p` and `y = p + 1`. Signatures that verify
+/// under a small-order key can be made without any private key, and an honest signer never
+/// produces a small-order `R`; `verify_strict` refused both, `ring` does not, so we do (the list
+/// is libsodium's `has_small_order` one, and a test derives it again from `curve25519-dalek`).
 const ED25519_SMALL_ORDER: [[u8; 32]; 7] = [
     [0; 32],
     {
