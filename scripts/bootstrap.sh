@@ -47,6 +47,16 @@ if [ "$have" != "$want" ]; then
   cargo install wasm-bindgen-cli --version "$want"
 fi
 
+# --- Fuzzing (scripts/fuzz.sh): a nightly toolchain (cargo-fuzz needs -Z flags) and cargo-fuzz.
+if ! rustup toolchain list | grep -q '^nightly'; then
+  say "installing the nightly toolchain (minimal profile) for cargo-fuzz"
+  rustup toolchain install nightly --profile minimal
+fi
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  say "installing cargo-fuzz; this compiles for about half a minute once"
+  cargo install cargo-fuzz --locked
+fi
+
 # --- npm packages: binaryen (wasm-opt under node) and the Playwright runner (driving /usr/bin/chromium).
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 stamp=node_modules/.authfetch-lock.sha256

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test layer of authfetch, in one go, stopping at the first red:
-#   set-up → fmt → clippy (native + wasm32) → native tests → browser unit tests (wasm-bindgen-test
-#   in headless Chromium) → npm package build + size budget → end-to-end (real server + Playwright).
+#   set-up → fmt → clippy (native + wasm32) → native tests → fuzz smoke (cargo-fuzz, nightly) →
+#   browser unit tests (wasm-bindgen-test in headless Chromium) → npm package build + size budget
+#   → end-to-end (real server + Playwright).
 # A missing tool is installed by scripts/bootstrap.sh; no layer is ever skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,9 @@ cargo clippy -p authfetch --target wasm32-unknown-unknown --all-targets -- -D wa
 
 step "native tests (whole workspace)"
 cargo test --workspace
+
+step "fuzz smoke: every cargo-fuzz target for a short run from the committed seeds"
+bash scripts/fuzz.sh --smoke
 
 step "browser unit tests: wasm-bindgen-test in headless Chromium"
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \

@@ -10,7 +10,7 @@ use crate::jwt::Alg;
 pub const DEFAULT_ACCESS_TTL: Duration = Duration::from_secs(15 * 60);
 /// Access-token lifetime in `--demo` mode when `--access-ttl` is not given, so refreshes are visible.
 pub const DEMO_ACCESS_TTL: Duration = Duration::from_secs(20);
-/// Default refresh grace window (SECURITY.md rotation rule 4: 10–30 s).
+/// Default refresh grace window (docs/SECURITY.md, R1: the parent presented again within it gets the same successor; 10–30 s).
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(15);
 /// Default absolute family lifetime (never extended by rotation, R2).
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -66,7 +66,7 @@ pub struct PasswordParams {
 }
 
 impl PasswordParams {
-    /// OWASP / SECURITY.md P1: Argon2id m=19456 KiB, t=2, p=1. The binary always uses these.
+    /// OWASP / docs/SECURITY.md P1: Argon2id m=19456 KiB, t=2, p=1. The binary always uses these.
     pub const P1: PasswordParams = PasswordParams {
         m_cost: 19456,
         t_cost: 2,

@@ -1,5 +1,13 @@
-//! Compact JWS encoding and strict parsing, hand-rolled on top of `p256` / `ed25519-dalek` so
-//! every rule of J1–J10 is visible in one place.
+//! Compact JWS encoding and strict parsing, on `ring` (via `jwk.rs`), so every rule of J1–J10
+//! is visible in one place.
+//!
+//! Why not a JOSE crate: `jsonwebtoken` (12.x) signs and verifies only through `aws-lc-rs` or
+//! the RustCrypto crates (`p256`, `ed25519-dalek`), i.e. a second crypto stack next to `ring`;
+//! its last `ring`-based line (9.x) is superseded by those. Its validation has one leeway for
+//! `exp` and `nbf` alike (we give `exp` none and `iat`/`nbf` 60 s, J8) and does not check `iat`
+//! against the clock, `typ` (J7), `crit` (J6), duplicate claims (J10) or key-injection headers
+//! (J5), so it would sit behind the very pre-check below and before a post-check of the claims. `josekit` is built on OpenSSL. What is left by hand is small: split, base64url,
+//! a duplicate-refusing JSON object, a header allowlist, and `ring`'s verify.
 //!
 //! Encoding is only ever done by the server with its own keys. Parsing (`parse_compact`)
 //! checks the *form* of a token (J10, J2, J5, J6, J7) before any key or signature is looked at;

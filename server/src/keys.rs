@@ -1,5 +1,6 @@
 //! Signing keys: generation (OS CSPRNG, J11), persistence (`signing-keys.json`, mode 0600),
-//! rotation with a publication lead and a retention tail (J12), and the public JWK Set.
+//! rotation with a publication lead and a retention tail (J12), and the public JWK Set of the
+//! published keys. The JWK encoding of a public key is in `jwk.rs`.
 //!
 //! A key is *published* (in the JWKS and accepted by the verifier) from the moment it is
 //! created, *used for signing* from its `activate_ms`, and stays published until
@@ -9,14 +10,19 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use ring::rand::{SecureRandom as _, SystemRandom};
+use ring::signature::{
+    EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING,
+};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::clock::ms;
+use crate::jwk::P256_POINT_BYTES;
+pub use crate::jwk::{Jwk, JwkSet, PublicKey};
 use crate::jwt::{self, Alg, IssuedClaims};
 
 /// File name of the persisted key ring inside the data directory.
@@ -36,269 +42,125 @@ pub enum KeyError {
     Json(#[from] serde_json::Error),
 }
 
-/// A public verification key. Each key has exactly one algorithm (J1).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PublicKey {
-    /// P-256 ECDSA (ES256).
-    Es256(p256::ecdsa::VerifyingKey),
-    /// Ed25519 (EdDSA).
-    EdDsa(ed25519_dalek::VerifyingKey),
-}
-
-/// One JSON Web Key (RFC 7517), public members only.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Jwk {
-    /// `EC` or `OKP`.
-    pub kty: String,
-    /// `P-256` or `Ed25519`.
-    pub crv: String,
-    /// x coordinate (EC, exactly 32 bytes) or the public key (OKP), base64url.
-    pub x: String,
-    /// y coordinate (EC only, exactly 32 bytes), base64url.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub y: Option<String>,
-    /// `ES256` or `EdDSA`: the only algorithm this key verifies.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub alg: Option<String>,
-    /// Always `sig`.
-    #[serde(rename = "use", default, skip_serializing_if = "Option::is_none")]
-    pub use_: Option<String>,
-    /// Key id (the RFC 7638 thumbprint for keys we make).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kid: Option<String>,
-}
-
-/// A JWK Set: the body of `GET /.well-known/jwks.json`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JwkSet {
-    /// The published keys.
-    pub keys: Vec<Jwk>,
-}
-
-fn decode32(s: &str) -> Result<[u8; 32], KeyError> {
-    let v = URL_SAFE_NO_PAD
-        .decode(s)
-        .map_err(|_| KeyError::Invalid("coordinate is not base64url"))?;
-    v.try_into()
-        .map_err(|_| KeyError::Invalid("coordinate is not exactly 32 bytes"))
-}
-
-impl PublicKey {
-    /// The key's one algorithm.
-    pub fn alg(&self) -> Alg {
-        match self {
-            PublicKey::Es256(_) => Alg::Es256,
-            PublicKey::EdDsa(_) => Alg::EdDsa,
-        }
-    }
-
-    /// The JWK (J12: `kid kty crv x y alg use`, coordinates left-padded to 32 bytes).
-    pub fn to_jwk(&self, kid: &str) -> Jwk {
-        match self {
-            PublicKey::Es256(vk) => {
-                let p = vk.to_encoded_point(false);
-                // An uncompressed point always has both coordinates, each a 32-byte field element
-                // (already left-padded with zeros).
-                let x = p.x().map(|x| URL_SAFE_NO_PAD.encode(x)).unwrap_or_default();
-                let y = p.y().map(|y| URL_SAFE_NO_PAD.encode(y));
-                Jwk {
-                    kty: "EC".into(),
-                    crv: "P-256".into(),
-                    x,
-                    y,
-                    alg: Some("ES256".into()),
-                    use_: Some("sig".into()),
-                    kid: Some(kid.into()),
-                }
-            }
-            PublicKey::EdDsa(vk) => Jwk {
-                kty: "OKP".into(),
-                crv: "Ed25519".into(),
-                x: URL_SAFE_NO_PAD.encode(vk.to_bytes()),
-                y: None,
-                alg: Some("EdDSA".into()),
-                use_: Some("sig".into()),
-                kid: Some(kid.into()),
-            },
-        }
-    }
-
-    /// Reads a public JWK. The JWK must name its algorithm and it must match `kty`/`crv` (J1).
-    ///
-    /// # Errors
-    /// [`KeyError::Invalid`] for anything but a P-256 ES256 or Ed25519 EdDSA signing key.
-    pub fn from_jwk(jwk: &Jwk) -> Result<PublicKey, KeyError> {
-        if let Some(u) = &jwk.use_ {
-            if u != "sig" {
-                return Err(KeyError::Invalid("use is not sig"));
-            }
-        }
-        match (jwk.kty.as_str(), jwk.crv.as_str(), jwk.alg.as_deref()) {
-            ("EC", "P-256", Some("ES256")) => {
-                let x = decode32(&jwk.x)?;
-                let y = decode32(jwk.y.as_deref().ok_or(KeyError::Invalid("missing y"))?)?;
-                let point =
-                    p256::EncodedPoint::from_affine_coordinates(&x.into(), &y.into(), false);
-                p256::ecdsa::VerifyingKey::from_encoded_point(&point)
-                    .map(PublicKey::Es256)
-                    .map_err(|_| KeyError::Invalid("point not on curve"))
-            }
-            ("OKP", "Ed25519", Some("EdDSA")) => {
-                if jwk.y.is_some() {
-                    return Err(KeyError::Invalid("OKP key with y"));
-                }
-                let x = decode32(&jwk.x)?;
-                ed25519_dalek::VerifyingKey::from_bytes(&x)
-                    .map(PublicKey::EdDsa)
-                    .map_err(|_| KeyError::Invalid("bad Ed25519 key"))
-            }
-            _ => Err(KeyError::Invalid("unsupported kty/crv/alg")),
-        }
-    }
-
-    /// RFC 7638 JWK thumbprint, base64url: the `kid` of keys we generate.
-    pub fn thumbprint(&self) -> String {
-        let j = self.to_jwk("");
-        let canonical = match self {
-            PublicKey::Es256(_) => format!(
-                r#"{{"crv":"{}","kty":"{}","x":"{}","y":"{}"}}"#,
-                j.crv,
-                j.kty,
-                j.x,
-                j.y.unwrap_or_default()
-            ),
-            PublicKey::EdDsa(_) => {
-                format!(r#"{{"crv":"{}","kty":"{}","x":"{}"}}"#, j.crv, j.kty, j.x)
-            }
-        };
-        URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
-    }
-
-    /// Verifies `sig` over `msg`. ES256 signatures must be exactly 64 raw bytes `r‖s` with
-    /// 0 < r, s < n (`Signature::from_slice` enforces the range; J4, CVE-2022-21449); DER is
-    /// rejected by the length check. The arithmetic is `ring`'s (assembly P-256,
-    /// `ECDSA_P256_SHA256_FIXED`, which checks length and range again). Ed25519 uses
-    /// `verify_strict` (no small-order keys, canonical S).
-    pub(crate) fn verify(&self, msg: &[u8], sig: &[u8]) -> bool {
-        match self {
-            PublicKey::Es256(vk) => {
-                if sig.len() != 64 || p256::ecdsa::Signature::from_slice(sig).is_err() {
-                    return false;
-                }
-                // SEC1 uncompressed point: a valid curve point, as the key was validated on
-                // construction (from a JWK or our own private key).
-                let point = vk.to_encoded_point(false);
-                ring::signature::UnparsedPublicKey::new(
-                    &ring::signature::ECDSA_P256_SHA256_FIXED,
-                    point.as_bytes(),
-                )
-                .verify(msg, sig)
-                .is_ok()
-            }
-            PublicKey::EdDsa(vk) => {
-                let Ok(arr) = <[u8; 64]>::try_from(sig) else {
-                    return false;
-                };
-                vk.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(&arr))
-                    .is_ok()
-            }
-        }
-    }
-}
-
-/// A P-256 key: the RustCrypto key (encoding, public key) and the same key loaded into `ring`
-/// (signing in assembly).
-#[derive(Clone)]
-struct Es256Key {
-    key: p256::ecdsa::SigningKey,
-    ring: std::sync::Arc<ring::signature::EcdsaKeyPair>,
-}
-
-impl Es256Key {
-    fn new(key: p256::ecdsa::SigningKey) -> Result<Self, KeyError> {
-        let public = key.verifying_key().to_encoded_point(false);
-        let ring = ring::signature::EcdsaKeyPair::from_private_key_and_public_key(
-            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-            &key.to_bytes(),
-            public.as_bytes(),
-            &ring::rand::SystemRandom::new(),
-        )
-        .map_err(|_| KeyError::Invalid("bad P-256 private key"))?;
-        Ok(Self {
-            key,
-            ring: std::sync::Arc::new(ring),
-        })
-    }
-}
-
+/// A private signing key, loaded into `ring` once. `ring` never hands private material back,
+/// so the bytes we persist (`d`: the P-256 scalar or the Ed25519 seed) are kept beside the key
+/// pair; they are written only to the 0600 key file and never logged (`Debug` is not derived).
 #[derive(Clone)]
 enum PrivateKey {
-    Es256(Es256Key),
-    EdDsa(ed25519_dalek::SigningKey),
+    Es256 {
+        pair: Arc<EcdsaKeyPair>,
+        d: Arc<[u8; 32]>,
+    },
+    EdDsa {
+        pair: Arc<Ed25519KeyPair>,
+        seed: Arc<[u8; 32]>,
+    },
 }
 
+/// The DER bytes that close `ring`'s P-256 PKCS#8 document around the public key (`[1]
+/// BIT STRING` of 66 bytes), and the ones that open the private scalar (`OCTET STRING` of 32).
+const PKCS8_P256_BEFORE_PUBLIC: [u8; 5] = [0xa1, 0x44, 0x03, 0x42, 0x00];
+const PKCS8_P256_BEFORE_D: [u8; 2] = [0x04, 0x20];
+
 impl PrivateKey {
-    fn generate(alg: Alg) -> Self {
-        let mut rng = rand::rngs::OsRng;
+    fn generate(alg: Alg) -> Result<Self, KeyError> {
+        let rng = SystemRandom::new();
         match alg {
-            Alg::Es256 => loop {
-                // `ring` accepts every key p256 generates; the loop only guards the type.
-                if let Ok(k) = Es256Key::new(p256::ecdsa::SigningKey::random(&mut rng)) {
-                    break PrivateKey::Es256(k);
+            Alg::Es256 => {
+                // `ring` generates P-256 keys only as PKCS#8; the scalar sits at a fixed place
+                // in its template. `es256` re-derives the public key from it and compares, so a
+                // layout change in `ring` fails here instead of persisting a wrong key.
+                let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                    .map_err(|_| KeyError::Invalid("no randomness for a P-256 key"))?;
+                let doc = doc.as_ref();
+                let pub_at = doc
+                    .len()
+                    .checked_sub(P256_POINT_BYTES + PKCS8_P256_BEFORE_PUBLIC.len())
+                    .ok_or(KeyError::Invalid("unexpected PKCS#8 layout"))?;
+                let d_at = pub_at
+                    .checked_sub(32)
+                    .ok_or(KeyError::Invalid("unexpected PKCS#8 layout"))?;
+                let layout_ok = doc.get(pub_at..pub_at + 5) == Some(&PKCS8_P256_BEFORE_PUBLIC[..])
+                    && d_at >= 2
+                    && doc.get(d_at - 2..d_at) == Some(&PKCS8_P256_BEFORE_D[..]);
+                if !layout_ok {
+                    return Err(KeyError::Invalid("unexpected PKCS#8 layout"));
                 }
-            },
-            Alg::EdDsa => PrivateKey::EdDsa(ed25519_dalek::SigningKey::generate(&mut rng)),
-        }
-    }
-    fn public(&self) -> PublicKey {
-        match self {
-            PrivateKey::Es256(k) => PublicKey::Es256(*k.key.verifying_key()),
-            PrivateKey::EdDsa(k) => PublicKey::EdDsa(k.verifying_key()),
-        }
-    }
-    fn alg(&self) -> Alg {
-        self.public().alg()
-    }
-    fn to_bytes(&self) -> Vec<u8> {
-        match self {
-            PrivateKey::Es256(k) => k.key.to_bytes().to_vec(),
-            PrivateKey::EdDsa(k) => k.to_bytes().to_vec(),
-        }
-    }
-    fn from_bytes(alg: Alg, b: &[u8]) -> Result<Self, KeyError> {
-        match alg {
-            Alg::Es256 => p256::ecdsa::SigningKey::from_slice(b)
-                .map_err(|_| KeyError::Invalid("bad P-256 private key"))
-                .and_then(Es256Key::new)
-                .map(PrivateKey::Es256),
+                Self::es256(&doc[d_at..pub_at], &doc[pub_at + 5..])
+            }
             Alg::EdDsa => {
-                let arr: [u8; 32] = b
-                    .try_into()
-                    .map_err(|_| KeyError::Invalid("bad Ed25519 private key"))?;
-                Ok(PrivateKey::EdDsa(ed25519_dalek::SigningKey::from_bytes(
-                    &arr,
-                )))
+                // RFC 8032: the private key is 32 random bytes.
+                let mut seed = [0u8; 32];
+                rng.fill(&mut seed)
+                    .map_err(|_| KeyError::Invalid("no randomness for an Ed25519 key"))?;
+                Self::eddsa(&seed)
             }
         }
     }
-    fn sign(&self, msg: &[u8]) -> Vec<u8> {
+
+    fn es256(d: &[u8], public: &[u8]) -> Result<Self, KeyError> {
+        let d: [u8; 32] = d
+            .try_into()
+            .map_err(|_| KeyError::Invalid("bad P-256 private key"))?;
+        let pair = EcdsaKeyPair::from_private_key_and_public_key(
+            &ECDSA_P256_SHA256_FIXED_SIGNING,
+            &d,
+            public,
+            &SystemRandom::new(),
+        )
+        .map_err(|_| KeyError::Invalid("bad P-256 private key"))?;
+        Ok(PrivateKey::Es256 {
+            pair: Arc::new(pair),
+            d: Arc::new(d),
+        })
+    }
+
+    fn eddsa(seed: &[u8]) -> Result<Self, KeyError> {
+        let seed: [u8; 32] = seed
+            .try_into()
+            .map_err(|_| KeyError::Invalid("bad Ed25519 private key"))?;
+        let pair = Ed25519KeyPair::from_seed_unchecked(&seed)
+            .map_err(|_| KeyError::Invalid("bad Ed25519 private key"))?;
+        Ok(PrivateKey::EdDsa {
+            pair: Arc::new(pair),
+            seed: Arc::new(seed),
+        })
+    }
+
+    fn public(&self) -> Result<PublicKey, KeyError> {
         match self {
-            PrivateKey::Es256(k) => {
-                // Fixed-size r‖s (J4), randomized nonce from the OS CSPRNG.
-                match k.ring.sign(&ring::rand::SystemRandom::new(), msg) {
-                    Ok(s) => s.as_ref().to_vec(),
-                    Err(_) => {
-                        // ring fails only if the OS RNG does; fall back to RFC 6979.
-                        use p256::ecdsa::signature::Signer as _;
-                        let s: p256::ecdsa::Signature = k.key.sign(msg);
-                        s.to_bytes().to_vec()
-                    }
-                }
+            PrivateKey::Es256 { pair, .. } => {
+                PublicKey::es256_from_sec1(pair.public_key().as_ref())
             }
-            PrivateKey::EdDsa(k) => {
-                use ed25519_dalek::Signer as _;
-                k.sign(msg).to_bytes().to_vec()
+            PrivateKey::EdDsa { pair, .. } => {
+                PublicKey::ed25519_from_bytes(pair.public_key().as_ref())
             }
+        }
+    }
+
+    fn alg(&self) -> Alg {
+        match self {
+            PrivateKey::Es256 { .. } => Alg::Es256,
+            PrivateKey::EdDsa { .. } => Alg::EdDsa,
+        }
+    }
+
+    fn to_bytes(&self) -> &[u8] {
+        match self {
+            PrivateKey::Es256 { d, .. } => &d[..],
+            PrivateKey::EdDsa { seed, .. } => &seed[..],
+        }
+    }
+
+    /// Fixed-size signatures: 64 raw bytes `r‖s` for ES256 (J4), with a fresh nonce from the
+    /// OS CSPRNG; Ed25519 is deterministic.
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, KeyError> {
+        match self {
+            PrivateKey::Es256 { pair, .. } => pair
+                .sign(&SystemRandom::new(), msg)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(|_| KeyError::Invalid("no randomness for an ECDSA nonce")),
+            PrivateKey::EdDsa { pair, .. } => Ok(pair.sign(msg).as_ref().to_vec()),
         }
     }
 }
@@ -313,19 +175,64 @@ struct KeyEntry {
 }
 
 /// On-disk form. `d` is the private scalar / seed: the file is created with mode 0600.
+///
+/// Version 2 adds `public` (the uncompressed SEC1 point) to ES256 entries, because `ring` only
+/// loads a P-256 private key together with its public key and cannot derive one from the
+/// other. Version 1 files load: Ed25519 entries as they are; ES256 entries (no `public`) are
+/// dropped with a warning and a fresh key takes over. The cost is one refresh for clients that
+/// hold an access token signed by a dropped key (their refresh cookies are untouched).
 #[derive(Serialize, Deserialize)]
 struct KeyFile {
     version: u32,
     keys: Vec<KeyFileEntry>,
 }
 
+/// The version [`KeyRing`] writes.
+const KEY_FILE_VERSION: u32 = 2;
+
 #[derive(Serialize, Deserialize)]
 struct KeyFileEntry {
     kid: String,
     alg: String,
     d: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    public: Option<String>,
     created_ms: i64,
     activate_ms: i64,
+}
+
+impl KeyFileEntry {
+    /// The entry as a key, `Ok(None)` for a version-1 ES256 entry that `ring` cannot load.
+    fn load(self) -> Result<Option<KeyEntry>, KeyError> {
+        let alg = Alg::parse(&self.alg).ok_or(KeyError::Invalid("unknown alg in key file"))?;
+        let d = URL_SAFE_NO_PAD
+            .decode(&self.d)
+            .map_err(|_| KeyError::Invalid("bad d"))?;
+        let private = match (alg, &self.public) {
+            (Alg::EdDsa, _) => PrivateKey::eddsa(&d)?,
+            (Alg::Es256, Some(public)) => {
+                let public = URL_SAFE_NO_PAD
+                    .decode(public)
+                    .map_err(|_| KeyError::Invalid("bad public"))?;
+                if public.len() != P256_POINT_BYTES {
+                    return Err(KeyError::Invalid("bad public"));
+                }
+                PrivateKey::es256(&d, &public)?
+            }
+            (Alg::Es256, None) => return Ok(None),
+        };
+        let public = private.public()?;
+        if public.thumbprint() != self.kid {
+            return Err(KeyError::Invalid("kid does not match the key"));
+        }
+        Ok(Some(KeyEntry {
+            kid: self.kid,
+            private,
+            public,
+            created_ms: self.created_ms,
+            activate_ms: self.activate_ms,
+        }))
+    }
 }
 
 /// The server's signing keys. Private keys never leave this type except into the key file.
@@ -352,7 +259,10 @@ impl KeyRing {
             path: None,
             retain_ms: ms(retain),
         };
-        ring.push(alg, now_ms, now_ms);
+        if let Err(e) = ring.push(alg, now_ms, now_ms) {
+            // Only a failing OS RNG gets here; signing then fails with "no signing key".
+            tracing::error!(error = %e, "could not generate a signing key");
+        }
         ring
     }
 
@@ -373,26 +283,24 @@ impl KeyRing {
             path: Some(path.clone()),
             retain_ms: ms(retain),
         };
+        let mut dropped = false;
         match std::fs::read(&path) {
             Ok(bytes) => {
                 restrict_permissions(&path)?;
                 let file: KeyFile = serde_json::from_slice(&bytes)?;
+                if file.version == 0 || file.version > KEY_FILE_VERSION {
+                    return Err(KeyError::Invalid("unknown key file version"));
+                }
                 let mut entries = Vec::new();
                 for e in file.keys {
-                    let a =
-                        Alg::parse(&e.alg).ok_or(KeyError::Invalid("unknown alg in key file"))?;
-                    let d = URL_SAFE_NO_PAD
-                        .decode(&e.d)
-                        .map_err(|_| KeyError::Invalid("bad d"))?;
-                    let private = PrivateKey::from_bytes(a, &d)?;
-                    let public = private.public();
-                    entries.push(KeyEntry {
-                        kid: e.kid,
-                        private,
-                        public,
-                        created_ms: e.created_ms,
-                        activate_ms: e.activate_ms,
-                    });
+                    let kid = e.kid.clone();
+                    match e.load()? {
+                        Some(entry) => entries.push(entry),
+                        None => {
+                            tracing::warn!(%kid, "version-1 ES256 key cannot be loaded without its public key; retired, a fresh key takes over");
+                            dropped = true;
+                        }
+                    }
                 }
                 ring.keys = RwLock::new(entries);
             }
@@ -401,7 +309,9 @@ impl KeyRing {
         }
         let needs_key = ring.active(now_ms).is_none_or(|k| k.private.alg() != alg);
         if needs_key {
-            ring.push(alg, now_ms, now_ms);
+            ring.push(alg, now_ms, now_ms)?;
+        }
+        if needs_key || dropped {
             ring.persist()?;
         }
         ignore_in_git(dir);
@@ -415,15 +325,15 @@ impl KeyRing {
     /// # Errors
     /// Writing the key file failed.
     pub fn rotate(&self, alg: Alg, now_ms: i64, lead: Duration) -> Result<String, KeyError> {
-        let kid = self.push(alg, now_ms, now_ms.saturating_add(ms(lead)));
+        let kid = self.push(alg, now_ms, now_ms.saturating_add(ms(lead)))?;
         self.prune(now_ms);
         self.persist()?;
         Ok(kid)
     }
 
-    fn push(&self, alg: Alg, now_ms: i64, activate_ms: i64) -> String {
-        let private = PrivateKey::generate(alg);
-        let public = private.public();
+    fn push(&self, alg: Alg, now_ms: i64, activate_ms: i64) -> Result<String, KeyError> {
+        let private = PrivateKey::generate(alg)?;
+        let public = private.public()?;
         let kid = public.thumbprint();
         let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
         keys.push(KeyEntry {
@@ -434,7 +344,7 @@ impl KeyRing {
             activate_ms,
         });
         keys.sort_by_key(|k| k.activate_ms);
-        kid
+        Ok(kid)
     }
 
     /// Drops keys whose successor took over more than `retain` ago.
@@ -505,7 +415,7 @@ impl KeyRing {
             .active(now_ms)
             .ok_or(KeyError::Invalid("no signing key"))?;
         let input = jwt::signing_input(key.public.alg(), &key.kid, claims)?;
-        let sig = key.private.sign(input.as_bytes());
+        let sig = key.private.sign(input.as_bytes())?;
         Ok(jwt::finish(input, &sig))
     }
 
@@ -516,13 +426,15 @@ impl KeyRing {
         let file = {
             let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
             KeyFile {
-                version: 1,
+                version: KEY_FILE_VERSION,
                 keys: keys
                     .iter()
                     .map(|k| KeyFileEntry {
                         kid: k.kid.clone(),
                         alg: k.public.alg().as_str().into(),
                         d: URL_SAFE_NO_PAD.encode(k.private.to_bytes()),
+                        public: (k.public.alg() == Alg::Es256)
+                            .then(|| URL_SAFE_NO_PAD.encode(k.public.as_bytes())),
                         created_ms: k.created_ms,
                         activate_ms: k.activate_ms,
                     })
@@ -599,35 +511,139 @@ mod tests {
     #[test]
     fn j4_ring_es256_signatures_are_raw_64_bytes_and_interoperate_with_p256() {
         use p256::ecdsa::signature::{Signer as _, Verifier as _};
-        let PrivateKey::Es256(k) = PrivateKey::generate(Alg::Es256) else {
+        let key = PrivateKey::generate(Alg::Es256).unwrap();
+        let PrivateKey::Es256 { d, .. } = &key else {
             unreachable!("asked for ES256")
         };
+        // An independent implementation (RustCrypto, test-only) derives the same public key
+        // from the scalar we extracted out of ring's PKCS#8 document.
+        let theirs = p256::ecdsa::SigningKey::from_slice(&d[..]).unwrap();
+        let public = key.public().unwrap();
+        assert_eq!(
+            public.as_bytes(),
+            theirs.verifying_key().to_encoded_point(false).as_bytes()
+        );
         let msg = b"header.payload";
         // ring signs; RustCrypto verifies.
-        let sig = PrivateKey::Es256(k.clone()).sign(msg);
+        let sig = key.sign(msg).unwrap();
         assert_eq!(sig.len(), 64);
         let parsed = p256::ecdsa::Signature::from_slice(&sig).unwrap();
-        assert!(k.key.verifying_key().verify(msg, &parsed).is_ok());
+        assert!(theirs.verifying_key().verify(msg, &parsed).is_ok());
         // RustCrypto signs; ring (through PublicKey::verify) verifies.
-        let public = PublicKey::Es256(*k.key.verifying_key());
-        let theirs: p256::ecdsa::Signature = k.key.sign(msg);
-        assert!(public.verify(msg, &theirs.to_bytes()));
+        let their_sig: p256::ecdsa::Signature = theirs.sign(msg);
+        assert!(public.verify(msg, &their_sig.to_bytes()));
         assert!(public.verify(msg, &sig));
         assert!(!public.verify(b"header.payloaD", &sig));
         // Wrong lengths, DER, zero and out-of-range scalars are refused.
         assert!(!public.verify(msg, &sig[..63]));
-        assert!(!public.verify(msg, theirs.to_der().as_bytes()));
+        assert!(!public.verify(msg, their_sig.to_der().as_bytes()));
         assert!(!public.verify(msg, &[0u8; 64]));
         assert!(!public.verify(msg, &[0xffu8; 64]));
     }
 
     #[test]
-    fn persisted_es256_private_key_bytes_load_into_ring_and_sign() {
-        let key = PrivateKey::generate(Alg::Es256);
-        let bytes = key.to_bytes();
-        let again = PrivateKey::from_bytes(Alg::Es256, &bytes).unwrap();
-        assert_eq!(again.public(), key.public());
-        assert!(key.public().verify(b"m", &again.sign(b"m")));
-        assert!(PrivateKey::from_bytes(Alg::Es256, &[0u8; 32]).is_err());
+    fn ed25519_seeds_load_into_ring_like_ed25519_dalek_keys() {
+        use ed25519_dalek::Signer as _;
+        let key = PrivateKey::generate(Alg::EdDsa).unwrap();
+        let theirs = ed25519_dalek::SigningKey::from_bytes(&key.to_bytes().try_into().unwrap());
+        let public = key.public().unwrap();
+        assert_eq!(public.as_bytes(), theirs.verifying_key().as_bytes());
+        let msg = b"header.payload";
+        let sig = key.sign(msg).unwrap();
+        assert_eq!(
+            sig,
+            theirs.sign(msg).to_bytes().to_vec(),
+            "Ed25519 is deterministic"
+        );
+        let sig: [u8; 64] = sig.try_into().unwrap();
+        assert!(theirs
+            .verifying_key()
+            .verify_strict(msg, &ed25519_dalek::Signature::from_bytes(&sig))
+            .is_ok());
+        assert!(public.verify(msg, &sig));
+    }
+
+    #[test]
+    fn persisted_private_key_bytes_load_into_ring_and_sign() {
+        for alg in [Alg::Es256, Alg::EdDsa] {
+            let key = PrivateKey::generate(alg).unwrap();
+            let public = key.public().unwrap();
+            let again = match alg {
+                Alg::Es256 => PrivateKey::es256(key.to_bytes(), public.as_bytes()).unwrap(),
+                Alg::EdDsa => PrivateKey::eddsa(key.to_bytes()).unwrap(),
+            };
+            assert_eq!(again.public().unwrap(), public);
+            assert!(public.verify(b"m", &again.sign(b"m").unwrap()));
+        }
+        // A scalar that does not belong to the public key, or no scalar at all, is refused.
+        let a = PrivateKey::generate(Alg::Es256).unwrap();
+        let b = PrivateKey::generate(Alg::Es256).unwrap();
+        let b_public = b.public().unwrap();
+        assert!(PrivateKey::es256(a.to_bytes(), b_public.as_bytes()).is_err());
+        assert!(PrivateKey::es256(&[0u8; 32], b_public.as_bytes()).is_err());
+        assert!(PrivateKey::eddsa(&[0u8; 31]).is_err());
+    }
+
+    /// A version-1 file (written by the p256 build: raw scalars, no public keys) still loads:
+    /// its Ed25519 keys as they are, its ES256 keys retired in favour of a fresh one, and the
+    /// rewritten file is version 2.
+    #[test]
+    fn version_1_key_files_load_and_are_rewritten_as_version_2() {
+        let dir = tempfile::tempdir().unwrap();
+        let ed = PrivateKey::generate(Alg::EdDsa).unwrap();
+        let ed_kid = ed.public().unwrap().thumbprint();
+        let es = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+        let es_kid =
+            PublicKey::es256_from_sec1(es.verifying_key().to_encoded_point(false).as_bytes())
+                .unwrap()
+                .thumbprint();
+        let v1 = serde_json::json!({"version": 1, "keys": [
+            {"kid": ed_kid, "alg": "EdDSA", "d": URL_SAFE_NO_PAD.encode(ed.to_bytes()), "created_ms": 0, "activate_ms": 0},
+            {"kid": es_kid, "alg": "ES256", "d": URL_SAFE_NO_PAD.encode(es.to_bytes()), "created_ms": 1, "activate_ms": 1},
+        ]});
+        std::fs::write(dir.path().join(KEY_FILE), v1.to_string()).unwrap();
+        let ring =
+            KeyRing::load_or_create(dir.path(), Alg::EdDsa, Duration::from_secs(60), 10).unwrap();
+        assert!(
+            ring.public_key(&ed_kid, 10).is_some(),
+            "Ed25519 v1 key kept"
+        );
+        assert!(
+            ring.public_key(&es_kid, 10).is_none(),
+            "ES256 v1 key retired"
+        );
+        let active = ring.active_kid(10).unwrap();
+        assert_ne!(active, es_kid);
+        let file: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join(KEY_FILE)).unwrap()).unwrap();
+        assert_eq!(file["version"], 2);
+        // And the rewritten file loads again, to the same keys.
+        let again =
+            KeyRing::load_or_create(dir.path(), Alg::EdDsa, Duration::from_secs(60), 10).unwrap();
+        assert_eq!(again.jwks(10), ring.jwks(10));
+        // A v2 ES256 ring survives a reload with every key.
+        let dir2 = tempfile::tempdir().unwrap();
+        let es_ring =
+            KeyRing::load_or_create(dir2.path(), Alg::Es256, Duration::from_secs(60), 0).unwrap();
+        es_ring
+            .rotate(Alg::Es256, 0, Duration::from_secs(5))
+            .unwrap();
+        let reloaded =
+            KeyRing::load_or_create(dir2.path(), Alg::Es256, Duration::from_secs(60), 0).unwrap();
+        assert_eq!(reloaded.jwks(0), es_ring.jwks(0));
+        assert_eq!(reloaded.jwks(0).keys.len(), 2);
+        // A future version, or an entry whose kid is not its key's thumbprint, is refused.
+        let mut v3 = file.clone();
+        v3["version"] = 3.into();
+        std::fs::write(dir.path().join(KEY_FILE), v3.to_string()).unwrap();
+        assert!(
+            KeyRing::load_or_create(dir.path(), Alg::EdDsa, Duration::from_secs(60), 10).is_err()
+        );
+        let mut wrong_kid = file;
+        wrong_kid["keys"][0]["kid"] = "someone-else".into();
+        std::fs::write(dir.path().join(KEY_FILE), wrong_kid.to_string()).unwrap();
+        assert!(
+            KeyRing::load_or_create(dir.path(), Alg::EdDsa, Duration::from_secs(60), 10).is_err()
+        );
     }
 }

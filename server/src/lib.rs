@@ -20,12 +20,14 @@
 //! verify.rs    VerifierBuilder/Verifier + VerifyLayer + Authenticated extractor (J1–J14);
 //!              local keys or a JWKS URL (http or https, bounded staleness)
 //! jwt.rs       strict compact-JWS parsing and encoding
-//! keys.rs      signing keys: generation, 0600 persistence, rotation, JWK Set
+//! jwk.rs       public keys: JWK encoding and parsing, thumbprints, signature checks
+//! keys.rs      signing keys: generation, 0600 persistence, rotation, the published JWK Set
 //! oidc/        sign-in through OpenID Connect providers (start, callback, transaction cookie)
 //! password.rs  Argon2id with a concurrency bound and a dummy hash
 //! secret.rs    secret newtypes whose Debug prints [redacted]; refresh-token sealing
 //! error.rs     AppError → RFC 6749/6750-shaped responses
 //! ratelimit.rs stats.rs clock.rs config.rs
+//! fuzzing.rs   (feature `fuzzing`) entry points and seeds for the cargo-fuzz targets in fuzz/
 //! ```
 //!
 //! # How a request flows
@@ -63,13 +65,17 @@
 //! tests/oidc_cli.rs        --oidc-config on the binary: secret from the environment, start-up errors
 //! ```
 //!
-//! `docs/PROTOCOL.md` maps every SECURITY.md item to the test that proves it.
+//! `docs/SECURITY.md` maps every security item (J*, R*, C*, X*, …) to the test that proves it.
 
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod connections;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod jwk;
 pub mod jwt;
 pub mod keys;
 pub mod oidc;

@@ -102,24 +102,23 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 
 /// What the request carried in the refresh cookie.
 #[derive(Debug)]
-enum CookieToken {
+pub(crate) enum CookieToken {
     Absent,
     Garbage,
     Token(RefreshToken),
 }
 
 impl CookieToken {
-    fn from_headers(h: &HeaderMap) -> Self {
-        let mut found: Vec<&str> = Vec::new();
+    pub(crate) fn from_headers(h: &HeaderMap) -> Self {
+        let mut found: Vec<String> = Vec::new();
         for v in h.get_all(header::COOKIE) {
             let Ok(v) = v.to_str() else {
                 return CookieToken::Garbage;
             };
-            for pair in v.split(';') {
-                if let Some((name, value)) = pair.trim().split_once('=') {
-                    if name.trim() == REFRESH_COOKIE {
-                        found.push(value.trim());
-                    }
+            // Pairs without `=` or with an empty name are someone else's problem: skipped.
+            for c in cookie::Cookie::split_parse(v).flatten() {
+                if c.name() == REFRESH_COOKIE {
+                    found.push(c.value().to_owned());
                 }
             }
         }
@@ -234,7 +233,8 @@ async fn csrf_guard(State(st): State<AppState>, req: Request, next: Next) -> Res
     // request without Content-Length/Transfer-Encoding, and for Content-Length: 0).
     let body =
         has_body(req.headers()) || axum::body::HttpBody::size_hint(req.body()).exact() != Some(0);
-    match csrf_check(&st, req.method(), req.headers(), body) {
+    let origins = &st.service.config().allowed_origins;
+    match csrf_check(origins, req.method(), req.headers(), body) {
         Ok(()) => next.run(req).await,
         Err(e) => {
             let allow = matches!(e, AppError::MethodNotAllowed);
@@ -248,7 +248,12 @@ async fn csrf_guard(State(st): State<AppState>, req: Request, next: Next) -> Res
     }
 }
 
-fn csrf_check(st: &AppState, method: &Method, h: &HeaderMap, body: bool) -> Result<(), AppError> {
+pub(crate) fn csrf_check(
+    allowed_origins: &[String],
+    method: &Method,
+    h: &HeaderMap,
+    body: bool,
+) -> Result<(), AppError> {
     if method != Method::POST {
         return Err(AppError::MethodNotAllowed);
     }
@@ -270,7 +275,7 @@ fn csrf_check(st: &AppState, method: &Method, h: &HeaderMap, body: bool) -> Resu
         Ok(Some(v)) => {
             let ok = v
                 .to_str()
-                .is_ok_and(|o| st.service.config().allowed_origins.iter().any(|a| a == o));
+                .is_ok_and(|o| allowed_origins.iter().any(|a| a == o));
             if !ok {
                 return Err(AppError::CrossOrigin("origin"));
             }

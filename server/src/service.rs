@@ -409,7 +409,7 @@ impl TokenService {
         }
     }
 
-    /// Rotates the refresh token (R1 and the rules in SECURITY.md).
+    /// Rotates the refresh token (R1 and the rotation rules in docs/SECURITY.md).
     ///
     /// # Errors
     /// [`AppError::RefreshRejected`] for a missing, unknown, expired, revoked or reused token

@@ -451,6 +451,9 @@ impl Verifier {
 }
 
 /// `Bearer <token>`: scheme case-insensitive, one or more spaces, token68 characters only.
+/// Not `headers::Authorization<Bearer>`: it reads the first of several `Authorization` headers
+/// and ignores the rest, and accepts any visible characters in the token, so both checks would
+/// stay here beside it; what it would replace is the `split_once` below.
 fn bearer_token(v: &[u8]) -> Option<&str> {
     let s = std::str::from_utf8(v).ok()?;
     let (scheme, rest) = s.split_once(' ')?;

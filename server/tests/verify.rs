@@ -1,4 +1,4 @@
-//! Adversarial tests of the verification layer, one per SECURITY.md item J1–J14, plus the
+//! Adversarial tests of the verification layer, one per docs/SECURITY.md item J1–J14, plus the
 //! JWKS-URL mode against a real server on loopback.
 //!
 //! Most tests forge tokens with keys the test owns (a `Verifier` over those keys and a frozen
@@ -46,6 +46,16 @@ fn b64(b: impl AsRef<[u8]>) -> String {
     URL_SAFE_NO_PAD.encode(b)
 }
 
+/// Our key type for a test-owned P-256 key (the independent implementation the tests sign with).
+fn es_public(sk: &p256::ecdsa::SigningKey) -> PublicKey {
+    PublicKey::es256_from_sec1(sk.verifying_key().to_encoded_point(false).as_bytes()).unwrap()
+}
+
+/// Our key type for a test-owned Ed25519 key.
+fn ed_public(sk: &ed25519_dalek::SigningKey) -> PublicKey {
+    PublicKey::ed25519_from_bytes(sk.verifying_key().as_bytes()).unwrap()
+}
+
 fn enc(v: &Value) -> String {
     b64(serde_json::to_vec(v).unwrap())
 }
@@ -65,8 +75,8 @@ impl Kit {
         let clock = Arc::new(ManualClock::new(1_700_000_000_000));
         let v = Verifier::builder(VerifierConfig::new(ISS, AUD))
             .keys([
-                (KID.to_owned(), PublicKey::Es256(*es.verifying_key())),
-                (ED_KID.to_owned(), PublicKey::EdDsa(ed.verifying_key())),
+                (KID.to_owned(), es_public(&es)),
+                (ED_KID.to_owned(), ed_public(&ed)),
             ])
             .clock(clock.clone())
             .build()
@@ -226,7 +236,7 @@ async fn j1_one_algorithm_per_key_and_the_alg_header_never_chooses_the_key() {
         assert_eq!(jwks.keys[0].kty, kty);
     }
     // A JWK without `alg`, or whose alg contradicts its curve, is not accepted as a key.
-    let mut jwk = PublicKey::Es256(*k.es.verifying_key()).to_jwk("x");
+    let mut jwk = es_public(&k.es).to_jwk("x");
     jwk.alg = None;
     assert!(PublicKey::from_jwk(&jwk).is_err());
     jwk.alg = Some("EdDSA".into());
@@ -284,7 +294,7 @@ async fn j3_rejects_hs256_signed_with_the_public_key_bytes() {
     use p256::pkcs8::{EncodePublicKey as _, LineEnding};
     let k = Kit::new();
     let vk = k.es.verifying_key();
-    let jwk = PublicKey::Es256(*vk).to_jwk(KID);
+    let jwk = es_public(&k.es).to_jwk(KID);
     // Every form an attacker might guess the verifier feeds to HMAC as "the key".
     let secrets: Vec<Vec<u8>> = vec![
         vk.to_encoded_point(false).as_bytes().to_vec(),
@@ -421,7 +431,7 @@ async fn j4_es256_signatures_must_be_64_raw_bytes_with_r_and_s_in_range() {
 async fn j5_jwk_jku_x5u_x5c_headers_are_rejected_and_kid_is_a_bounded_lookup() {
     let k = Kit::new();
     let attacker = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
-    let attacker_jwk = PublicKey::Es256(*attacker.verifying_key()).to_jwk("evil");
+    let attacker_jwk = es_public(&attacker).to_jwk("evil");
     let sign_attacker = |h: &Value| {
         let input = format!("{}.{}", enc(h), enc(&k.claims()));
         let sig: p256::ecdsa::Signature = attacker.sign(input.as_bytes());
@@ -1045,7 +1055,7 @@ async fn j12_jwks_members_32_byte_coordinates_and_rotation_keeps_the_old_key() {
         if x0 != 0 && y0 != 0 {
             continue;
         }
-        let jwk = PublicKey::Es256(*sk.verifying_key()).to_jwk("k");
+        let jwk = es_public(&sk).to_jwk("k");
         let x = URL_SAFE_NO_PAD.decode(&jwk.x).unwrap();
         let y = URL_SAFE_NO_PAD.decode(jwk.y.as_ref().unwrap()).unwrap();
         assert_eq!((x.len(), y.len()), (32, 32));
@@ -1053,10 +1063,7 @@ async fn j12_jwks_members_32_byte_coordinates_and_rotation_keeps_the_old_key() {
         found_x |= x0 == 0 && x[0] == 0;
         found_y |= y0 == 0 && y[0] == 0;
         // And it round-trips.
-        assert_eq!(
-            PublicKey::from_jwk(&jwk).unwrap(),
-            PublicKey::Es256(*sk.verifying_key())
-        );
+        assert_eq!(PublicKey::from_jwk(&jwk).unwrap(), es_public(&sk));
         if found_x && found_y {
             break;
         }
@@ -1067,7 +1074,7 @@ async fn j12_jwks_members_32_byte_coordinates_and_rotation_keeps_the_old_key() {
     );
     // A 31-byte coordinate from someone else's JWKS is refused rather than padded.
     let sk = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
-    let mut jwk = PublicKey::Es256(*sk.verifying_key()).to_jwk("k");
+    let mut jwk = es_public(&sk).to_jwk("k");
     let x = URL_SAFE_NO_PAD.decode(&jwk.x).unwrap();
     jwk.x = b64(&x[1..]);
     assert!(PublicKey::from_jwk(&jwk).is_err());
@@ -1334,7 +1341,7 @@ async fn j14_the_layer_consults_a_custom_revocation_check_and_fails_closed() {
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     let make = |mode: &'static str| {
         Verifier::builder(VerifierConfig::new(ISS, AUD))
-            .keys([(KID.to_owned(), PublicKey::Es256(*es.verifying_key()))])
+            .keys([(KID.to_owned(), es_public(&es))])
             .revocation(Arc::new(Deny(mode)))
             .clock(clock.clone())
             .build()
@@ -1500,7 +1507,7 @@ async fn jwks_url_mode_refuses_bad_key_sets() {
     // A JWKS server that serves hostile or broken sets: nothing in them becomes a key.
     use axum::response::IntoResponse as _;
     let k = Kit::new();
-    let good_jwk = PublicKey::Es256(*k.es.verifying_key()).to_jwk(KID);
+    let good_jwk = es_public(&k.es).to_jwk(KID);
     let mut short = good_jwk.clone();
     short.x = b64(&URL_SAFE_NO_PAD.decode(&good_jwk.x).unwrap()[1..]);
     let mut no_alg = good_jwk.clone();
@@ -1577,4 +1584,40 @@ async fn jwks_url_mode_refuses_bad_key_sets() {
         .unwrap();
     assert_eq!(v.verify(&token).await.unwrap().sub, "user-1");
     server.abort();
+}
+
+/// Two `Authorization` headers are a malformed request: 401 with `error="invalid_request"`
+/// (RFC 6750 §3.1), not the bare challenge meant for a request that sent none, and not
+/// `invalid_token`, which would make a client refresh. The same answer as the token server's own
+/// routes (`http.rs` `two_authorization_headers_get_401_invalid_request`).
+#[tokio::test]
+async fn two_authorization_headers_get_invalid_request_not_a_bare_challenge() {
+    let k = Kit::new();
+    let good = k.valid();
+    for second in [good.clone(), "garbage".to_owned()] {
+        let r = k
+            .router()
+            .oneshot(
+                Request::get("/me")
+                    .header(header::AUTHORIZATION, format!("Bearer {good}"))
+                    .header(header::AUTHORIZATION, format!("Bearer {second}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            r.headers()[header::WWW_AUTHENTICATE],
+            "Bearer error=\"invalid_request\""
+        );
+    }
+    // Control: no header at all is the bare challenge.
+    let r = k
+        .router()
+        .oneshot(Request::get("/me").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer");
 }
