@@ -1,7 +1,7 @@
 //! Persistence behind one trait: users, refresh-token families, the `jti` denylist.
 //!
 //! The store never sees a refresh token, only its SHA-256 ([`TokenHash`]). All the rotation
-//! rules of SECURITY.md live in one atomic operation, [`Store::rotate`], which each backend
+//! rules of docs/SECURITY.md live in one atomic operation, [`Store::rotate`], which each backend
 //! runs serialized per family (SQLite: `BEGIN IMMEDIATE`; Redis: one Lua script), so the rules
 //! cannot be split across round trips and raced.
 //!

@@ -122,7 +122,7 @@ redis.call('SADD', KEYS[2], ARGV[1])
 return 1
 ";
 
-/// The rotation rules of SECURITY.md in one atomic step.
+/// The rotation rules of docs/SECURITY.md in one atomic step.
 ///
 /// `KEYS[1]` rt:{presented}, `KEYS[2]` rts:{presented}, `KEYS[3]` rt:{successor}.
 /// `ARGV`: prefix, presented hash, successor hash, sealed successor, now, idle ttl ms, keep ms.
