@@ -284,9 +284,6 @@ struct Inner {
     /// Set when another tab hinted that the session ended: if the check confirms it, this tab
     /// reports `signed_out` (what happened) rather than `session_expired`.
     hinted_out: bool,
-    /// The next refresh is such a check: it goes without waiting for the cross-tab lock (see
-    /// [`Session::on_hint`]).
-    check_now: bool,
 }
 
 /// One in-flight refresh, awaited by every caller that needs its outcome.
@@ -381,7 +378,6 @@ impl<E: Env> Session<E> {
                 backoff_error: Error::RefreshBackoff,
                 ended: Error::SignedOut,
                 hinted_out: false,
-                check_now: false,
             }),
         })
     }
@@ -532,13 +528,10 @@ impl<E: Env> Session<E> {
     async fn run_refresh(self: Rc<Self>, epoch: u64, v0: u64, flight: Rc<Flight>) {
         // Layer 2: refreshes (and logins and logouts) of all tabs take turns under the Web Lock,
         // so that no two tabs present the rotating cookie at once; each gets its own token.
-        // Except a check after a "signed out" hint (see `on_hint`).
-        let now = core::mem::take(&mut wr(&self.inner).check_now);
-        let guard = if now {
-            None
-        } else {
-            self.cross_tab_lock().await
-        };
+        // Checks that another tab's hint asks for take their turn too: a forged hint must not
+        // be able to make tabs present the cookie at once (a grandparent cookie is reuse, and
+        // reuse ends the session).
+        let guard = self.cross_tab_lock().await;
         ClaimWire(&self.inner).await;
         // Signed out (or signed in by a login) while waiting for the lock or the wire: nothing
         // left to refresh (and a refresh now would rotate a cookie the server has just revoked,
@@ -876,16 +869,7 @@ impl<E: Env> Session<E> {
                 // Nothing to check before the start-up refresh (which is coming) or in a
                 // signed-out tab (a forged "signed out" is all it could be).
                 (_, State::Unknown) | (Hint::SignedOut, State::SignedOut) => return,
-                // The check goes at once, without waiting for the cross-tab lock: after a real
-                // logout the other tabs all check at the same moment and would otherwise take
-                // turns; the cookie is gone, so nothing rotates. After a forged hint the session
-                // is alive, and a check that races another tab's refresh presents the parent of
-                // its new cookie within the server's grace window, which answers with the same
-                // successor: the race costs nothing.
-                (Hint::SignedOut, State::SignedIn) => {
-                    i.hinted_out = true;
-                    i.check_now = i.flight.is_none();
-                }
+                (Hint::SignedOut, State::SignedIn) => i.hinted_out = true,
                 (Hint::SignedIn, _) => {}
             }
             // A check is a refresh even when the token is fresh; a back-off does not apply to
