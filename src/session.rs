@@ -159,8 +159,12 @@ impl Event {
 pub enum Hint {
     /// A login happened in another tab: the cookie now holds a new session (family).
     SignedIn,
-    /// Another tab saw the session end (logout, or the server refused the cookie).
+    /// The user signed out in another tab.
     SignedOut,
+    /// The server refused another tab's refresh cookie (expired, revoked, reuse detected). A
+    /// hint of its own so that every tab tells its app the same story: `session_expired`,
+    /// not `signed_out`, which would say the user left.
+    Ended,
 }
 
 /// What the session needs from a response.
@@ -281,9 +285,11 @@ struct Inner {
     /// How the last session ended ([`Error::SessionExpired`] or [`Error::SignedOut`]): what a
     /// late 401 of a call sent in that session rejects with.
     ended: Error,
-    /// Set when another tab hinted that the session ended: if the check confirms it, this tab
-    /// reports `signed_out` (what happened) rather than `session_expired`.
-    hinted_out: bool,
+    /// Set when another tab hinted that the session ended, and how: if the check confirms it,
+    /// this tab reports what the hint said happened (`signed_out` after a logout,
+    /// `session_expired` after the server refused the cookie). A forged hint gains nothing
+    /// here: the end itself is always the server's answer.
+    hinted_out: Option<Hint>,
 }
 
 /// One in-flight refresh, awaited by every caller that needs its outcome.
@@ -377,7 +383,7 @@ impl<E: Env> Session<E> {
                 retry_at: 0.0,
                 backoff_error: Error::RefreshBackoff,
                 ended: Error::SignedOut,
-                hinted_out: false,
+                hinted_out: None,
             }),
         })
     }
@@ -575,15 +581,16 @@ impl<E: Env> Session<E> {
             } else {
                 match result {
                     Ok(Some(g)) => {
-                        i.hinted_out = false;
+                        i.hinted_out = None;
                         event = Some(self.install(&mut i, g.token, g.expires_in_ms));
                         installed = true;
                         Ok(())
                     }
                     Err(Error::SessionExpired) => {
                         let was = i.state;
-                        let hinted = core::mem::take(&mut i.hinted_out);
-                        let end = if hinted {
+                        let hinted = i.hinted_out.take();
+                        let left = hinted == Some(Hint::SignedOut);
+                        let end = if left {
                             Error::SignedOut
                         } else {
                             Error::SessionExpired
@@ -598,19 +605,19 @@ impl<E: Env> Session<E> {
                             // tab that was already signed out: nothing ended here.
                             Ok(())
                         } else {
-                            event = Some(if hinted {
+                            event = Some(if left {
                                 Event::SignedOut
                             } else {
                                 Event::SessionExpired
                             });
                             // Found out by this tab itself: the others should check too. (Not
                             // after a check another tab's hint asked for: no echo.)
-                            tell = !hinted;
+                            tell = hinted.is_none();
                             Err(end)
                         }
                     }
                     other => {
-                        i.hinted_out = false;
+                        i.hinted_out = None;
                         i.failures += 1;
                         i.retry_at = self.env.now() + backoff_ms(i.failures);
                         event = Some(Event::RefreshFailed);
@@ -637,7 +644,7 @@ impl<E: Env> Session<E> {
             self.schedule();
         }
         if tell {
-            self.tell(Hint::SignedOut);
+            self.tell(Hint::Ended);
         }
         flight.complete(outcome);
     }
@@ -789,7 +796,7 @@ impl<E: Env> Session<E> {
             let mut i = wr(&self.inner);
             i.epoch += 1;
             i.state = State::SignedOut;
-            i.hinted_out = false;
+            i.hinted_out = None;
             let e = self.install(&mut i, grant.token, grant.expires_in_ms);
             (e, i.flight.take())
         };
@@ -841,7 +848,7 @@ impl<E: Env> Session<E> {
             i.failures = 0;
             i.retry_at = 0.0;
             i.ended = Error::SignedOut;
-            i.hinted_out = false;
+            i.hinted_out = None;
             let was = core::mem::replace(&mut i.state, State::SignedOut);
             (i.token.take(), i.flight.take(), was)
         };
@@ -857,8 +864,9 @@ impl<E: Env> Session<E> {
     /// Handles a hint from another tab (or from any script on the origin: the channel is open
     /// to all of them). Nothing is believed: the tab asks the server, through the same
     /// single-flight refresh as everything else, and the server's answer decides (K9).
-    /// * [`Hint::SignedOut`] to a tab that holds a session: a refresh; if the server refuses
-    ///   the cookie, the tab signs out (`signed_out`), otherwise it simply has a new token.
+    /// * [`Hint::SignedOut`] / [`Hint::Ended`] to a tab that holds a session: a refresh; if the
+    ///   server refuses the cookie, the tab signs out and reports what the hint said happened
+    ///   (`signed_out` / `session_expired`); otherwise it simply has a new token.
     /// * [`Hint::SignedIn`] to any tab that has started: a refresh, which picks up the new
     ///   session (a signed-out tab signs in; a signed-in one replaces a token of the family
     ///   that the login revoked).
@@ -868,8 +876,8 @@ impl<E: Env> Session<E> {
             match (hint, i.state) {
                 // Nothing to check before the start-up refresh (which is coming) or in a
                 // signed-out tab (a forged "signed out" is all it could be).
-                (_, State::Unknown) | (Hint::SignedOut, State::SignedOut) => return,
-                (Hint::SignedOut, State::SignedIn) => i.hinted_out = true,
+                (_, State::Unknown) | (Hint::SignedOut | Hint::Ended, State::SignedOut) => return,
+                (Hint::SignedOut | Hint::Ended, State::SignedIn) => i.hinted_out = Some(hint),
                 (Hint::SignedIn, _) => {}
             }
             // A check is a refresh even when the token is fresh; a back-off does not apply to

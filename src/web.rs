@@ -414,6 +414,7 @@ fn hint_name(hint: Hint) -> &'static str {
     match hint {
         Hint::SignedIn => "signed_in",
         Hint::SignedOut => "signed_out",
+        Hint::Ended => "session_ended",
     }
 }
 
@@ -543,6 +544,7 @@ impl Client {
                     {
                         Some("signed_in") => Hint::SignedIn,
                         Some("signed_out") => Hint::SignedOut,
+                        Some("session_ended") => Hint::Ended,
                         _ => return,
                     };
                     if let Some(s) = Weak::upgrade(&s) {

@@ -115,7 +115,7 @@ async function attack({ bobToken, listenMs, baselineGlobals }) {
   // 3. Sign-out messages and hints of every shape.
   for (const m of [
     { k: 2 }, { k: 2, l: true }, { k: 2, l: false }, { k: '2' }, [2], 2, 1, 0, null,
-    'signed-out', 'signed_out', 'signedout', 'logout', 'session_expired', 'signed-in', 'signed_in',
+    'signed-out', 'signed_out', 'signedout', 'logout', 'session_expired', 'session_ended', 'signed-in', 'signed_in',
     { type: 'signed_out' }, { type: 'signed-out' }, { type: 'session_expired' }, { type: 'logout' },
     { type: 'signed_in' }, { type: 'signed-in' }, { kind: 'signed-out' }, { event: 'signed_out' },
     { hint: 'signed-out' }, { hint: 'signed-in' }, { signedOut: true }, { t: 2 },
