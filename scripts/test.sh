@@ -23,6 +23,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo clippy (client crate for wasm32, warnings denied)"
 cargo clippy -p authfetch --target wasm32-unknown-unknown --all-targets -- -D warnings
 
+step "dependency policy: one crypto stack (ring) in the server"
+bash scripts/check-deps.sh
+
 step "native tests (whole workspace)"
 cargo test --workspace
 
