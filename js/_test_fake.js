@@ -17,6 +17,8 @@ export function fake_reset(opts) {
   state.refreshOk = 0;
   state.refreshRequests = 0;
   state.refreshStatus = o.refreshStatus || 200;
+  // Every auth endpoint answers as the server's CSRF guard does to an origin it does not allow.
+  state.refuseOrigin = !!o.refuseOrigin;
   state.gate = o.refreshGate ? new Promise((r) => { state.release = r; }) : null;
 }
 fake_reset();
@@ -58,6 +60,9 @@ async function fake(input, init) {
     });
   };
   if (url.startsWith('http://127.0.0.2:9/')) return respond(200, { other: true });
+  if (state.refuseOrigin && path.startsWith('/auth/')) {
+    return respond(403, { error: 'access_denied', error_description: 'origin' });
+  }
   if (path === '/auth/login') {
     const { username, password } = JSON.parse(new TextDecoder().decode(bytes));
     if (password !== `${username}-password`) return respond(401, { error: 'invalid_grant' });
@@ -68,7 +73,9 @@ async function fake(input, init) {
     state.refreshRequests += 1;
     if (state.gate) await state.gate;
     if (state.refreshStatus !== 200) return respond(state.refreshStatus, { error: 'server_error' });
-    if (!state.session) return respond(401, { error: 'invalid_grant' });
+    // No session here stands for no cookie at all (none yet, or cleared by a logout): the
+    // server's quiet "no session" answer, 204 without a body.
+    if (!state.session) return respond(204);
     state.refreshOk += 1;
     return respond(200, grant());
   }

@@ -2,7 +2,8 @@
 # Builds the npm package `authfetch` into pkg/, with the standard tools and nothing else:
 #   cargo build (wasm32, profile wasm-release) → wasm-bindgen --target web → wasm-opt -Oz
 #   → esbuild (js/index.js + the generated glue, one minified ES module)
-#   → pkg/{index.js, authfetch_bg.wasm, index.d.ts, package.json}
+#   → pkg/{index.js, authfetch_bg.wasm, index.d.ts, package.json, README.md, LICENSE-*}
+#   → npm pack → target/authfetch-<version>.tgz (what users install; the e2e tests install it)
 # then type-checks the public .d.ts against a usage file and prints a size report. Nothing that
 # wasm-bindgen or wasm-opt writes is edited: size comes from compiler and tool flags only.
 #
@@ -61,11 +62,12 @@ cargo build -q -p "$CRATE" --target "$TARGET" --profile "$PROFILE"
 version=$(awk -F'"' '/^\[package\]/{p=1} p && /^version *=/{print $2; exit}' Cargo.toml)
 
 # 2–4 only when an input changed (the .wasm, the hand-written JS/types, this script, the tools).
+TGZ="target/$CRATE-$version.tgz"
 inputs_hash=$( { sha256sum "$RAW" js/index.js js/provider.js js/index.d.ts js/types-check.ts js/tsconfig.json \
-    "$0" package-lock.json;
+    README.md LICENSE-MIT LICENSE-APACHE "$0" package-lock.json;
   wasm-bindgen --version; echo "$version"; } | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$STAMP" 2>/dev/null || true)" = "$inputs_hash" ] && [ -f "$OUT/package.json" ] \
-   && [ -f "$OUT/${CRATE}_bg.wasm" ] && [ -f "$OUT/index.js" ]; then
+   && [ -f "$OUT/${CRATE}_bg.wasm" ] && [ -f "$OUT/index.js" ] && [ -f "$TGZ" ]; then
   say "pkg/ is up to date"
 else
   rm -rf "$STAGE"
@@ -96,6 +98,8 @@ else
   PKG_DIR="$STAGE/pkg"
   mkdir -p "$PKG_DIR"
   cp "$STAGE/bundle/index.js" "$STAGE/${CRATE}_bg.wasm" js/index.d.ts "$PKG_DIR/"
+  # What a registry page and an installed copy show: the README and both licences.
+  cp README.md LICENSE-MIT LICENSE-APACHE "$PKG_DIR/"
 
   # 5. The manifest.
   node -e '
@@ -133,11 +137,18 @@ else
   # Swap into place.
   rm -rf "$OUT"
   mv "$PKG_DIR" "$OUT"
+
+  # 7. The tarball, as `npm publish` would upload it and `npm install` unpacks it: users get a
+  #    copy in node_modules, not a link to pkg/ (bundlers treat the two differently). npm pack
+  #    writes fixed timestamps, so the same pkg/ gives the same bytes.
+  rm -f "$TGZ"
+  npm pack "./$OUT" --pack-destination target --silent --loglevel=error > /dev/null
+  [ -f "$TGZ" ] || { echo "build-pkg.sh: npm pack did not write $TGZ" >&2; exit 1; }
   echo "$inputs_hash" > "$STAMP"
-  say "wrote $OUT/ (authfetch $version)"
+  say "wrote $OUT/ and $TGZ (authfetch $version)"
 fi
 
-# 7. Size report: every shipped file, raw / gzip -9 / brotli (quality 11).
+# 8. Size report: every shipped file, raw / gzip -9 / brotli (quality 11).
 total_gz=0
 printf '\n%-58s %9s %9s %9s\n' "shipped file" "raw" "gzip -9" "brotli"
 while IFS= read -r f; do

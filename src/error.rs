@@ -43,6 +43,9 @@ pub enum Error {
     RateLimited,
     /// An auth endpoint answered with a status or body the protocol does not allow.
     InvalidResponse,
+    /// The auth server refused the page's origin (`403 access_denied`, CSRF rules X4/X5): a
+    /// deployment mistake, not a user's. The server's `--allowed-origin` must list the origin.
+    OriginRefused,
     /// The options passed to `configure`/`createAuthClient` are not valid.
     InvalidConfig,
     /// `configure` was called after the default client had started.
@@ -65,6 +68,7 @@ impl Error {
             Error::Network(Cause::default()),
             Error::RateLimited,
             Error::InvalidResponse,
+            Error::OriginRefused,
             Error::InvalidConfig,
             Error::AlreadyStarted,
             Error::Unsupported,
@@ -83,6 +87,7 @@ impl Error {
             Error::Network(_) => "ERR_NETWORK",
             Error::RateLimited => "ERR_RATE_LIMITED",
             Error::InvalidResponse => "ERR_INVALID_RESPONSE",
+            Error::OriginRefused => "ERR_ORIGIN_REFUSED",
             Error::InvalidConfig => "ERR_INVALID_CONFIG",
             Error::AlreadyStarted => "ERR_ALREADY_STARTED",
             Error::Unsupported => "ERR_UNSUPPORTED",
@@ -100,6 +105,9 @@ impl Error {
             Error::Network(_) => "the auth server could not be reached",
             Error::RateLimited => "rate-limited by the auth server",
             Error::InvalidResponse => "invalid response from the auth server",
+            Error::OriginRefused => {
+                "the auth server does not allow this origin: add it with --allowed-origin"
+            }
             Error::InvalidConfig => "invalid authfetch options",
             Error::AlreadyStarted => "configure() must come before the first use",
             Error::Unsupported => "needs a browser, with WebAssembly allowed by the CSP",

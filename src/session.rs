@@ -188,7 +188,8 @@ pub trait Env: 'static {
     /// Acquires the cross-tab refresh lock, or gives up after `timeout_ms` (`None`; also
     /// `None` at once where the platform has no Web Locks).
     fn lock(&self, timeout_ms: f64) -> impl Future<Output = Option<Self::Guard>> + 'static;
-    /// Performs an auth call. Refresh and login yield a [`Grant`]; logout yields `None`.
+    /// Performs an auth call. Login yields a [`Grant`]; refresh a [`Grant`], or `None` when the
+    /// server answers "no session" (the request carried no refresh cookie); logout `None`.
     ///
     /// # Errors
     /// [`Error::SessionExpired`] when the server refuses the refresh cookie,
@@ -586,7 +587,10 @@ impl<E: Env> Session<E> {
                         installed = true;
                         Ok(())
                     }
-                    Err(Error::SessionExpired) => {
+                    // `Ok(None)`: the server says "no session" (no cookie was sent, docs/
+                    // PROTOCOL.md). At start-up that is simply signed out; for a tab that held
+                    // a session, the browser has dropped the cookie: the session is over.
+                    Ok(None) | Err(Error::SessionExpired) => {
                         let was = i.state;
                         let hinted = i.hinted_out.take();
                         let left = hinted == Some(Hint::SignedOut);
@@ -623,13 +627,14 @@ impl<E: Env> Session<E> {
                         event = Some(Event::RefreshFailed);
                         // Offline (K7, K11): the session is kept and callers learn the truth,
                         // `ERR_NETWORK`, now and for as long as the back-off lasts.
+                        // A refused origin, too, is said as it is: no retry will fix it.
                         let err = match other {
-                            Err(Error::Network(c)) => Error::Network(c),
+                            Err(e @ (Error::Network(_) | Error::OriginRefused)) => e,
                             Err(e) => Error::RefreshFailed(e.cause().cloned()),
                             Ok(_) => Error::RefreshFailed(None),
                         };
                         i.backoff_error = match &err {
-                            Error::Network(_) => err.clone(),
+                            Error::Network(_) | Error::OriginRefused => err.clone(),
                             _ => Error::RefreshBackoff,
                         };
                         Err(err)

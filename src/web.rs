@@ -384,10 +384,16 @@ impl Env for WebEnv {
             .filter(JsValue::is_object)
             .unwrap_or_else(|| js_sys::Object::new().into())
             .unchecked_into::<TokenBody>();
-            let invalid_grant = body.error().as_string().as_deref()
-                == Some(proto::ErrorCode::InvalidGrant.as_str());
+            let error = body.error().as_string();
+            let invalid_grant = error.as_deref() == Some(proto::ErrorCode::InvalidGrant.as_str());
+            // The CSRF guard's answer to an origin it does not allow (X4/X5): a deployment
+            // mistake that the developer must be able to tell from a broken server.
+            let refused = error.as_deref() == Some(proto::ErrorCode::AccessDenied.as_str());
             match (kind, status) {
+                // "No session": the refresh carried no cookie (docs/PROTOCOL.md).
+                (0, 204) => Ok(None),
                 (2, 200..=299 | 401) => Ok(None),
+                (_, 403) if refused => Err(Error::OriginRefused),
                 (0 | 1, 200) => grant(&body).map(Some).ok_or(Error::InvalidResponse),
                 (_, 429) => Err(Error::RateLimited),
                 (0, 400 | 401) if invalid_grant || status == 401 => Err(Error::SessionExpired),

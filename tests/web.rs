@@ -25,7 +25,7 @@ wasm_bindgen_test_configure!(run_in_browser);
 
 #[wasm_bindgen(module = "/js/_test_fake.js")]
 extern "C" {
-    /// Resets the fake server; `opts`: `{refreshStatus, refreshGate}`.
+    /// Resets the fake server; `opts`: `{refreshStatus, refreshGate, refuseOrigin, keep}`.
     fn fake_reset(opts: &JsValue);
     /// Whether any request reached the fake since the last reset.
     fn fake_installed() -> bool;
@@ -342,6 +342,35 @@ async fn signed_in_again(c: &Client) {
         .await
         .unwrap();
     assert!(c.is_authenticated());
+}
+
+/// A signed-out start: the refresh endpoint's `204` ("no session", no body) is signed out, with
+/// no event and no second request. A `403 access_denied` (an origin the server does not allow)
+/// is `ERR_ORIGIN_REFUSED`, for login and refresh alike.
+#[wasm_bindgen_test]
+async fn no_session_204_is_a_quiet_start_and_a_refused_origin_has_its_own_code() {
+    fake_reset(&JsValue::UNDEFINED);
+    let (events, traces) = (recorder(), recorder());
+    let c = client(&events, &traces);
+    let ok = wait(c.ready()).await.unwrap();
+    assert_eq!(ok.as_bool(), Some(false));
+    let again = wait(c.ready()).await.unwrap();
+    assert_eq!(again.as_bool(), Some(false));
+    let refreshes = api_requests("/auth/refresh");
+    assert_eq!(refreshes.len(), 1, "signed out is settled: one request");
+    assert_eq!(text(&refreshes[0], "status"), "204");
+    assert_eq!(calls(&events).length(), 0, "no event at a signed-out start");
+
+    let opts = Object::new();
+    Reflect::set(&opts, &"refuseOrigin".into(), &JsValue::TRUE).unwrap();
+    fake_reset(&opts);
+    let (events, traces) = (recorder(), recorder());
+    let c = client(&events, &traces);
+    let err = wait(c.login("alice".into(), "alice-password".into()))
+        .await
+        .expect_err("origin refused");
+    assert_eq!(text(&err, "code"), "ERR_ORIGIN_REFUSED");
+    assert!(!c.is_authenticated());
 }
 
 #[wasm_bindgen_test]

@@ -9,10 +9,7 @@ export default defineConfig({
   // The dev server's dependency pre-bundling would move the package's JS away from its .wasm
   // file; excluding it keeps `new URL('…_bg.wasm', import.meta.url)` pointing at the real file.
   optimizeDeps: { exclude: ['authfetch'] },
-  server: {
-    proxy: { '/auth': server, '/api': server },
-    // Only because this example links the package from this repository (file:../../pkg).
-    fs: { allow: ['.', '../../pkg'] },
-  },
+  // No server.fs.allow: an installed package is a copy inside node_modules, which Vite serves.
+  server: { proxy: { '/auth': server, '/api': server } },
   build: { target: 'es2022' },
 });

@@ -329,7 +329,18 @@ async fn refresh(
     if let Err(e) = body_or_error(body) {
         return e.into_response();
     }
-    let presented = CookieToken::from_headers(&headers).token();
+    let presented = match CookieToken::from_headers(&headers) {
+        // No refresh cookie at all: a signed-out page's start-up refresh. `204` says "no
+        // session" without an error status, so browsers print nothing in red; there is no
+        // cookie to clear, no token to look up, and nothing is counted as a refused refresh.
+        // A cookie that is present but unparsable, unknown or revoked still gets `401` below.
+        CookieToken::Absent => {
+            let mut r = StatusCode::NO_CONTENT.into_response();
+            no_store(&mut r);
+            return r;
+        }
+        c => c.token(),
+    };
     match st.service.refresh(presented, &ip).await {
         Ok(issued) => token_response(issued),
         // A refused cookie is cleared so the browser stops sending it; a rate limit or a

@@ -26,7 +26,8 @@ pub struct StatsSnapshot {
     pub refresh_grace: u64,
     /// Refresh-token reuse detections (each revoked a family).
     pub reuse_detected: u64,
-    /// Refresh requests answered 401 (no, unknown, expired or revoked cookie, and reuse).
+    /// Refresh requests answered 401 (an unparsable, unknown, expired or revoked cookie, and
+    /// reuse). A request without any refresh cookie gets `204` and is not counted.
     pub refresh_failed: u64,
     /// Logout requests.
     pub logout: u64,

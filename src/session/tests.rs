@@ -593,6 +593,71 @@ fn startup_refresh_learns_whether_the_cookie_holds_a_session() {
     assert_eq!(*events2.borrow(), vec!["signed_in"]);
 }
 
+/// A quiet start: the refresh endpoint answers a request without any cookie "no session"
+/// (`204`, `Ok(None)` from the transport). That is signed out, not a failure: no event, no
+/// back-off, no second refresh, and a login right after works.
+#[test]
+fn startup_without_a_cookie_is_signed_out_quietly() {
+    let mut h = Harness::new();
+    let (s, events, out) = h.tab(true, 0.0);
+    h.world.script.borrow_mut().push_back(Ok(None));
+    let c = h.fetch(&s, true, false);
+    h.run();
+    assert_eq!(status(&c), 401, "no session: sent without a bearer");
+    assert_eq!(s.state(), State::SignedOut);
+    assert!(events.borrow().is_empty(), "{:?}", events.borrow());
+    assert!(out.borrow().is_empty(), "nothing ended: no hint");
+    let again = h.fetch(&s, true, false);
+    h.run();
+    assert_eq!(status(&again), 401);
+    assert_eq!(h.world.refreshes.get(), 1, "signed out: no second refresh");
+    h.login(&s);
+    assert_eq!(*events.borrow(), vec!["signed_in"]);
+}
+
+/// "No session" for a tab that holds one: the browser dropped the cookie (its `Max-Age` is the
+/// session's absolute expiry), so the session is over, as with a `401`.
+#[test]
+fn no_session_answer_to_a_signed_in_tab_is_session_expired() {
+    let mut h = Harness::new();
+    let (s, events, out) = h.tab(true, 0.0);
+    h.login(&s);
+    h.expire_server_side();
+    h.world.script.borrow_mut().push_back(Ok(None));
+    let c = h.fetch(&s, true, false);
+    h.run();
+    assert_eq!(code(&c), "ERR_SESSION_EXPIRED");
+    assert_eq!(s.state(), State::SignedOut);
+    assert_eq!(*events.borrow(), vec!["signed_in", "session_expired"]);
+    assert_eq!(*out.borrow(), vec![Hint::SignedIn, Hint::Ended]);
+}
+
+/// A refresh from an origin the server does not allow is reported as that, not as a failed
+/// refresh, now and for as long as the back-off lasts; the session is kept.
+#[test]
+fn a_refused_origin_is_err_origin_refused_not_a_failed_refresh() {
+    let mut h = Harness::new();
+    let (s, _, _) = h.tab(false, 0.0);
+    h.login(&s);
+    h.expire_server_side();
+    h.world
+        .script
+        .borrow_mut()
+        .push_back(Err(Error::OriginRefused));
+    let c = h.fetch(&s, true, false);
+    h.run();
+    assert_eq!(code(&c), "ERR_ORIGIN_REFUSED");
+    let d = h.fetch(&s, true, false);
+    h.run();
+    assert_eq!(code(&d), "ERR_ORIGIN_REFUSED", "inside the back-off");
+    assert_eq!(
+        h.world.refreshes.get(),
+        1,
+        "no second refresh in the back-off"
+    );
+    assert_eq!(s.state(), State::SignedIn);
+}
+
 #[test]
 fn login_refused_is_typed_and_keeps_state() {
     let mut h = Harness::new();

@@ -1,12 +1,15 @@
 // The "Use it in your app" snippets, exercised: each example app under examples/ is installed
-// (only when its lockfile changed), built against the current pkg/ (a `file:` link, so a rebuilt
-// package is picked up), served by the real authfetch-server under its strict CSP, and driven in
-// Chromium until authFetch has signed in and got 200 from /api/me. Plus: importing the package in
-// Node (server-side rendering) neither crashes nor touches the network.
-import { test, expect, ROOT, SERVER_BIN } from './fixtures.mjs';
+// (its own dependencies only when its lockfile changed) plus the package as users get it: the
+// tarball `npm run build` packs (target/authfetch-<version>.tgz), installed with `npm install`,
+// which unpacks a copy into node_modules (a `file:` link to pkg/ would be a symlink, which
+// bundlers treat differently). Each is built, served by the real authfetch-server under its
+// strict CSP, and driven in Chromium until authFetch has signed in and got 200 from /api/me.
+// Plus: importing the package in Node (server-side rendering) neither crashes nor touches the
+// network.
+import { test, expect, ROOT, SERVER_BIN, TARBALL } from './fixtures.mjs';
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,8 +20,8 @@ const PKG = join(ROOT, 'pkg');
 test.describe.configure({ timeout: 120_000 });
 
 test.beforeAll(() => {
-  if (!existsSync(join(PKG, 'package.json'))) {
-    throw new Error('pkg/ is not built: run `bash scripts/build-pkg.sh` first');
+  if (!existsSync(join(PKG, 'package.json')) || !existsSync(TARBALL())) {
+    throw new Error('pkg/ or its tarball is not built: run `bash scripts/build-pkg.sh` first');
   }
 });
 
@@ -40,18 +43,25 @@ function run(cmd, args, cwd, timeout = 90_000) {
 /**
  * `npm ci` only when node_modules is missing or was installed from another lockfile: the stamp
  * holds the hash of package.json + package-lock.json (as scripts/bootstrap.sh does for the root).
+ * Then, every time, the current tarball: `npm install --no-save` unpacks it into
+ * node_modules/authfetch without writing its path (a build artefact) into the example's manifest.
  */
-function installOnce(dir) {
+function install(dir) {
   const stamp = join(dir, 'node_modules', '.authfetch-lock.sha256');
   const want = createHash('sha256')
     .update(readFileSync(join(dir, 'package.json')))
     .update(readFileSync(join(dir, 'package-lock.json')))
     .digest('hex');
   const have = existsSync(stamp) ? readFileSync(stamp, 'utf8').trim() : '';
-  if (have !== want || !existsSync(join(dir, 'node_modules', 'authfetch', 'package.json'))) {
+  if (have !== want) {
     run('npm', ['ci', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error'], dir);
+    mkdirSync(join(dir, 'node_modules'), { recursive: true }); // none when the lockfile is empty
     writeFileSync(stamp, `${want}\n`);
   }
+  run('npm', ['install', '--no-save', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error', TARBALL()], dir);
+  const installed = join(dir, 'node_modules', 'authfetch');
+  expect(lstatSync(installed).isSymbolicLink(), 'a copy, as from a registry').toBe(false);
+  expect(readFileSync(join(installed, 'authfetch_bg.wasm'))).toEqual(readFileSync(join(PKG, 'authfetch_bg.wasm')));
 }
 
 /** Starts authfetch-server serving `www` (an example's build output) on a free loopback port. */
@@ -89,11 +99,13 @@ async function serve(www, extraArgs = []) {
 
 /** Signs in through the example page and expects the /api/me answer it prints. */
 async function signInAndCallApi(page, url, { csp = true } = {}) {
+  // The examples declare no icon; the browser's own /favicon.ico 404 is not authfetch's doing.
+  await page.route('**/favicon.ico', (route) => route.fulfill({ status: 204 }));
   const problems = [];
   page.on('pageerror', (e) => problems.push(`pageerror: ${e}`));
   page.on('console', (m) => {
-    // A 401 from the start-up refresh (no cookie yet) is expected; anything else is a problem.
-    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) problems.push(m.text());
+    // The start-up refresh without a cookie is a quiet 204: any console error is a problem.
+    if (m.type() === 'error') problems.push(m.text());
   });
   const wasm = page.waitForResponse((r) => r.url().endsWith('.wasm'));
   const res = await page.goto(url);
@@ -116,9 +128,9 @@ for (const [name, wasmPath] of [
   ['vite', /^\/assets\/[^/]+\.wasm$/],
   ['webpack', /^\/[^/]+\.[0-9a-f]{8,}\.wasm$/],
 ]) {
-  test(`${name} example: builds against pkg/ and signs in with authFetch in Chromium`, async ({ page }) => {
+  test(`${name} example: builds with the packed tarball installed and signs in with authFetch in Chromium`, async ({ page }) => {
     const dir = join(EXAMPLES, name);
-    installOnce(dir);
+    install(dir);
     run('npm', ['run', '--silent', 'build'], dir);
     expect(existsSync(join(dir, 'dist', 'index.html'))).toBe(true);
 
@@ -148,24 +160,15 @@ function freePort() {
 
 test('vite example in development: `vite` serves the installed package with its .wasm and proxies to the server', async ({ page }) => {
   const dir = join(EXAMPLES, 'vite');
-  installOnce(dir);
-  // The example links pkg/, and Vite never pre-bundles a linked package. An app that installed
-  // authfetch from a registry has a real copy in node_modules, which Vite does pre-bundle unless
-  // told not to (the optimizeDeps line of vite.config.js). So: the same app with a copy.
-  const app = mkdtempSync(join(tmpdir(), 'authfetch-vite-dev-'));
+  install(dir);
+  // The installed tarball is a real copy in node_modules, which Vite pre-bundles unless told not
+  // to (the optimizeDeps line of vite.config.js) and serves without any server.fs.allow.
   const port = await freePort();
   let vite;
-  const server = await serve(app, ['--allowed-origin', `http://localhost:${port}`]);
+  const server = await serve(mkdtempSync(join(tmpdir(), 'authfetch-vite-dev-')), ['--allowed-origin', `http://localhost:${port}`]);
   try {
-    for (const f of ['index.html', 'src', 'vite.config.js', 'package.json']) cpSync(join(dir, f), join(app, f), { recursive: true });
-    mkdirSync(join(app, 'node_modules'));
-    for (const name of readdirSync(join(dir, 'node_modules'))) {
-      if (name !== 'authfetch' && !name.startsWith('.')) symlinkSync(join(dir, 'node_modules', name), join(app, 'node_modules', name));
-    }
-    cpSync(PKG, join(app, 'node_modules', 'authfetch'), { recursive: true, dereference: true });
-
-    vite = spawn(process.execPath, [join(app, 'node_modules', 'vite', 'bin', 'vite.js'), '--port', String(port), '--strictPort', '--host', 'localhost'], {
-      cwd: app,
+    vite = spawn(process.execPath, [join(dir, 'node_modules', 'vite', 'bin', 'vite.js'), '--port', String(port), '--strictPort', '--host', 'localhost'], {
+      cwd: dir,
       detached: true, // its own process group: esbuild's service goes with it
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, AUTHFETCH_SERVER: server.url, NO_COLOR: '1', FORCE_COLOR: '0' },
@@ -190,13 +193,23 @@ test('vite example in development: `vite` serves the installed package with its 
       await exited;
     }
     await server.stop();
-    rmSync(app, { recursive: true, force: true });
   }
+});
+
+test('the tarball carries README, licences, types and an exports map for browsers, bundlers and Node', () => {
+  const list = run('tar', ['-tzf', TARBALL()], ROOT).trim().split('\n').sort();
+  expect(list).toEqual(['package/LICENSE-APACHE', 'package/LICENSE-MIT', 'package/README.md', 'package/authfetch_bg.wasm',
+    'package/index.d.ts', 'package/index.js', 'package/package.json']);
+  const manifest = JSON.parse(run('tar', ['-xzOf', TARBALL(), 'package/package.json'], ROOT));
+  expect(manifest.type).toBe('module');
+  expect(manifest.types).toBe('./index.d.ts');
+  expect(manifest.exports['.']).toEqual({ types: './index.d.ts', import: './index.js', default: './index.js' });
+  expect(manifest.license).toBe('MIT OR Apache-2.0');
 });
 
 test('importing (and calling) the package in Node (server-side rendering) does not crash or touch the network', () => {
   const dir = join(EXAMPLES, 'node');
-  installOnce(dir);
+  install(dir);
   const out = run('node', ['--import', './no-network.mjs', 'ssr.mjs'], dir, 30_000);
   const report = JSON.parse(out.trim().split('\n').pop());
   expect(report.networkAttempts).toEqual([]);

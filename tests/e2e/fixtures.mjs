@@ -2,13 +2,15 @@
 // a fresh data directory, and a Playwright `test` whose `server` fixture does that for each test.
 import { test as base, expect } from '@playwright/test';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const SERVER_BIN = process.env.AUTHFETCH_SERVER_BIN || join(ROOT, 'target', 'debug', 'authfetch-server');
+/** The packed package, what `npm publish` would upload (scripts/build-pkg.sh writes it). */
+export const TARBALL = () => join(ROOT, 'target', `authfetch-${JSON.parse(readFileSync(join(ROOT, 'pkg', 'package.json'), 'utf8')).version}.tgz`);
 
 /** Short token lifetime so expiry and refresh happen within a test; demo users; the stats route. */
 export const DEFAULT_ARGS = ['--access-ttl', '3s', '--grace', '10s', '--demo', '--debug-stats'];
