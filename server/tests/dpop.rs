@@ -762,7 +762,26 @@ fn d2_eddsa_proofs_are_accepted_only_where_enabled() {
             ("x", &URL_SAFE_NO_PAD.encode(ed.public_key())),
         ])
     );
-    // Only ES256 enabled → an ES256 proof passes, and an empty list accepts nothing.
+    // The fully-specified name `Ed25519` (RFC 9864) is the same algorithm: accepted where EdDSA
+    // is, refused by default like EdDSA.
+    let h2 = json!({
+        "typ": "dpop+jwt",
+        "alg": "Ed25519",
+        "jwk": {"kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(ed.public_key())},
+    });
+    let input2 = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(h2.to_string()),
+        URL_SAFE_NO_PAD.encode(Value::Object(claims()).to_string())
+    );
+    let fully = format!(
+        "{input2}.{}",
+        URL_SAFE_NO_PAD.encode(ed.sign(input2.as_bytes()))
+    );
+    assert_eq!(check(&fully), Err(DpopError::Algorithm));
+    let p2 = verify_proof(&fully, &Expect::new(HTM, &htu, NOW).algs(&both)).unwrap();
+    assert_eq!((p2.alg, p2.jkt), (Alg::EdDsa, p.jkt));
+    // An ES256 proof passes where both are enabled, and an empty list accepts nothing.
     let es = Es256::new().proof();
     assert!(verify_proof(&es, &Expect::new(HTM, &htu, NOW).algs(&both)).is_ok());
     assert_eq!(
@@ -901,7 +920,7 @@ fn interop_jose_proofs_are_accepted_and_thumbprints_agree() {
         String::from_utf8_lossy(&out.stderr)
     );
     let cases: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(cases.len(), 4);
+    assert_eq!(cases.len(), 5);
     let both = [Alg::Es256, Alg::EdDsa];
     for c in &cases {
         let name = c["name"].as_str().unwrap();
@@ -916,7 +935,11 @@ fn interop_jose_proofs_are_accepted_and_thumbprints_agree() {
         let proof = c["proof"].as_str().unwrap();
         let p = verify_proof(proof, &expect).unwrap_or_else(|e| panic!("{name}: {e:?}"));
         assert_eq!(p.jkt, c["jkt"].as_str().unwrap(), "{name}");
-        assert_eq!(p.alg.as_str(), c["alg"].as_str().unwrap(), "{name}");
+        let alg = match c["alg"].as_str().unwrap() {
+            "Ed25519" => "EdDSA",
+            other => other,
+        };
+        assert_eq!(p.alg.as_str(), alg, "{name}");
         // And the same proof is refused for another request.
         let elsewhere = Htu::parse("https://api.example/api/other").unwrap();
         let mut e2 = Expect::new(c["htm"].as_str().unwrap(), &elsewhere, now).algs(&both);

@@ -59,5 +59,7 @@ await add('webcrypto_non_extractable_es256', 'ES256', wc, wcJwk, 'GET', true, tr
 const ed = await jose.generateKeyPair('EdDSA', { crv: 'Ed25519' });
 const edJwk = await jose.exportJWK(ed.publicKey);
 await add('jose_eddsa_refresh', 'EdDSA', ed, edJwk, 'POST', false, false);
+// The fully-specified algorithm name (RFC 9864) that panva/dpop sends for Ed25519 keys.
+await add('jose_ed25519_fully_specified', 'Ed25519', ed, edJwk, 'GET', true, true);
 
 process.stdout.write(JSON.stringify(cases));

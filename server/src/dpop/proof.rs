@@ -282,10 +282,13 @@ pub fn verify_proof(proof: &str, expect: &Expect<'_>) -> Result<VerifiedProof, D
                 || t.eq_ignore_ascii_case("application/dpop+jwt") => {}
         _ => return Err(DpopError::Type),
     }
-    let alg = match header.get("alg") {
-        Some(Value::String(a)) => Alg::parse(a)
-            .filter(|a| expect.algs.contains(a))
-            .ok_or(DpopError::Algorithm)?,
+    let (alg, alg_name) = match header.get("alg") {
+        Some(Value::String(a)) => (
+            proof_alg(a)
+                .filter(|a| expect.algs.contains(a))
+                .ok_or(DpopError::Algorithm)?,
+            a.as_str(),
+        ),
         _ => return Err(DpopError::Algorithm),
     };
     if header.contains_key("crit") {
@@ -297,7 +300,7 @@ pub fn verify_proof(proof: &str, expect: &Expect<'_>) -> Result<VerifiedProof, D
     let Some(Value::Object(jwk)) = header.get("jwk") else {
         return Err(DpopError::MissingJwk);
     };
-    let key = public_key(jwk, alg)?;
+    let key = public_key(jwk, alg, alg_name)?;
     let claims = decode_object(p, "payload")?;
     let signature = URL_SAFE_NO_PAD
         .decode(s)
@@ -370,8 +373,20 @@ fn string_member<'m>(jwk: &'m Map<String, Value>, name: &str) -> Option<&'m str>
     jwk.get(name).and_then(Value::as_str)
 }
 
-/// The proof key from the `jwk` header member, for `alg` (its `kty`/`crv` must be `alg`'s).
-fn public_key(jwk: &Map<String, Value>, alg: Alg) -> Result<PublicKey, DpopError> {
+/// The algorithm a proof's `alg` names: the access-token allowlist (`ES256`, `EdDSA`), plus
+/// `Ed25519`, the fully-specified name of EdDSA with Ed25519 (RFC 9864) that newer DPoP clients
+/// send (panva/dpop does). It names exactly what `EdDSA` with an `OKP`/`Ed25519` key does, so it
+/// is accepted wherever EdDSA is enabled, and nowhere else.
+fn proof_alg(name: &str) -> Option<Alg> {
+    match name {
+        "Ed25519" => Some(Alg::EdDsa),
+        other => Alg::parse(other),
+    }
+}
+
+/// The proof key from the `jwk` header member, for `alg` (its `kty`/`crv` must be `alg`'s; a
+/// `jwk` `alg` member, if any, must be the header's `alg_name`).
+fn public_key(jwk: &Map<String, Value>, alg: Alg, alg_name: &str) -> Result<PublicKey, DpopError> {
     if let Some(m) = PRIVATE_JWK_MEMBERS.iter().find(|m| jwk.contains_key(**m)) {
         return Err(DpopError::PrivateJwk(m));
     }
@@ -381,7 +396,7 @@ fn public_key(jwk: &Map<String, Value>, alg: Alg) -> Result<PublicKey, DpopError
         }
     }
     if let Some(a) = jwk.get("alg") {
-        if a.as_str() != Some(alg.as_str()) {
+        if a.as_str() != Some(alg_name) {
             return Err(DpopError::BadJwk("jwk alg is not the header alg"));
         }
     }
