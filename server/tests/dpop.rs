@@ -484,6 +484,36 @@ fn d6_the_signature_must_verify_under_the_proofs_own_jwk() {
     }
 }
 
+/// Every one-character change of a valid proof (each position, a few replacement characters,
+/// and each character deleted) is refused with a typed error, never accepted, never a panic:
+/// every character is in the signed input or in the signature.
+#[test]
+fn d6_every_one_character_change_of_a_valid_proof_is_refused() {
+    let proof = Es256::new().proof();
+    assert!(check(&proof).is_ok());
+    let bytes = proof.as_bytes();
+    let mut tried = 0;
+    for i in 0..bytes.len() {
+        for r in [b'A', b'z', b'0', b'-', b'_', b'.', b'='] {
+            if bytes[i] == r {
+                continue;
+            }
+            let mut m = bytes.to_vec();
+            m[i] = r;
+            let m = String::from_utf8(m).unwrap();
+            assert!(check(&m).is_err(), "accepted with byte {i} = {}", r as char);
+            tried += 1;
+        }
+        let mut d = bytes.to_vec();
+        d.remove(i);
+        assert!(
+            check(&String::from_utf8(d).unwrap()).is_err(),
+            "accepted without byte {i}"
+        );
+    }
+    assert!(tried > 6 * bytes.len() - bytes.len() / 2);
+}
+
 #[test]
 fn d2_jti_htm_htu_and_iat_are_required_with_their_types() {
     let key = Es256::new();

@@ -564,6 +564,15 @@ mod tests {
         assert_ne!(n("https://h/A"), n("https://h/a"));
     }
 
+    #[test]
+    fn expect_debug_never_prints_the_access_token() {
+        let htu = Htu::parse("https://h/").unwrap();
+        let e = Expect::new("GET", &htu, 0).access_token("secret-token-value");
+        let d = format!("{e:?}");
+        assert!(!d.contains("secret-token-value"), "{d}");
+        assert!(d.contains("[redacted]"), "{d}");
+    }
+
     /// RFC 7638 §3.1: the RSA example key and its thumbprint.
     #[test]
     fn rfc_7638_thumbprint_test_vector() {
