@@ -544,6 +544,9 @@ mod tests {
             strict(r#"{"a":1} x"#),
             Err(DpopError::Malformed(_))
         ));
+        // Deep nesting stops at serde_json's recursion limit: an error, not a stack overflow.
+        let deep = format!(r#"{{"a":{}1{}}}"#, "[".repeat(10_000), "]".repeat(10_000));
+        assert!(matches!(strict(&deep), Err(DpopError::Malformed(_))));
     }
 
     #[test]
