@@ -7,8 +7,8 @@
 //! `seed_corpus` builds the committed seeds (`fuzz/seeds/<target>/`): valid inputs, so the
 //! fuzzer starts from the accepting paths instead of having to discover a signature.
 //!
-//! The DPoP proof parser (D6) does not exist yet; when it does, its entry point goes here, next
-//! to [`access_token`], with a `dpop_proof` target in `fuzz/fuzz_targets/`.
+//! The DPoP proof parser's entry point (D6, target `dpop_proof`) and its seeds live beside it,
+//! in `dpop::fuzzing`.
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -19,6 +19,7 @@
 //!              Redis (redis.rs, Lua scripts)
 //! verify.rs    VerifierBuilder/Verifier + VerifyLayer + Authenticated extractor (J1–J14);
 //!              local keys or a JWKS URL (http or https, bounded staleness)
+//! dpop/        DPoP proofs (RFC 9449): verification, nonces, replay cache (not yet wired)
 //! jwt.rs       strict compact-JWS parsing and encoding
 //! jwk.rs       public keys: JWK encoding and parsing, thumbprints, signature checks
 //! keys.rs      signing keys: generation, 0600 persistence, rotation, the published JWK Set
@@ -71,6 +72,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod connections;
+pub mod dpop;
 pub mod error;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]

@@ -1,0 +1,285 @@
+//! The proof replay cache (RFC 9449 §11.1; D5): a proof's key and `jti` are remembered for as
+//! long as its `iat` would still be accepted, so a proof captured from a real request is
+//! refused when sent again. One instance: [`MemoryReplayCache`]; several: [`RedisReplayCache`]
+//! on the Redis they share (an atomic `SET NX PX`, so two instances racing with one proof
+//! cannot both accept it).
+//!
+//! Both fail closed: a full memory cache or an unreachable Redis is an error, never "first
+//! use" (A2: nothing makes room by forgetting what it must remember).
+
+use async_trait::async_trait;
+use redis::aio::MultiplexedConnection;
+use redis::AsyncConnectionConfig;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::RwLock;
+
+use super::proof::VerifiedProof;
+use crate::secret::hex;
+
+/// Default bound of [`MemoryReplayCache`]: 100,000 proofs (about 10 MB). With the default
+/// ±60 s window a proof is remembered for at most 121 s, so this sustains some 800 proofs per
+/// second before the cache refuses new ones.
+pub const DEFAULT_REPLAY_CAPACITY: usize = 100_000;
+
+/// Connection and response timeout for Redis, as the Redis store uses.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The cache could not decide; the caller answers 500/503, never accepts the proof.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The in-memory cache holds its capacity of proofs that are all still acceptable.
+    #[error("replay cache full")]
+    Full,
+    /// Redis failed or is unreachable.
+    #[error("replay cache: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// Remembers proofs until they expire.
+#[async_trait]
+pub trait ReplayCache: Send + Sync + std::fmt::Debug {
+    /// Records `proof` at `now_ms` (Unix milliseconds): `Ok(true)` the first time its key and
+    /// `jti` are seen within its `iat` window, `Ok(false)` for a replay. Atomic: of concurrent
+    /// calls with one proof, exactly one gets `true`.
+    ///
+    /// # Errors
+    /// The cache could not record the proof.
+    async fn first_use(&self, proof: &VerifiedProof, now_ms: i64) -> Result<bool, ReplayError>;
+}
+
+/// How long to remember `proof` from `now_ms`, in milliseconds: until the end of the last
+/// second it would be accepted in, and at least one second (a proof verified against an
+/// earlier clock reading is still remembered).
+fn ttl_ms(proof: &VerifiedProof, now_ms: i64) -> i64 {
+    proof.remember_until_ms().saturating_sub(now_ms).max(1000)
+}
+
+/// A bounded in-memory cache for a single instance.
+#[derive(Debug)]
+pub struct MemoryReplayCache {
+    capacity: usize,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Replay key → expiry (Unix ms).
+    seen: HashMap<[u8; 32], i64>,
+    /// The same entries ordered by expiry, so purging costs O(log n) per expired entry instead
+    /// of a scan of the whole map on every insert.
+    by_expiry: BTreeSet<(i64, [u8; 32])>,
+}
+
+impl MemoryReplayCache {
+    /// A cache that holds at most `capacity` unexpired proofs.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    /// How many proofs are remembered (expired ones included until the next call purges them).
+    pub fn len(&self) -> usize {
+        self.lock().seen.len()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // Every critical section leaves both maps consistent before it can panic (no user code
+        // runs inside), so a poisoned lock still guards valid state.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Default for MemoryReplayCache {
+    fn default() -> Self {
+        Self::new(DEFAULT_REPLAY_CAPACITY)
+    }
+}
+
+#[async_trait]
+impl ReplayCache for MemoryReplayCache {
+    async fn first_use(&self, proof: &VerifiedProof, now_ms: i64) -> Result<bool, ReplayError> {
+        let key = proof.replay_key();
+        let expiry = now_ms.saturating_add(ttl_ms(proof, now_ms));
+        // A std Mutex: the section is short and never awaits (as mini-redis's `db.rs` argues).
+        let mut inner = self.lock();
+        while let Some(&(exp, k)) = inner.by_expiry.first() {
+            if exp > now_ms {
+                break;
+            }
+            inner.by_expiry.pop_first();
+            inner.seen.remove(&k);
+        }
+        if inner.seen.contains_key(&key) {
+            return Ok(false);
+        }
+        if inner.seen.len() >= self.capacity {
+            return Err(ReplayError::Full);
+        }
+        inner.seen.insert(key, expiry);
+        inner.by_expiry.insert((expiry, key));
+        Ok(true)
+    }
+}
+
+/// A cache on Redis, shared by every instance that uses the same Redis and prefix.
+pub struct RedisReplayCache {
+    client: redis::Client,
+    /// One multiplexed connection; replaced after a connection-level error.
+    conn: RwLock<Option<MultiplexedConnection>>,
+    prefix: String,
+}
+
+impl std::fmt::Debug for RedisReplayCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password: not printed.
+        f.debug_struct("RedisReplayCache")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisReplayCache {
+    /// Connects to `url` (the Redis store's URL forms) and checks the connection. Keys are
+    /// `<prefix>dpop:jti:<hex of the replay key>`.
+    ///
+    /// # Errors
+    /// A bad URL, or Redis is unreachable.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, ReplayError> {
+        let cache = Self {
+            client: redis::Client::open(url)?,
+            conn: RwLock::new(None),
+            prefix: prefix.to_owned(),
+        };
+        let mut c = cache.con().await?;
+        let r: Result<String, _> = redis::cmd("PING").query_async(&mut c).await;
+        cache.reset_on_error(r).await?;
+        Ok(cache)
+    }
+
+    async fn con(&self) -> Result<MultiplexedConnection, ReplayError> {
+        if let Some(c) = self.conn.read().await.as_ref() {
+            return Ok(c.clone());
+        }
+        let mut slot = self.conn.write().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(TIMEOUT))
+            .set_response_timeout(Some(TIMEOUT));
+        let c = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Drops the connection after a connection-level failure, so the next call reconnects.
+    async fn reset_on_error<T>(&self, r: Result<T, redis::RedisError>) -> Result<T, ReplayError> {
+        match r {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                    *self.conn.write().await = None;
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    fn key(&self, proof: &VerifiedProof) -> String {
+        format!("{}dpop:jti:{}", self.prefix, hex(&proof.replay_key()))
+    }
+}
+
+#[async_trait]
+impl ReplayCache for RedisReplayCache {
+    async fn first_use(&self, proof: &VerifiedProof, now_ms: i64) -> Result<bool, ReplayError> {
+        let mut c = self.con().await?;
+        // SET NX: set only if absent, atomically in Redis; PX: Redis forgets it by itself.
+        let r: Result<Option<String>, _> = redis::cmd("SET")
+            .arg(self.key(proof))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms(proof, now_ms))
+            .query_async(&mut c)
+            .await;
+        Ok(self.reset_on_error(r).await?.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jwt::Alg;
+
+    fn proof(jkt: &str, jti: &str, iat: i64) -> VerifiedProof {
+        VerifiedProof {
+            jkt: jkt.into(),
+            jti: jti.into(),
+            iat,
+            alg: Alg::Es256,
+            acceptable_until_s: iat + 60,
+        }
+    }
+
+    const NOW_MS: i64 = 1_700_000_000_000;
+
+    #[tokio::test]
+    async fn a_proof_is_remembered_for_its_window_and_not_longer() {
+        let c = MemoryReplayCache::new(10);
+        let p = proof("k", "j", 1_700_000_000);
+        assert!(c.first_use(&p, NOW_MS).await.unwrap());
+        assert!(!c.first_use(&p, NOW_MS).await.unwrap());
+        // Still acceptable at iat + 60 s (the whole second): still remembered.
+        assert!(!c.first_use(&p, NOW_MS + 60_999).await.unwrap());
+        // From iat + 61 s the proof fails the iat check anyway: forgotten.
+        assert!(c.first_use(&p, NOW_MS + 61_000).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_key_is_per_client_key_and_jti() {
+        let c = MemoryReplayCache::new(10);
+        assert!(c.first_use(&proof("k1", "j", 0), 0).await.unwrap());
+        assert!(c.first_use(&proof("k2", "j", 0), 0).await.unwrap());
+        assert!(c.first_use(&proof("k1", "j2", 0), 0).await.unwrap());
+        // Length-prefixed: ("k1", "j") and ("k", "1j") do not collide.
+        assert!(c.first_use(&proof("k", "1j", 0), 0).await.unwrap());
+        assert!(!c.first_use(&proof("k1", "j", 0), 0).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_full_cache_refuses_instead_of_forgetting_and_purges_expired_entries() {
+        let c = MemoryReplayCache::new(2);
+        let iat = 1_700_000_000;
+        assert!(c.first_use(&proof("k", "a", iat), NOW_MS).await.unwrap());
+        assert!(c.first_use(&proof("k", "b", iat), NOW_MS).await.unwrap());
+        assert!(matches!(
+            c.first_use(&proof("k", "c", iat), NOW_MS).await,
+            Err(ReplayError::Full)
+        ));
+        // A replay is still recognised when full.
+        assert!(!c.first_use(&proof("k", "a", iat), NOW_MS).await.unwrap());
+        assert_eq!(c.len(), 2);
+        // Once a and b expire, there is room again.
+        let later = NOW_MS + 61_000;
+        assert!(c
+            .first_use(&proof("k", "c", iat + 61), later)
+            .await
+            .unwrap());
+        assert_eq!(c.len(), 1);
+    }
+}

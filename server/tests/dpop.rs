@@ -1,0 +1,981 @@
+//! DPoP proof verification (issue 12; D2, D5, D6 in docs/SECURITY.md): one test per rule, each
+//! refused with its own reason, with proofs signed by a real key (ring's ECDSA P-256); the
+//! replay cache in memory and on a real `redis-server` shared by two instances; proofs and
+//! thumbprints from an independent implementation (`jose` in Node); the RFC 9449 example proof.
+//!
+//! The core is not wired to the endpoints yet: these tests call `authfetch_server::dpop`.
+
+mod common;
+
+use authfetch_server::dpop::{
+    ath, proof_header, verify_proof, DpopError, Expect, Htu, MemoryReplayCache, Nonces,
+    RedisReplayCache, ReplayCache, ReplayError, VerifiedProof, DEFAULT_NONCE_STEP, MAX_JTI_BYTES,
+    MAX_PROOF_BYTES,
+};
+use authfetch_server::jwt::Alg;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair as _};
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+const NOW: i64 = 1_700_000_000;
+const HTU: &str = "https://api.example/auth/refresh";
+const HTM: &str = "POST";
+const TOKEN: &str = "eyJhbGciOiJFUzI1NiJ9.an-access-token.sig";
+
+/// A client's P-256 key pair, signing as the browser client will (raw r‖s).
+struct Es256 {
+    pair: EcdsaKeyPair,
+    rng: ring::rand::SystemRandom,
+}
+
+impl Es256 {
+    fn new() -> Self {
+        let rng = ring::rand::SystemRandom::new();
+        let alg = &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING;
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, &rng).unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng).unwrap();
+        Self { pair, rng }
+    }
+
+    fn jwk(&self) -> Value {
+        let p = self.pair.public_key().as_ref();
+        json!({
+            "kty": "EC",
+            "crv": "P-256",
+            "x": URL_SAFE_NO_PAD.encode(&p[1..33]),
+            "y": URL_SAFE_NO_PAD.encode(&p[33..]),
+        })
+    }
+
+    fn header(&self) -> Map<String, Value> {
+        json!({ "typ": "dpop+jwt", "alg": "ES256", "jwk": self.jwk() })
+            .as_object()
+            .unwrap()
+            .clone()
+    }
+
+    /// Signs `header.payload` given as raw JSON text (so tests can write duplicate members).
+    fn sign_raw(&self, header: &str, payload: &str) -> String {
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(payload)
+        );
+        let sig = self.pair.sign(&self.rng, input.as_bytes()).unwrap();
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
+    }
+
+    fn sign(&self, header: &Map<String, Value>, claims: &Map<String, Value>) -> String {
+        self.sign_raw(
+            &Value::Object(header.clone()).to_string(),
+            &Value::Object(claims.clone()).to_string(),
+        )
+    }
+
+    /// A valid proof for `POST HTU` at `NOW`, after `edit` changed its header and claims.
+    fn proof_with(
+        &self,
+        edit: impl FnOnce(&mut Map<String, Value>, &mut Map<String, Value>),
+    ) -> String {
+        let mut h = self.header();
+        let mut c = claims();
+        edit(&mut h, &mut c);
+        self.sign(&h, &c)
+    }
+
+    fn proof(&self) -> String {
+        self.proof_with(|_, _| {})
+    }
+
+    fn thumbprint(&self) -> String {
+        let j = self.jwk();
+        authfetch_server::dpop::thumbprint_of_members(&[
+            ("crv", "P-256"),
+            ("kty", "EC"),
+            ("x", j["x"].as_str().unwrap()),
+            ("y", j["y"].as_str().unwrap()),
+        ])
+    }
+}
+
+fn claims() -> Map<String, Value> {
+    json!({
+        "jti": URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>()),
+        "htm": HTM,
+        "htu": HTU,
+        "iat": NOW,
+    })
+    .as_object()
+    .unwrap()
+    .clone()
+}
+
+fn htu() -> Htu {
+    Htu::parse(HTU).unwrap()
+}
+
+/// Verifies as the refresh endpoint would: `POST HTU` at `NOW`, no token, no nonce.
+fn check(proof: &str) -> Result<VerifiedProof, DpopError> {
+    let htu = htu();
+    verify_proof(proof, &Expect::new(HTM, &htu, NOW))
+}
+
+fn nonces(secret: u8) -> Nonces {
+    Nonces::new(&[secret; 32], DEFAULT_NONCE_STEP).unwrap()
+}
+
+#[test]
+fn d2_a_valid_es256_proof_is_accepted_with_its_thumbprint_jti_and_iat() {
+    let key = Es256::new();
+    let proof = key.proof_with(|_, c| {
+        c.insert("jti".into(), json!("jti-1"));
+    });
+    let p = check(&proof).unwrap();
+    assert_eq!(p.jkt, key.thumbprint());
+    assert_eq!(p.jkt.len(), 43);
+    assert_eq!(p.jti, "jti-1");
+    assert_eq!(p.iat, NOW);
+    assert_eq!(p.alg, Alg::Es256);
+    assert_eq!(p.acceptable_until_s, NOW + 60);
+    // Another key, another thumbprint.
+    assert_ne!(check(&Es256::new().proof()).unwrap().jkt, p.jkt);
+}
+
+/// RFC 9449 §4.1 Figure 2 (the specification's own proof) and §6.1 Figure 9's thumbprint of
+/// its key: an independent vector for parsing, signature and jkt.
+#[test]
+fn d2_the_rfc_9449_example_proof_verifies_with_the_published_jkt() {
+    const PROOF: &str = concat!(
+        "eyJ0eXAiOiJkcG9wK2p3dCIsImFsZyI6IkVTMjU2IiwiandrIjp7Imt0eSI6IkVDIiwieCI6Imw4dEZyaHgtMzR0",
+        "VjNoUklDUkRZOXpDa0RscEJoRjQyVVFVZldWQVdCRnMiLCJ5IjoiOVZFNGpmX09rX282NHpiVFRsY3VOSmFqSG10",
+        "NnY5VERWclUwQ2R2R1JEQSIsImNydiI6IlAtMjU2In19.eyJqdGkiOiItQndDM0VTYzZhY2MybFRjIiwiaHRtIj",
+        "oiUE9TVCIsImh0dSI6Imh0dHBzOi8vc2VydmVyLmV4YW1wbGUuY29tL3Rva2VuIiwiaWF0IjoxNTYyMjYyNjE2fQ",
+        ".2-GxA6T8lP4vfrg8v-FdWP0A0zdrj8igiMLvqRMUvwnQg4PtFLbdLXiOSsX0x7NVY-FNyJK70nfbV37xRZT3Lg",
+    );
+    let htu = Htu::parse("https://server.example.com/token").unwrap();
+    let p = verify_proof(PROOF, &Expect::new("POST", &htu, 1_562_262_616)).unwrap();
+    assert_eq!(p.jkt, "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I");
+    assert_eq!(p.jti, "-BwC3ESc6acc2lTc");
+    // The same proof a day later: refused for its iat only.
+    assert_eq!(
+        verify_proof(PROOF, &Expect::new("POST", &htu, 1_562_262_616 + 86_400)),
+        Err(DpopError::Iat)
+    );
+}
+
+#[test]
+fn d6_empty_and_oversize_proofs_are_refused_at_the_cap_and_not_below() {
+    let key = Es256::new();
+    assert_eq!(check(""), Err(DpopError::Size));
+    // Grow an extra claim until the proof is as large as allowed: accepted; one step more: not.
+    let mut accepted_at_cap = false;
+    for n in 2700..3100 {
+        let proof = key.proof_with(|_, c| {
+            c.insert("pad".into(), json!("p".repeat(n)));
+        });
+        if proof.len() <= MAX_PROOF_BYTES {
+            if proof.len() + 3 > MAX_PROOF_BYTES {
+                assert!(check(&proof).is_ok(), "{} bytes", proof.len());
+                accepted_at_cap = true;
+            }
+        } else {
+            assert_eq!(check(&proof), Err(DpopError::Size), "{} bytes", proof.len());
+            break;
+        }
+    }
+    assert!(accepted_at_cap);
+    assert_eq!(check(&"a".repeat(1 << 20)), Err(DpopError::Size));
+}
+
+#[test]
+fn d6_malformed_compact_forms_are_refused() {
+    let proof = Es256::new().proof();
+    let (h, rest) = proof.split_once('.').unwrap();
+    let (p, s) = rest.split_once('.').unwrap();
+    let obj = |v: &str| URL_SAFE_NO_PAD.encode(v);
+    let cases = [
+        format!("{h}.{p}"),
+        format!("{h}.{p}.{s}.{s}"),
+        format!("{h}..{s}"),
+        format!(".{p}.{s}"),
+        format!("{h}.{p}."),
+        format!("{h}.{p}.{s}="),
+        format!("{h}=.{p}.{s}"),
+        format!("{h}.{p}.{}", s.replace('-', "+").replace('_', "/")),
+        format!("{h} .{p}.{s}"),
+        format!("{}.{p}.{s}", obj("not json")),
+        format!("{}.{p}.{s}", obj("[1,2]")),
+        format!("{h}.{}.{s}", obj("\"a string\"")),
+        format!("{h}.{}.{s}", obj("{\"jti\":\"x\"} trailing")),
+    ];
+    for c in cases {
+        assert!(
+            matches!(check(&c), Err(DpopError::Malformed(_))),
+            "{c}: {:?}",
+            check(&c)
+        );
+    }
+}
+
+#[test]
+fn d6_duplicate_members_are_refused_in_the_header_the_jwk_and_the_payload() {
+    let key = Es256::new();
+    let jwk = key.jwk();
+    let (x, y) = (jwk["x"].as_str().unwrap(), jwk["y"].as_str().unwrap());
+    let good_header = Value::Object(key.header()).to_string();
+    let good_claims = Value::Object(claims()).to_string();
+    assert!(check(&key.sign_raw(&good_header, &good_claims)).is_ok());
+    let dup_alg = format!(
+        r#"{{"typ":"dpop+jwt","alg":"ES256","alg":"ES256","jwk":{{"kty":"EC","crv":"P-256","x":"{x}","y":"{y}"}}}}"#
+    );
+    // The same value twice still counts: the rule is about the shape, not about a conflict.
+    let dup_x = format!(
+        r#"{{"typ":"dpop+jwt","alg":"ES256","jwk":{{"kty":"EC","crv":"P-256","x":"{x}","x":"{x}","y":"{y}"}}}}"#
+    );
+    let dup_jti = format!(r#"{{"jti":"a","jti":"b","htm":"{HTM}","htu":"{HTU}","iat":{NOW}}}"#);
+    for (h, p) in [
+        (dup_alg.as_str(), good_claims.as_str()),
+        (dup_x.as_str(), good_claims.as_str()),
+        (good_header.as_str(), dup_jti.as_str()),
+    ] {
+        assert_eq!(
+            check(&key.sign_raw(h, p)),
+            Err(DpopError::DuplicateMember),
+            "{h} {p}"
+        );
+    }
+}
+
+#[test]
+fn d6_typ_must_be_dpop_jwt() {
+    let key = Es256::new();
+    for typ in [
+        json!("JWT"),
+        json!("at+jwt"),
+        json!("dpop"),
+        json!(""),
+        json!(1),
+        Value::Null,
+    ] {
+        let proof = key.proof_with(|h, _| {
+            h.insert("typ".into(), typ.clone());
+        });
+        assert_eq!(check(&proof), Err(DpopError::Type), "{typ}");
+    }
+    let no_typ = key.proof_with(|h, _| {
+        h.remove("typ");
+    });
+    assert_eq!(check(&no_typ), Err(DpopError::Type));
+    // Media types are case-insensitive and may carry the `application/` prefix.
+    for typ in ["DPoP+JWT", "application/dpop+jwt"] {
+        let proof = key.proof_with(|h, _| {
+            h.insert("typ".into(), json!(typ));
+        });
+        assert!(check(&proof).is_ok(), "{typ}");
+    }
+}
+
+#[test]
+fn d6_alg_none_hs256_and_every_other_algorithm_are_refused() {
+    let key = Es256::new();
+    for alg in [
+        json!("none"),
+        json!("None"),
+        json!("NONE"),
+        json!("nOnE"),
+        json!("HS256"),
+        json!("HS512"),
+        json!("RS256"),
+        json!("PS256"),
+        json!("ES384"),
+        json!("es256"),
+        json!("Ed25519"),
+        json!(""),
+        json!(256),
+        Value::Null,
+    ] {
+        let proof = key.proof_with(|h, _| {
+            h.insert("alg".into(), alg.clone());
+        });
+        assert_eq!(check(&proof), Err(DpopError::Algorithm), "{alg}");
+    }
+    let no_alg = key.proof_with(|h, _| {
+        h.remove("alg");
+    });
+    assert_eq!(check(&no_alg), Err(DpopError::Algorithm));
+    // An HS256 proof "signed" with the public key as the HMAC secret (key confusion): refused
+    // for its alg, before any key is used.
+    let h = json!({"typ":"dpop+jwt","alg":"HS256","jwk": key.jwk()}).to_string();
+    let p = Value::Object(claims()).to_string();
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(&h),
+        URL_SAFE_NO_PAD.encode(&p)
+    );
+    let secret = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key.jwk().to_string().as_bytes());
+    let mac = ring::hmac::sign(&secret, input.as_bytes());
+    let forged = format!("{input}.{}", URL_SAFE_NO_PAD.encode(mac.as_ref()));
+    assert_eq!(check(&forged), Err(DpopError::Algorithm));
+}
+
+#[test]
+fn d6_crit_is_refused() {
+    let key = Es256::new();
+    for crit in [json!(["exp"]), json!([]), json!("b64")] {
+        let proof = key.proof_with(|h, _| {
+            h.insert("crit".into(), crit.clone());
+        });
+        assert_eq!(check(&proof), Err(DpopError::Crit), "{crit}");
+    }
+}
+
+#[test]
+fn d6_header_members_naming_another_key_are_refused() {
+    let key = Es256::new();
+    for m in ["jku", "x5u", "x5c", "x5t", "x5t#S256"] {
+        let proof = key.proof_with(|h, _| {
+            h.insert(m.into(), json!("https://attacker.example/key"));
+        });
+        assert_eq!(check(&proof), Err(DpopError::ForbiddenHeader(m)), "{m}");
+    }
+    // A `kid` names nothing we look up: ignored.
+    let with_kid = key.proof_with(|h, _| {
+        h.insert("kid".into(), json!("k1"));
+    });
+    assert!(check(&with_kid).is_ok());
+}
+
+#[test]
+fn d6_the_jwk_header_member_is_required_and_must_be_an_object() {
+    let key = Es256::new();
+    let jwk_string = key.jwk().to_string();
+    for jwk in [
+        None,
+        Some(json!(jwk_string)),
+        Some(json!([key.jwk()])),
+        Some(Value::Null),
+    ] {
+        let proof = key.proof_with(|h, _| match &jwk {
+            None => {
+                h.remove("jwk");
+            }
+            Some(v) => {
+                h.insert("jwk".into(), v.clone());
+            }
+        });
+        assert_eq!(check(&proof), Err(DpopError::MissingJwk), "{jwk:?}");
+    }
+}
+
+#[test]
+fn d6_a_jwk_with_private_members_is_refused() {
+    let key = Es256::new();
+    for m in ["d", "p", "q", "dp", "dq", "qi", "oth", "k"] {
+        let proof = key.proof_with(|h, _| {
+            h["jwk"]
+                .as_object_mut()
+                .unwrap()
+                .insert(m.into(), json!(URL_SAFE_NO_PAD.encode([7u8; 32])));
+        });
+        assert_eq!(check(&proof), Err(DpopError::PrivateJwk(m)), "{m}");
+    }
+}
+
+#[test]
+fn d6_the_jwk_must_be_a_valid_public_key_for_alg() {
+    let key = Es256::new();
+    let y = key.jwk()["y"].as_str().unwrap().to_owned();
+    let mut off_curve = URL_SAFE_NO_PAD.decode(&y).unwrap();
+    off_curve[31] ^= 1;
+    let off_curve = URL_SAFE_NO_PAD.encode(off_curve);
+    let edits: Vec<(&str, Value)> = vec![
+        ("kty", json!("RSA")),
+        ("kty", json!("OKP")),
+        ("crv", json!("P-384")),
+        ("crv", json!("secp256k1")),
+        ("x", json!(URL_SAFE_NO_PAD.encode([1u8; 31]))),
+        ("x", json!(URL_SAFE_NO_PAD.encode([1u8; 33]))),
+        ("x", json!(5)),
+        ("y", Value::Null),
+        ("y", json!(off_curve)),
+        ("y", json!(format!("{y}="))),
+        ("alg", json!("ES384")),
+        ("alg", json!("EdDSA")),
+        ("use", json!("enc")),
+    ];
+    for (member, value) in edits {
+        let proof = key.proof_with(|h, _| {
+            h["jwk"]
+                .as_object_mut()
+                .unwrap()
+                .insert(member.into(), value.clone());
+        });
+        assert!(
+            matches!(check(&proof), Err(DpopError::BadJwk(_))),
+            "{member}={value}: {:?}",
+            check(&proof)
+        );
+    }
+    let no_y = key.proof_with(|h, _| {
+        h["jwk"].as_object_mut().unwrap().remove("y");
+    });
+    assert!(matches!(check(&no_y), Err(DpopError::BadJwk(_))));
+    // Members a verifier must ignore (WebCrypto exports `ext` and `key_ops`), and `alg`/`use`
+    // when they agree: accepted.
+    let extra = key.proof_with(|h, _| {
+        let j = h["jwk"].as_object_mut().unwrap();
+        j.insert("ext".into(), json!(true));
+        j.insert("key_ops".into(), json!(["verify"]));
+        j.insert("alg".into(), json!("ES256"));
+        j.insert("use".into(), json!("sig"));
+    });
+    assert!(check(&extra).is_ok());
+}
+
+#[test]
+fn d6_the_signature_must_verify_under_the_proofs_own_jwk() {
+    let (key, other) = (Es256::new(), Es256::new());
+    // Signed by another key than the one in the header.
+    let mut h = key.header();
+    h.insert("jwk".into(), other.jwk());
+    let swapped = key.sign(&h, &claims());
+    assert_eq!(check(&swapped), Err(DpopError::Signature));
+    // One bit of the signed payload changed after signing.
+    let proof = key.proof();
+    let (input, sig) = proof.rsplit_once('.').unwrap();
+    let (hh, p) = input.split_once('.').unwrap();
+    let mut payload: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p).unwrap()).unwrap();
+    payload["jti"] = json!("changed");
+    let tampered = format!("{hh}.{}.{sig}", URL_SAFE_NO_PAD.encode(payload.to_string()));
+    assert_eq!(check(&tampered), Err(DpopError::Signature));
+    // A flipped signature bit; a DER (ASN.1) signature of the same input; r = s = 0; short.
+    let mut raw = URL_SAFE_NO_PAD.decode(sig).unwrap();
+    raw[10] ^= 1;
+    let flipped = format!("{input}.{}", URL_SAFE_NO_PAD.encode(&raw));
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 =
+        EcdsaKeyPair::generate_pkcs8(&ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
+            .unwrap();
+    let der_pair = EcdsaKeyPair::from_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+        pkcs8.as_ref(),
+        &rng,
+    )
+    .unwrap();
+    let p = der_pair.public_key().as_ref();
+    let der_header = json!({"typ":"dpop+jwt","alg":"ES256","jwk":{"kty":"EC","crv":"P-256","x":URL_SAFE_NO_PAD.encode(&p[1..33]),"y":URL_SAFE_NO_PAD.encode(&p[33..])}});
+    let der_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(der_header.to_string()),
+        URL_SAFE_NO_PAD.encode(Value::Object(claims()).to_string())
+    );
+    let der_sig = der_pair.sign(&rng, der_input.as_bytes()).unwrap();
+    let der = format!("{der_input}.{}", URL_SAFE_NO_PAD.encode(der_sig));
+    for bad in [
+        flipped,
+        der,
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode([0u8; 64])),
+        format!("{input}.AAAA"),
+    ] {
+        assert_eq!(check(&bad), Err(DpopError::Signature), "{bad}");
+    }
+}
+
+/// Every one-character change of a valid proof (each position, a few replacement characters,
+/// and each character deleted) is refused with a typed error, never accepted, never a panic:
+/// every character is in the signed input or in the signature.
+#[test]
+fn d6_every_one_character_change_of_a_valid_proof_is_refused() {
+    let proof = Es256::new().proof();
+    assert!(check(&proof).is_ok());
+    let bytes = proof.as_bytes();
+    let mut tried = 0;
+    for i in 0..bytes.len() {
+        for r in [b'A', b'z', b'0', b'-', b'_', b'.', b'='] {
+            if bytes[i] == r {
+                continue;
+            }
+            let mut m = bytes.to_vec();
+            m[i] = r;
+            let m = String::from_utf8(m).unwrap();
+            assert!(check(&m).is_err(), "accepted with byte {i} = {}", r as char);
+            tried += 1;
+        }
+        let mut d = bytes.to_vec();
+        d.remove(i);
+        assert!(
+            check(&String::from_utf8(d).unwrap()).is_err(),
+            "accepted without byte {i}"
+        );
+    }
+    assert!(tried > 6 * bytes.len() - bytes.len() / 2);
+}
+
+#[test]
+fn d2_jti_htm_htu_and_iat_are_required_with_their_types() {
+    let key = Es256::new();
+    for name in ["jti", "htm", "htu", "iat"] {
+        let missing = key.proof_with(|_, c| {
+            c.remove(name);
+        });
+        assert_eq!(
+            check(&missing),
+            Err(DpopError::MissingClaim(name)),
+            "{name}"
+        );
+        let wrong_type = key.proof_with(|_, c| {
+            let v = if name == "iat" {
+                json!(NOW.to_string())
+            } else {
+                json!(1)
+            };
+            c.insert(name.into(), v);
+        });
+        assert_eq!(
+            check(&wrong_type),
+            Err(DpopError::MissingClaim(name)),
+            "{name}"
+        );
+    }
+    // A fractional or out-of-range NumericDate is not an integer second.
+    for iat in [json!(1_700_000_000.5), json!(u64::MAX)] {
+        let proof = key.proof_with(|_, c| {
+            c.insert("iat".into(), iat.clone());
+        });
+        assert_eq!(check(&proof), Err(DpopError::MissingClaim("iat")), "{iat}");
+    }
+}
+
+#[test]
+fn d2_jti_is_bounded() {
+    let key = Es256::new();
+    let with_jti = |j: String| {
+        key.proof_with(|_, c| {
+            c.insert("jti".into(), json!(j));
+        })
+    };
+    assert_eq!(check(&with_jti(String::new())), Err(DpopError::Jti));
+    assert_eq!(
+        check(&with_jti("j".repeat(MAX_JTI_BYTES + 1))),
+        Err(DpopError::Jti)
+    );
+    assert!(check(&with_jti("j".repeat(MAX_JTI_BYTES))).is_ok());
+}
+
+#[test]
+fn d2_htm_must_be_the_request_method_exactly() {
+    let key = Es256::new();
+    for htm in ["GET", "post", "POST ", "PUT", ""] {
+        let proof = key.proof_with(|_, c| {
+            c.insert("htm".into(), json!(htm));
+        });
+        assert_eq!(check(&proof), Err(DpopError::Htm), "{htm:?}");
+    }
+}
+
+#[test]
+fn d2_htu_is_normalized_and_must_be_the_request_url() {
+    let key = Es256::new();
+    let with_htu = |u: &str| {
+        key.proof_with(|_, c| {
+            c.insert("htu".into(), json!(u));
+        })
+    };
+    for same in [
+        "https://api.example/auth/refresh",
+        "HTTPS://API.Example:443/auth/refresh",
+        "https://api.example/auth/refresh?query=ignored",
+        "https://api.example/auth/refresh#fragment-ignored",
+        "https://api.example/auth/x/../refresh",
+    ] {
+        assert!(check(&with_htu(same)).is_ok(), "{same}");
+    }
+    for other in [
+        "https://api.example/auth/logout",
+        "https://api.example/auth/refresh/",
+        "https://api.example/AUTH/refresh",
+        "http://api.example/auth/refresh",
+        "https://api.example:8443/auth/refresh",
+        "https://other.example/auth/refresh",
+        "https://user@api.example/auth/refresh",
+        "/auth/refresh",
+        "api.example/auth/refresh",
+        "",
+    ] {
+        assert_eq!(check(&with_htu(other)), Err(DpopError::Htu), "{other}");
+    }
+    // The server's side is normalized the same way.
+    let server = Htu::parse("https://API.example:443/auth/refresh?a=b").unwrap();
+    let p = key.proof();
+    assert!(verify_proof(&p, &Expect::new(HTM, &server, NOW)).is_ok());
+}
+
+#[test]
+fn d2_iat_must_be_within_60_s_either_way_and_the_window_is_configurable() {
+    let key = Es256::new();
+    let at = |iat: i64| {
+        key.proof_with(|_, c| {
+            c.insert("iat".into(), json!(iat));
+        })
+    };
+    for ok in [NOW - 60, NOW, NOW + 60] {
+        assert!(check(&at(ok)).is_ok(), "{ok}");
+    }
+    for bad in [NOW - 61, NOW + 61, 0, i64::MIN, i64::MAX] {
+        assert_eq!(check(&at(bad)), Err(DpopError::Iat), "{bad}");
+    }
+    let htu = htu();
+    let narrow = Expect::new(HTM, &htu, NOW).iat_window(Duration::from_secs(10));
+    assert!(verify_proof(&at(NOW - 10), &narrow).is_ok());
+    assert_eq!(verify_proof(&at(NOW - 11), &narrow), Err(DpopError::Iat));
+    let p = verify_proof(&at(NOW + 10), &narrow).unwrap();
+    assert_eq!(
+        p.acceptable_until_s,
+        NOW + 20,
+        "the cache remembers it for its window"
+    );
+}
+
+#[test]
+fn d2_ath_binds_the_proof_to_the_access_token() {
+    let key = Es256::new();
+    let htu = Htu::parse("https://api.example/api/me").unwrap();
+    let with = |ath_value: Option<Value>| {
+        key.proof_with(|_, c| {
+            c.insert("htm".into(), json!("GET"));
+            c.insert("htu".into(), json!("https://api.example/api/me"));
+            if let Some(a) = ath_value {
+                c.insert("ath".into(), a);
+            }
+        })
+    };
+    let resource = Expect::new("GET", &htu, NOW).access_token(TOKEN);
+    assert!(verify_proof(&with(Some(json!(ath(TOKEN)))), &resource).is_ok());
+    assert_eq!(
+        verify_proof(&with(None), &resource),
+        Err(DpopError::MissingClaim("ath"))
+    );
+    assert_eq!(
+        verify_proof(&with(Some(json!(7))), &resource),
+        Err(DpopError::MissingClaim("ath"))
+    );
+    for wrong in [
+        ath("another token"),
+        ath(TOKEN)[..42].to_owned(),
+        String::new(),
+    ] {
+        assert_eq!(
+            verify_proof(&with(Some(json!(wrong))), &resource),
+            Err(DpopError::Ath),
+            "{wrong}"
+        );
+    }
+    // `ath` is base64url(SHA-256(token)), RFC 9449 §4.2.
+    assert_eq!(
+        ath(TOKEN),
+        URL_SAFE_NO_PAD.encode(ring::digest::digest(
+            &ring::digest::SHA256,
+            TOKEN.as_bytes()
+        ))
+    );
+    // A proof for a resource request presented where no token travels.
+    let no_token = Expect::new("GET", &htu, NOW);
+    assert_eq!(
+        verify_proof(&with(Some(json!(ath(TOKEN)))), &no_token),
+        Err(DpopError::UnexpectedAth)
+    );
+}
+
+#[test]
+fn d5_a_demanded_nonce_must_be_current_under_the_shared_secret() {
+    let key = Es256::new();
+    let (server, other_instance, foreign) = (nonces(1), nonces(1), nonces(2));
+    let htu = htu();
+    let expect = Expect::new(HTM, &htu, NOW).require_nonce(&server);
+    let with_nonce = |n: Option<Value>| {
+        key.proof_with(|_, c| {
+            if let Some(n) = n {
+                c.insert("nonce".into(), n);
+            }
+        })
+    };
+    // Missing: use_dpop_nonce, and the challenge says so.
+    let e = verify_proof(&with_nonce(None), &expect).unwrap_err();
+    assert_eq!(e, DpopError::UseNonce);
+    assert_eq!(e.code(), "use_dpop_nonce");
+    assert_eq!(
+        e.www_authenticate(&[Alg::Es256]),
+        r#"DPoP error="use_dpop_nonce", algs="ES256""#
+    );
+    // Issued by another instance with the same secret: accepted.
+    let n = other_instance.current(NOW);
+    assert!(verify_proof(&with_nonce(Some(json!(n))), &expect).is_ok());
+    // From the previous step: accepted; two steps back, or another secret, or forged: refused.
+    let step = i64::try_from(DEFAULT_NONCE_STEP.as_secs()).unwrap();
+    let previous = server.current(NOW - step);
+    assert!(verify_proof(&with_nonce(Some(json!(previous))), &expect).is_ok());
+    for bad in [
+        json!(server.current(NOW - 2 * step)),
+        json!(foreign.current(NOW)),
+        json!(format!("{}A", &n[..31])),
+        json!(""),
+        json!(1),
+    ] {
+        assert_eq!(
+            verify_proof(&with_nonce(Some(bad.clone())), &expect),
+            Err(DpopError::UseNonce),
+            "{bad}"
+        );
+    }
+    // Not demanded: a nonce the client still sends is ignored.
+    assert!(check(&with_nonce(Some(json!("stale")))).is_ok());
+}
+
+#[test]
+fn d5_the_nonce_is_checked_last_so_use_dpop_nonce_means_only_the_nonce_is_wrong() {
+    let key = Es256::new();
+    let server = nonces(1);
+    let htu = htu();
+    let expect = Expect::new(HTM, &htu, NOW).require_nonce(&server);
+    let bad_htm_no_nonce = key.proof_with(|_, c| {
+        c.insert("htm".into(), json!("GET"));
+    });
+    assert_eq!(
+        verify_proof(&bad_htm_no_nonce, &expect),
+        Err(DpopError::Htm)
+    );
+    let old_no_nonce = key.proof_with(|_, c| {
+        c.insert("iat".into(), json!(NOW - 3600));
+    });
+    assert_eq!(verify_proof(&old_no_nonce, &expect), Err(DpopError::Iat));
+    assert_eq!(
+        DpopError::Htm.www_authenticate(&[Alg::Es256]),
+        r#"DPoP error="invalid_dpop_proof", algs="ES256""#
+    );
+}
+
+#[test]
+fn d2_eddsa_proofs_are_accepted_only_where_enabled() {
+    let seed: [u8; 32] = rand::random();
+    let ed = Ed25519KeyPair::from_seed_unchecked(&seed).unwrap();
+    let header = json!({
+        "typ": "dpop+jwt",
+        "alg": "EdDSA",
+        "jwk": {"kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(ed.public_key())},
+    });
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(Value::Object(claims()).to_string())
+    );
+    let proof = format!(
+        "{input}.{}",
+        URL_SAFE_NO_PAD.encode(ed.sign(input.as_bytes()))
+    );
+    assert_eq!(
+        check(&proof),
+        Err(DpopError::Algorithm),
+        "ES256 only by default"
+    );
+    let htu = htu();
+    let both = [Alg::Es256, Alg::EdDsa];
+    let p = verify_proof(&proof, &Expect::new(HTM, &htu, NOW).algs(&both)).unwrap();
+    assert_eq!(p.alg, Alg::EdDsa);
+    assert_eq!(
+        p.jkt,
+        authfetch_server::dpop::thumbprint_of_members(&[
+            ("crv", "Ed25519"),
+            ("kty", "OKP"),
+            ("x", &URL_SAFE_NO_PAD.encode(ed.public_key())),
+        ])
+    );
+    // The fully-specified name `Ed25519` (RFC 9864) is the same algorithm: accepted where EdDSA
+    // is, refused by default like EdDSA.
+    let h2 = json!({
+        "typ": "dpop+jwt",
+        "alg": "Ed25519",
+        "jwk": {"kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(ed.public_key())},
+    });
+    let input2 = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(h2.to_string()),
+        URL_SAFE_NO_PAD.encode(Value::Object(claims()).to_string())
+    );
+    let fully = format!(
+        "{input2}.{}",
+        URL_SAFE_NO_PAD.encode(ed.sign(input2.as_bytes()))
+    );
+    assert_eq!(check(&fully), Err(DpopError::Algorithm));
+    let p2 = verify_proof(&fully, &Expect::new(HTM, &htu, NOW).algs(&both)).unwrap();
+    assert_eq!((p2.alg, p2.jkt), (Alg::EdDsa, p.jkt));
+    // An ES256 proof passes where both are enabled, and an empty list accepts nothing.
+    let es = Es256::new().proof();
+    assert!(verify_proof(&es, &Expect::new(HTM, &htu, NOW).algs(&both)).is_ok());
+    assert_eq!(
+        verify_proof(&es, &Expect::new(HTM, &htu, NOW).algs(&[])),
+        Err(DpopError::Algorithm)
+    );
+}
+
+#[test]
+fn d2_exactly_one_dpop_header() {
+    use axum::http::{HeaderMap, HeaderValue};
+    let mut h = HeaderMap::new();
+    assert_eq!(proof_header(&h), Ok(None));
+    h.append("dpop", HeaderValue::from_static("a.b.c"));
+    assert_eq!(proof_header(&h), Ok(Some("a.b.c")));
+    h.append("DPoP", HeaderValue::from_static("d.e.f"));
+    assert_eq!(proof_header(&h), Err(DpopError::MultipleProofs));
+    let mut h = HeaderMap::new();
+    h.append(
+        "dpop",
+        HeaderValue::from_bytes(&[0xe9, b'.', b'.']).unwrap(),
+    );
+    assert!(matches!(proof_header(&h), Err(DpopError::Malformed(_))));
+}
+
+#[tokio::test]
+async fn d5_a_replayed_proof_is_refused_by_the_memory_cache() {
+    let key = Es256::new();
+    let cache = MemoryReplayCache::default();
+    let proof = key.proof();
+    let first = check(&proof).unwrap();
+    assert!(cache.first_use(&first, NOW * 1000).await.unwrap());
+    let again = check(&proof).unwrap();
+    assert!(!cache.first_use(&again, NOW * 1000 + 5_000).await.unwrap());
+    // A new proof by the same key (new jti) is fine.
+    let next = check(&key.proof()).unwrap();
+    assert!(cache.first_use(&next, NOW * 1000).await.unwrap());
+}
+
+#[tokio::test]
+async fn d5_two_instances_on_one_redis_refuse_a_replay_across_them() {
+    let redis = common::RedisServer::start();
+    let prefix = common::unique_prefix("dpop-replay");
+    let a = RedisReplayCache::connect(&redis.url, &prefix)
+        .await
+        .unwrap();
+    let b = RedisReplayCache::connect(&redis.url, &prefix)
+        .await
+        .unwrap();
+    let key = Es256::new();
+    let p1 = check(&key.proof()).unwrap();
+    assert!(a.first_use(&p1, NOW * 1000).await.unwrap());
+    assert!(
+        !b.first_use(&p1, NOW * 1000).await.unwrap(),
+        "replay on the other instance"
+    );
+    assert!(!a.first_use(&p1, NOW * 1000).await.unwrap());
+    let p2 = check(&key.proof()).unwrap();
+    assert!(b.first_use(&p2, NOW * 1000).await.unwrap());
+    assert!(!a.first_use(&p2, NOW * 1000).await.unwrap());
+
+    // Redis forgets the proof by itself once it can no longer pass the iat check.
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}dpop:jti:*"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 2);
+    for k in &keys {
+        let pttl: i64 = redis::cmd("PTTL")
+            .arg(k)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert!(pttl > 60_000 && pttl <= 61_000, "{k}: {pttl} ms");
+        // The key holds a hash, not the jti.
+        assert!(!k.contains(&p1.jti) && !k.contains(&p2.jti));
+    }
+
+    // Twenty concurrent uses of one fresh proof across both instances: exactly one wins.
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let p3 = check(&key.proof()).unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let cache = Arc::clone(if i % 2 == 0 { &a } else { &b });
+        let p = p3.clone();
+        tasks.push(tokio::spawn(async move {
+            cache.first_use(&p, NOW * 1000).await.unwrap()
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        wins += usize::from(t.await.unwrap());
+    }
+    assert_eq!(wins, 1);
+}
+
+#[tokio::test]
+async fn d5_the_redis_cache_fails_closed_when_redis_is_down() {
+    let mut redis = common::RedisServer::start();
+    let cache = RedisReplayCache::connect(&redis.url, &common::unique_prefix("dpop-down"))
+        .await
+        .unwrap();
+    let p = check(&Es256::new().proof()).unwrap();
+    redis.kill();
+    assert!(matches!(
+        cache.first_use(&p, NOW * 1000).await,
+        Err(ReplayError::Redis(_))
+    ));
+    redis.restart();
+    // Reconnects after the failure.
+    assert!(cache.first_use(&p, NOW * 1000).await.unwrap());
+}
+
+/// Proofs made by `jose` (and by WebCrypto with a non-extractable key, as the browser client
+/// will) are accepted, and `jose.calculateJwkThumbprint` equals our jkt.
+#[test]
+fn interop_jose_proofs_are_accepted_and_thumbprints_agree() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let server_nonces = nonces(3);
+    let now = authfetch_server::clock::Clock::now_secs(&authfetch_server::clock::SystemClock);
+    let nonce = server_nonces.current(now);
+    let out = std::process::Command::new("node")
+        .current_dir(&root)
+        .arg("tests/interop/dpop-jose.mjs")
+        .arg("https://api.example/api/me")
+        .arg(TOKEN)
+        .arg(&nonce)
+        .output()
+        .expect("node must be installed (scripts/bootstrap.sh)");
+    assert!(
+        out.status.success(),
+        "dpop-jose.mjs failed (is `jose` installed? run npm ci): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cases: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cases.len(), 5);
+    let both = [Alg::Es256, Alg::EdDsa];
+    for c in &cases {
+        let name = c["name"].as_str().unwrap();
+        let htu = Htu::parse(c["htu"].as_str().unwrap()).unwrap();
+        let mut expect = Expect::new(c["htm"].as_str().unwrap(), &htu, now).algs(&both);
+        if let Some(t) = c["token"].as_str() {
+            expect = expect.access_token(t);
+        }
+        if c["nonce"].is_string() {
+            expect = expect.require_nonce(&server_nonces);
+        }
+        let proof = c["proof"].as_str().unwrap();
+        let p = verify_proof(proof, &expect).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        assert_eq!(p.jkt, c["jkt"].as_str().unwrap(), "{name}");
+        let alg = match c["alg"].as_str().unwrap() {
+            "Ed25519" => "EdDSA",
+            other => other,
+        };
+        assert_eq!(p.alg.as_str(), alg, "{name}");
+        // And the same proof is refused for another request.
+        let elsewhere = Htu::parse("https://api.example/api/other").unwrap();
+        let mut e2 = Expect::new(c["htm"].as_str().unwrap(), &elsewhere, now).algs(&both);
+        if let Some(t) = c["token"].as_str() {
+            e2 = e2.access_token(t);
+        }
+        assert_eq!(verify_proof(proof, &e2), Err(DpopError::Htu), "{name}");
+    }
+}
