@@ -193,8 +193,20 @@ pub struct Config {
     pub session_ttl: Duration,
     /// Idle family lifetime.
     pub idle_ttl: Duration,
-    /// Exact origins (`scheme://host[:port]`) allowed on cookie-authenticated POSTs.
+    /// Exact origins (`scheme://host[:port]`) allowed on cookie-authenticated POSTs, in
+    /// addition to [`Config::cors_origins`]. [`crate::serve`] adds the loopback origins of the
+    /// bound port.
     pub allowed_origins: Vec<String>,
+    /// Exact origins of same-site pages on *other* origins (`app.example.com` talking to
+    /// `auth.example.com`): they get CORS with credentials on the auth and `/api/` routes,
+    /// and their cookie POSTs pass the CSRF guard with `Sec-Fetch-Site: same-site` (see
+    /// `crate::cors`). Empty: no CORS header is ever sent (X6).
+    pub cors_origins: Vec<String>,
+    /// Reverse proxies whose forwarding header is believed (see `crate::client_addr`). Empty:
+    /// the client address is the TCP peer and forwarding headers are ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Which forwarding header the trusted proxies write.
+    pub forwarded_header: crate::client_addr::ForwardedHeader,
     /// Serve `GET /debug/stats`.
     pub debug_stats: bool,
     /// Seed the demo users `alice` and `bob` at start-up.
@@ -231,6 +243,9 @@ impl Config {
             session_ttl: DEFAULT_SESSION_TTL,
             idle_ttl: DEFAULT_IDLE_TTL,
             allowed_origins: Vec::new(),
+            cors_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
+            forwarded_header: crate::client_addr::ForwardedHeader::XForwardedFor,
             debug_stats: false,
             demo_users: false,
             www_dir: None,
