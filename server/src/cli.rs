@@ -58,7 +58,8 @@ pub struct Cli {
     #[arg(long, env = "AUTHFETCH_STORE", default_value = "sqlite", global = true)]
     pub store: String,
     /// Keep sessions in Redis instead of SQLite, so several instances share them:
-    /// `redis://[:PASSWORD@]HOST:PORT[/DB]` or `redis+unix:///path/to/socket`. Instances that
+    /// `redis://[:PASSWORD@]HOST:PORT[/DB]`, `rediss://…` (TLS; see --redis-ca-file) or
+    /// `redis+unix:///path/to/socket`. Instances that
     /// share a Redis must also share `signing-keys.json` (same --data-dir contents).
     #[arg(long, env = "AUTHFETCH_REDIS_URL", global = true)]
     pub redis_url: Option<String>,
@@ -75,6 +76,10 @@ pub struct Cli {
     /// such a Redis. For caches and tests.
     #[arg(long, env = "AUTHFETCH_REDIS_ALLOW_VOLATILE", global = true)]
     pub redis_allow_volatile: bool,
+    /// PEM file with the CA certificate(s) that signed a `rediss://` Redis's certificate; then
+    /// only these are trusted. Without it, `rediss://` uses the system's root certificates.
+    #[arg(long, env = "AUTHFETCH_REDIS_CA_FILE", global = true)]
+    pub redis_ca_file: Option<PathBuf>,
     /// Access-token lifetime (default 15m; 20s with --demo).
     #[arg(long, env = "AUTHFETCH_ACCESS_TTL", value_parser = parse_duration)]
     pub access_ttl: Option<Duration>,
@@ -245,14 +250,17 @@ impl Cli {
                 return Err("give either --store or --redis-url, not both".into())
             }
             (_, Some(_)) => {
-                return Err("--redis-url must start with redis://, redis+unix:// or unix://".into())
+                return Err(
+                    "--redis-url must start with redis://, rediss://, redis+unix:// or unix://"
+                        .into(),
+                )
             }
             (s, None) => {
                 // Only the scheme is echoed: the value may be a URL with a password in it.
                 let scheme = s.split_once("://").map_or(s, |(scheme, _)| scheme);
                 return Err(format!(
-                    "--store must be sqlite or a redis:// / redis+unix:// URL (rediss:// is not \
-                     supported), got {scheme:?}"
+                    "--store must be sqlite or a redis://, rediss:// or redis+unix:// URL, got \
+                     {scheme:?}"
                 ));
             }
         };
@@ -261,6 +269,12 @@ impl Cli {
         }
         c.redis_prefix = self.redis_prefix.clone();
         c.redis_allow_volatile = self.redis_allow_volatile;
+        if let Some(ca) = &self.redis_ca_file {
+            if !matches!(&c.store, StoreKind::Redis(u) if u.starts_with("rediss://")) {
+                return Err("--redis-ca-file needs a rediss:// store URL".into());
+            }
+            c.redis_ca_file = Some(ca.clone());
+        }
         c.issuer = self.issuer.clone();
         c.audience = self.audience.clone();
         c.alg = match self.alg {

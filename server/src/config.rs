@@ -28,7 +28,8 @@ pub const MAX_USERNAME_BYTES: usize = 64;
 pub enum StoreKind {
     /// Embedded SQLite file `authfetch.sqlite3` in the data directory (the default).
     Sqlite,
-    /// A Redis server: `redis://[:PASSWORD@]HOST:PORT[/DB]` or `redis+unix:///path/to/socket`.
+    /// A Redis server: `redis://[:PASSWORD@]HOST:PORT[/DB]`, `rediss://…` (TLS) or
+    /// `redis+unix:///path/to/socket`.
     Redis(String),
 }
 
@@ -49,7 +50,7 @@ impl std::fmt::Debug for StoreKind {
 
 /// Whether `url` names a Redis server this build can talk to.
 pub fn is_redis_url(url: &str) -> bool {
-    ["redis://", "redis+unix://", "unix://"]
+    ["redis://", "rediss://", "redis+unix://", "unix://"]
         .iter()
         .any(|p| url.starts_with(p))
 }
@@ -176,6 +177,9 @@ pub struct Config {
     pub redis_prefix: String,
     /// Start even if Redis has no append-only file (A4); for caches and tests.
     pub redis_allow_volatile: bool,
+    /// PEM file of the CA that signed the certificate of a `rediss://` Redis; it replaces the
+    /// system's roots (`None`: the system's roots).
+    pub redis_ca_file: Option<PathBuf>,
     /// `iss` of issued tokens, checked exactly by the verification layer.
     pub issuer: String,
     /// `aud` of issued tokens.
@@ -235,6 +239,7 @@ impl Config {
             store: StoreKind::Sqlite,
             redis_prefix: crate::store::redis::DEFAULT_PREFIX.to_owned(),
             redis_allow_volatile: false,
+            redis_ca_file: None,
             issuer: "authfetch".to_owned(),
             audience: "authfetch-api".to_owned(),
             alg: Alg::Es256,

@@ -15,6 +15,7 @@
 //! routes.rs    HTTP handlers, the CSRF guard (X2–X7), cookies (C1, C5), demo resources
 //! cors.rs      --cors-origin: exact-list CORS with credentials (same-site deployments), origin syntax
 //! client_addr.rs  --trusted-proxy: the client address from X-Forwarded-For / Forwarded
+//! tls.rs       the server as a TLS client: rediss:// with system roots or --redis-ca-file
 //! service.rs   TokenService: login (P1–P3, S3), refresh (R1, R2), logout, logout-all (R4),
 //!              rate limits (R9), audit events; knows nothing about HTTP
 //! store/       the Store trait (mod.rs), SQLite (sqlite/: writer, checkpointer, readers),
@@ -65,6 +66,9 @@
 //! tests/oidc_id_token.rs   ID-token checks and key rotation against a fake ES256 provider
 //! tests/oidc_audit.rs      OIDC audit events present, codes/state/secrets absent from logs
 //! tests/oidc_cli.rs        --oidc-config on the binary: secret from the environment, start-up errors
+//! tests/deploy.rs          --cors-origin (preflight, exact list, CSRF with CORS), refused-origin log,
+//!                          --trusted-proxy (spoofing, malformed headers)
+//! tests/redis_tls.rs       rediss:// against redis-server --tls-port with a CA made by the test
 //! ```
 //!
 //! `docs/SECURITY.md` maps every security item (J*, R*, C*, X*, …) to the test that proves it.
@@ -90,6 +94,7 @@ pub mod secret;
 pub mod service;
 pub mod stats;
 pub mod store;
+pub mod tls;
 pub mod verify;
 
 pub use authfetch_protocol as protocol;
@@ -141,6 +146,9 @@ pub enum StartupError {
     /// The OpenID Connect configuration is unusable.
     #[error("OIDC: {0}")]
     Oidc(String),
+    /// A TLS setting (`--redis-ca-file`) is unusable.
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// Shared state of all handlers. Cheap to clone.
@@ -200,8 +208,9 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartupError>
             Arc::new(store::sqlite::SqliteStore::open(&config.data_dir)?)
         }
         StoreKind::Redis(url) => {
+            let client = tls::redis_client(url, config.redis_ca_file.as_deref())?;
             let redis =
-                store::redis::RedisStore::connect_with_prefix(url, &config.redis_prefix).await?;
+                store::redis::RedisStore::connect_client(client, &config.redis_prefix).await?;
             check_redis_durability(&redis, config.redis_allow_volatile).await?;
             Arc::new(redis)
         }
