@@ -134,12 +134,9 @@ impl Cors {
         })
     }
 
-    /// Whether this request is one the CORS layer should see: a single `Origin` that is on the
-    /// list, on a CORS path.
+    /// Whether this request, on a CORS path, is one the CORS layer should see: a single
+    /// `Origin` that is on the list.
     fn applies(&self, req: &Request) -> bool {
-        if !is_cors_path(req.uri().path()) {
-            return false;
-        }
         let mut it = req.headers().get_all(header::ORIGIN).iter();
         match (it.next(), it.next()) {
             (Some(o), None) => self.origins.iter().any(|a| a == o),
@@ -151,8 +148,16 @@ impl Cors {
 /// Middleware: requests from a listed origin on a CORS path go through `CorsLayer` (which
 /// answers preflights itself); everything else passes untouched.
 pub async fn middleware(cors: Arc<Cors>, req: Request, next: Next) -> Response {
-    if !cors.applies(&req) {
+    if !is_cors_path(req.uri().path()) {
         return next.run(req).await;
+    }
+    if !cors.applies(&req) {
+        // The answer on a CORS path depends on `Origin` either way: a cache must not hand this
+        // CORS-less answer to a listed origin (or the reverse).
+        let mut r = next.run(req).await;
+        r.headers_mut()
+            .append(header::VARY, HeaderValue::from_static("origin"));
+        return r;
     }
     let mut next = Some(next);
     let inner = tower::service_fn(move |req: Request| {

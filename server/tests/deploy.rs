@@ -99,6 +99,8 @@ async fn cors_is_never_granted_to_unlisted_origins_or_other_paths() {
         let r = t.send(preflight(REFRESH_PATH, origin)).await;
         assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED, "{origin}");
         assert!(no_cors_headers(r.headers()), "{origin}: {:?}", r.headers());
+        // Still `Vary: origin`: a shared cache must not serve this answer to a listed origin.
+        assert!(get(r.headers(), "vary").contains("origin"), "{origin}");
         let r = t.send(browser_login(origin, "same-site")).await;
         assert_eq!(r.status(), StatusCode::FORBIDDEN, "{origin}");
         assert!(no_cors_headers(r.headers()), "{origin}");
