@@ -312,6 +312,36 @@ mod tests {
     }
 
     #[test]
+    fn random_header_values_never_panic_and_an_untrusted_peer_is_always_the_client() {
+        use rand::Rng as _;
+        let proxies = [
+            parse_trusted_proxy("10.0.0.0/8").unwrap(),
+            parse_trusted_proxy("fd00::/8").unwrap(),
+        ];
+        let alphabet = b"0123456789abcdefABCDEF.:[],;=\" _forFOR\t\xff\x80";
+        let mut rng = rand::thread_rng();
+        for _ in 0..20_000 {
+            let len = rng.gen_range(0..40);
+            let v: Vec<u8> = (0..len)
+                .map(|_| alphabet[rng.gen_range(0..alphabet.len())])
+                .collect();
+            let Ok(v) = HeaderValue::from_bytes(&v) else {
+                continue;
+            };
+            for which in [ForwardedHeader::XForwardedFor, ForwardedHeader::Forwarded] {
+                let mut h = HeaderMap::new();
+                h.insert(which.name(), v.clone());
+                let _ = client_addr(ip("10.0.0.2"), &proxies, which, &h);
+                // An untrusted peer is always the answer, whatever the header holds.
+                assert_eq!(
+                    client_addr(ip("192.0.2.1"), &proxies, which, &h),
+                    ip("192.0.2.1")
+                );
+            }
+        }
+    }
+
+    #[test]
     fn malformed_headers_fall_back_to_the_peer() {
         let proxies = [parse_trusted_proxy("10.0.0.0/8").unwrap()];
         let peer = ip("10.0.0.2");
