@@ -28,6 +28,17 @@ pub enum AlgArg {
     EdDsa,
 }
 
+/// `--forwarded-header`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ForwardedHeaderArg {
+    /// `X-Forwarded-For: client, proxy1`.
+    #[value(name = "x-forwarded-for")]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client`.
+    #[value(name = "forwarded")]
+    Forwarded,
+}
+
 /// The authfetch token server.
 #[derive(Debug, Parser)]
 #[command(name = "authfetch-server", version, about)]
@@ -47,7 +58,8 @@ pub struct Cli {
     #[arg(long, env = "AUTHFETCH_STORE", default_value = "sqlite", global = true)]
     pub store: String,
     /// Keep sessions in Redis instead of SQLite, so several instances share them:
-    /// `redis://[:PASSWORD@]HOST:PORT[/DB]` or `redis+unix:///path/to/socket`. Instances that
+    /// `redis://[:PASSWORD@]HOST:PORT[/DB]`, `rediss://…` (TLS; see --redis-ca-file) or
+    /// `redis+unix:///path/to/socket`. Instances that
     /// share a Redis must also share `signing-keys.json` (same --data-dir contents).
     #[arg(long, env = "AUTHFETCH_REDIS_URL", global = true)]
     pub redis_url: Option<String>,
@@ -64,6 +76,10 @@ pub struct Cli {
     /// such a Redis. For caches and tests.
     #[arg(long, env = "AUTHFETCH_REDIS_ALLOW_VOLATILE", global = true)]
     pub redis_allow_volatile: bool,
+    /// PEM file with the CA certificate(s) that signed a `rediss://` Redis's certificate; then
+    /// only these are trusted. Without it, `rediss://` uses the system's root certificates.
+    #[arg(long, env = "AUTHFETCH_REDIS_CA_FILE", global = true)]
+    pub redis_ca_file: Option<PathBuf>,
     /// Access-token lifetime (default 15m; 20s with --demo).
     #[arg(long, env = "AUTHFETCH_ACCESS_TTL", value_parser = parse_duration)]
     pub access_ttl: Option<Duration>,
@@ -76,14 +92,44 @@ pub struct Cli {
     /// Idle session lifetime.
     #[arg(long, env = "AUTHFETCH_IDLE_TTL", value_parser = parse_duration, default_value = "24h")]
     pub idle_ttl: Duration,
-    /// Exact origin allowed on cookie POSTs (repeatable; env: comma-separated). Default: the
-    /// `http://127.0.0.1:PORT` and `http://localhost:PORT` of the bound port.
+    /// Exact origin (`scheme://host[:port]`) allowed on cookie POSTs, in addition to the
+    /// `http://127.0.0.1:PORT` and `http://localhost:PORT` of the bound port, which are always
+    /// allowed (repeatable; env: comma-separated). The effective list is logged at start.
     #[arg(
         long = "allowed-origin",
         env = "AUTHFETCH_ALLOWED_ORIGIN",
         value_delimiter = ','
     )]
     pub allowed_origins: Vec<String>,
+    /// Exact origin of a page on another origin of the same site (app.example.com using
+    /// auth.example.com) that may call the auth endpoints and /api/* with credentials: CORS
+    /// for that origin only, and its cookie POSTs are accepted with Sec-Fetch-Site: same-site.
+    /// Implies --allowed-origin. Never `*`; cross-site origins cannot work (SameSite cookies).
+    /// Repeatable; env: comma-separated. See docs/PROTOCOL.md, "Cross-origin deployments".
+    #[arg(
+        long = "cors-origin",
+        env = "AUTHFETCH_CORS_ORIGIN",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+    /// Reverse proxy (IP or CIDR) whose forwarding header is believed; the client address
+    /// (rate limits, logs) is then the rightmost address in that header that is not a trusted
+    /// proxy. Without it, forwarding headers are ignored. Repeatable; env: comma-separated.
+    #[arg(
+        long = "trusted-proxy",
+        env = "AUTHFETCH_TRUSTED_PROXY",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<String>,
+    /// The header the trusted proxies write. Only this one is read: a client's own copy of
+    /// the other would pass through a proxy untouched.
+    #[arg(
+        long,
+        env = "AUTHFETCH_FORWARDED_HEADER",
+        value_enum,
+        default_value = "x-forwarded-for"
+    )]
+    pub forwarded_header: ForwardedHeaderArg,
     /// `iss` of issued access tokens.
     #[arg(long, env = "AUTHFETCH_ISSUER", default_value = "authfetch")]
     pub issuer: String,
@@ -204,14 +250,17 @@ impl Cli {
                 return Err("give either --store or --redis-url, not both".into())
             }
             (_, Some(_)) => {
-                return Err("--redis-url must start with redis://, redis+unix:// or unix://".into())
+                return Err(
+                    "--redis-url must start with redis://, rediss://, redis+unix:// or unix://"
+                        .into(),
+                )
             }
             (s, None) => {
                 // Only the scheme is echoed: the value may be a URL with a password in it.
                 let scheme = s.split_once("://").map_or(s, |(scheme, _)| scheme);
                 return Err(format!(
-                    "--store must be sqlite or a redis:// / redis+unix:// URL (rediss:// is not \
-                     supported), got {scheme:?}"
+                    "--store must be sqlite or a redis://, rediss:// or redis+unix:// URL, got \
+                     {scheme:?}"
                 ));
             }
         };
@@ -220,6 +269,12 @@ impl Cli {
         }
         c.redis_prefix = self.redis_prefix.clone();
         c.redis_allow_volatile = self.redis_allow_volatile;
+        if let Some(ca) = &self.redis_ca_file {
+            if !matches!(&c.store, StoreKind::Redis(u) if u.starts_with("rediss://")) {
+                return Err("--redis-ca-file needs a rediss:// store URL".into());
+            }
+            c.redis_ca_file = Some(ca.clone());
+        }
         c.issuer = self.issuer.clone();
         c.audience = self.audience.clone();
         c.alg = match self.alg {
@@ -237,12 +292,18 @@ impl Cli {
         c.grace = self.grace;
         c.session_ttl = self.session_ttl;
         c.idle_ttl = self.idle_ttl;
-        c.allowed_origins = self
-            .allowed_origins
+        c.allowed_origins = crate::cors::parse_origins("--allowed-origin", &self.allowed_origins)?;
+        c.cors_origins = crate::cors::parse_origins("--cors-origin", &self.cors_origins)?;
+        c.trusted_proxies = self
+            .trusted_proxies
             .iter()
-            .map(|o| o.trim().trim_end_matches('/').to_owned())
-            .filter(|o| !o.is_empty())
-            .collect();
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| crate::client_addr::parse_trusted_proxy(p))
+            .collect::<Result<_, _>>()?;
+        c.forwarded_header = match self.forwarded_header {
+            ForwardedHeaderArg::XForwardedFor => crate::client_addr::ForwardedHeader::XForwardedFor,
+            ForwardedHeaderArg::Forwarded => crate::client_addr::ForwardedHeader::Forwarded,
+        };
         c.debug_stats = self.debug_stats || self.demo;
         c.demo_users = self.demo;
         if self.max_connections == 0 {

@@ -28,7 +28,8 @@ pub const MAX_USERNAME_BYTES: usize = 64;
 pub enum StoreKind {
     /// Embedded SQLite file `authfetch.sqlite3` in the data directory (the default).
     Sqlite,
-    /// A Redis server: `redis://[:PASSWORD@]HOST:PORT[/DB]` or `redis+unix:///path/to/socket`.
+    /// A Redis server: `redis://[:PASSWORD@]HOST:PORT[/DB]`, `rediss://…` (TLS) or
+    /// `redis+unix:///path/to/socket`.
     Redis(String),
 }
 
@@ -49,7 +50,7 @@ impl std::fmt::Debug for StoreKind {
 
 /// Whether `url` names a Redis server this build can talk to.
 pub fn is_redis_url(url: &str) -> bool {
-    ["redis://", "redis+unix://", "unix://"]
+    ["redis://", "rediss://", "redis+unix://", "unix://"]
         .iter()
         .any(|p| url.starts_with(p))
 }
@@ -176,6 +177,9 @@ pub struct Config {
     pub redis_prefix: String,
     /// Start even if Redis has no append-only file (A4); for caches and tests.
     pub redis_allow_volatile: bool,
+    /// PEM file of the CA that signed the certificate of a `rediss://` Redis; it replaces the
+    /// system's roots (`None`: the system's roots).
+    pub redis_ca_file: Option<PathBuf>,
     /// `iss` of issued tokens, checked exactly by the verification layer.
     pub issuer: String,
     /// `aud` of issued tokens.
@@ -193,8 +197,20 @@ pub struct Config {
     pub session_ttl: Duration,
     /// Idle family lifetime.
     pub idle_ttl: Duration,
-    /// Exact origins (`scheme://host[:port]`) allowed on cookie-authenticated POSTs.
+    /// Exact origins (`scheme://host[:port]`) allowed on cookie-authenticated POSTs, in
+    /// addition to [`Config::cors_origins`]. [`crate::serve`] adds the loopback origins of the
+    /// bound port.
     pub allowed_origins: Vec<String>,
+    /// Exact origins of same-site pages on *other* origins (`app.example.com` talking to
+    /// `auth.example.com`): they get CORS with credentials on the auth and `/api/` routes,
+    /// and their cookie POSTs pass the CSRF guard with `Sec-Fetch-Site: same-site` (see
+    /// `crate::cors`). Empty: no CORS header is ever sent (X6).
+    pub cors_origins: Vec<String>,
+    /// Reverse proxies whose forwarding header is believed (see `crate::client_addr`). Empty:
+    /// the client address is the TCP peer and forwarding headers are ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Which forwarding header the trusted proxies write.
+    pub forwarded_header: crate::client_addr::ForwardedHeader,
     /// Serve `GET /debug/stats`.
     pub debug_stats: bool,
     /// Seed the demo users `alice` and `bob` at start-up.
@@ -223,6 +239,7 @@ impl Config {
             store: StoreKind::Sqlite,
             redis_prefix: crate::store::redis::DEFAULT_PREFIX.to_owned(),
             redis_allow_volatile: false,
+            redis_ca_file: None,
             issuer: "authfetch".to_owned(),
             audience: "authfetch-api".to_owned(),
             alg: Alg::Es256,
@@ -231,6 +248,9 @@ impl Config {
             session_ttl: DEFAULT_SESSION_TTL,
             idle_ttl: DEFAULT_IDLE_TTL,
             allowed_origins: Vec::new(),
+            cors_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
+            forwarded_header: crate::client_addr::ForwardedHeader::XForwardedFor,
             debug_stats: false,
             demo_users: false,
             www_dir: None,

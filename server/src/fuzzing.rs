@@ -148,7 +148,7 @@ pub fn csrf_headers(input: &[u8]) -> bool {
             h.append(n, v);
         }
     }
-    let ok = csrf_check(&[ORIGIN.to_owned()], &method, &h, body).is_ok();
+    let ok = csrf_check(&[ORIGIN.to_owned()], &[], &method, &h, body).is_ok();
     if ok {
         let csrf: Vec<_> = h.get_all(authfetch_protocol::CSRF_HEADER).iter().collect();
         assert!(

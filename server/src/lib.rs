@@ -13,6 +13,9 @@
 //! lib.rs       this map; AppState; `open` (store + keys + service); `app` (the Router); `serve`
 //! connections.rs  the accept loop: header-read and idle timeouts, connection cap, shutdown deadline
 //! routes.rs    HTTP handlers, the CSRF guard (X2–X7), cookies (C1, C5), demo resources
+//! cors.rs      --cors-origin: exact-list CORS with credentials (same-site deployments), origin syntax
+//! client_addr.rs  --trusted-proxy: the client address from X-Forwarded-For / Forwarded
+//! tls.rs       the server as a TLS client: rediss:// with system roots or --redis-ca-file
 //! service.rs   TokenService: login (P1–P3, S3), refresh (R1, R2), logout, logout-all (R4),
 //!              rate limits (R9), audit events; knows nothing about HTTP
 //! store/       the Store trait (mod.rs), SQLite (sqlite/: writer, checkpointer, readers),
@@ -64,14 +67,19 @@
 //! tests/oidc_id_token.rs   ID-token checks and key rotation against a fake ES256 provider
 //! tests/oidc_audit.rs      OIDC audit events present, codes/state/secrets absent from logs
 //! tests/oidc_cli.rs        --oidc-config on the binary: secret from the environment, start-up errors
+//! tests/deploy.rs          --cors-origin (preflight, exact list, CSRF with CORS), refused-origin log,
+//!                          --trusted-proxy (spoofing, malformed headers)
+//! tests/redis_tls.rs       rediss:// against redis-server --tls-port with a CA made by the test
 //! ```
 //!
 //! `docs/SECURITY.md` maps every security item (J*, R*, C*, X*, …) to the test that proves it.
 
 pub mod cli;
+pub mod client_addr;
 pub mod clock;
 pub mod config;
 pub mod connections;
+pub mod cors;
 pub mod dpop;
 pub mod error;
 #[cfg(any(test, feature = "fuzzing"))]
@@ -88,6 +96,7 @@ pub mod secret;
 pub mod service;
 pub mod stats;
 pub mod store;
+pub mod tls;
 pub mod verify;
 
 pub use authfetch_protocol as protocol;
@@ -139,6 +148,9 @@ pub enum StartupError {
     /// The OpenID Connect configuration is unusable.
     #[error("OIDC: {0}")]
     Oidc(String),
+    /// A TLS setting (`--redis-ca-file`) is unusable.
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// Shared state of all handlers. Cheap to clone.
@@ -198,8 +210,9 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartupError>
             Arc::new(store::sqlite::SqliteStore::open(&config.data_dir)?)
         }
         StoreKind::Redis(url) => {
+            let client = tls::redis_client(url, config.redis_ca_file.as_deref())?;
             let redis =
-                store::redis::RedisStore::connect_with_prefix(url, &config.redis_prefix).await?;
+                store::redis::RedisStore::connect_client(client, &config.redis_prefix).await?;
             check_redis_durability(&redis, config.redis_allow_volatile).await?;
             Arc::new(redis)
         }
@@ -286,9 +299,25 @@ pub fn app(state: AppState) -> Router {
     let h = |name: HeaderName, value: &'static str| {
         SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value))
     };
-    router
+    let cors = cors::Cors::new(&config.cors_origins).map(Arc::new);
+    let trust = Arc::new(client_addr::Trust {
+        proxies: config.trusted_proxies.clone(),
+        header: config.forwarded_header,
+    });
+    let mut router = router
         .method_not_allowed_fallback(routes::method_not_allowed)
-        .with_state(state)
+        .with_state(state);
+    // Outside the router, so a preflight is answered before routing (the auth routes are
+    // POST only and would answer OPTIONS with 405).
+    if let Some(cors) = cors {
+        router = router.layer(axum::middleware::from_fn(move |req, next| {
+            cors::middleware(Arc::clone(&cors), req, next)
+        }));
+    }
+    router
+        .layer(axum::middleware::from_fn(move |req, next| {
+            client_addr::middleware(Arc::clone(&trust), req, next)
+        }))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(error::AppError::Internal(
                 "handler panicked".into(),
@@ -338,9 +367,23 @@ pub async fn serve_until(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), StartupError> {
     let addr = listener.local_addr()?;
-    if config.allowed_origins.is_empty() {
-        config.allowed_origins = default_origins(addr);
+    // `--allowed-origin` adds to the loopback origins of the bound port (it used to replace
+    // them, which broke the app served by this server as soon as a dev-server origin was
+    // added). They cannot be abused from elsewhere: a page on another machine's loopback is
+    // cross-site to any real host name, and its Sec-Fetch-Site is refused.
+    let mut origins = default_origins(addr);
+    for o in std::mem::take(&mut config.allowed_origins) {
+        if !origins.contains(&o) {
+            origins.push(o);
+        }
     }
+    config.allowed_origins = origins;
+    tracing::info!(
+        allowed_origins = ?config.allowed_origins,
+        cors_origins = ?config.cors_origins,
+        trusted_proxies = ?config.trusted_proxies.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "origins allowed on cookie POSTs (CORS origins are allowed too)"
+    );
     let limits = config.connections;
     let state = open(config).await?;
     let service = Arc::clone(&state.service);

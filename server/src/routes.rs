@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 
+use crate::client_addr::ClientAddr;
 use crate::error::AppError;
 use crate::secret::{hex, Password, RefreshToken};
 use crate::verify::{AccessClaims, Authenticated};
@@ -83,21 +84,25 @@ async fn declared_length_limit(limit: usize, req: Request, next: Next) -> Respon
     next.run(req).await
 }
 
-/// The client's IP address when the server runs with connect info (always, via `serve`);
-/// `"unknown"` under `oneshot` tests. `X-Forwarded-For` is deliberately not trusted.
+/// The client's IP address: the one `client_addr::middleware` worked out (the TCP peer, or
+/// with `--trusted-proxy` the rightmost untrusted hop of the forwarding header), else the peer,
+/// else `"unknown"` (under `oneshot` tests without a `ConnectInfo`).
 #[derive(Clone, Debug)]
 pub struct ClientIp(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = Infallible;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
-        Ok(ClientIp(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string()),
-        ))
+        Ok(ClientIp(client_ip(&parts.extensions)))
     }
+}
+
+fn client_ip(ext: &axum::http::Extensions) -> String {
+    if let Some(ClientAddr(ip)) = ext.get::<ClientAddr>() {
+        return ip.to_string();
+    }
+    ext.get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string())
 }
 
 /// What the request carried in the refresh cookie.
@@ -227,16 +232,41 @@ fn single<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a HeaderValue>, (
 /// `application/json` (X3). A request with neither `Origin` nor `Sec-Fetch-Site` comes from a
 /// non-browser client (curl, tests, a native app): it is allowed, because it still had to send
 /// the custom header, which no cross-site browser request can do without a CORS preflight that
-/// this server never grants (X6: there is no CORS at all).
+/// this server grants only to the exact `--cors-origin` list (X6).
 async fn csrf_guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
     // A body is present unless its size is known to be zero (hyper reports an exact 0 for a
     // request without Content-Length/Transfer-Encoding, and for Content-Length: 0).
     let body =
         has_body(req.headers()) || axum::body::HttpBody::size_hint(req.body()).exact() != Some(0);
-    let origins = &st.service.config().allowed_origins;
-    match csrf_check(origins, req.method(), req.headers(), body) {
+    let config = st.service.config();
+    let origins = &config.allowed_origins;
+    match csrf_check(
+        origins,
+        &config.cors_origins,
+        req.method(),
+        req.headers(),
+        body,
+    ) {
         Ok(()) => next.run(req).await,
         Err(e) => {
+            if let AppError::CrossOrigin(why) = &e {
+                // A refused origin is nearly always a deployment mistake (a missing
+                // --allowed-origin / --cors-origin, or 127.0.0.1 vs localhost): say which origin
+                // so the operator can fix it. The values are the request's, so they are
+                // quoted and cut short.
+                let h = req.headers();
+                tracing::warn!(
+                    origin = %header_for_log(h, header::ORIGIN.as_str()),
+                    sec_fetch_site = %header_for_log(h, "sec-fetch-site"),
+                    ip = %client_ip(req.extensions()),
+                    reason = why,
+                    path = %req.uri().path(),
+                    "cross-origin cookie POST refused (403 access_denied); allowed origins: {:?}, \
+                     CORS origins: {:?}",
+                    origins,
+                    config.cors_origins,
+                );
+            }
             let allow = matches!(e, AppError::MethodNotAllowed);
             let mut r = e.into_response();
             if allow {
@@ -248,8 +278,34 @@ async fn csrf_guard(State(st): State<AppState>, req: Request, next: Next) -> Res
     }
 }
 
+/// A request header as it may appear in a log line: every value, lossily decoded, escaped by
+/// `{:?}` and cut at 200 bytes (it is attacker-controlled).
+fn header_for_log(h: &HeaderMap, name: &str) -> String {
+    let values: Vec<String> = h
+        .get_all(name)
+        .iter()
+        .map(|v| {
+            let v = String::from_utf8_lossy(v.as_bytes());
+            let mut end = v.len().min(200);
+            while !v.is_char_boundary(end) {
+                end -= 1;
+            }
+            v[..end].to_owned()
+        })
+        .collect();
+    match values.as_slice() {
+        [] => "(none)".to_owned(),
+        [v] => format!("{v:?}"),
+        vs => format!("{vs:?}"),
+    }
+}
+
+/// The checks of [`csrf_guard`]. `cors_origins` are allowed like `allowed_origins`, and are the
+/// only origins whose requests may carry `Sec-Fetch-Site: same-site` (a page on a sibling
+/// origin of the same site, allowed through `--cors-origin`).
 pub(crate) fn csrf_check(
     allowed_origins: &[String],
+    cors_origins: &[String],
     method: &Method,
     h: &HeaderMap,
     body: bool,
@@ -265,22 +321,23 @@ pub(crate) fn csrf_check(
             ))
         }
     }
+    let origin = match single(h, header::ORIGIN.as_str()) {
+        Ok(o) => o.map(|v| v.to_str().unwrap_or("\u{fffd}")),
+        Err(()) => return Err(AppError::CrossOrigin("several origins")),
+    };
+    let is_cors = origin.is_some_and(|o| cors_origins.iter().any(|a| a == o));
     match single(h, "sec-fetch-site") {
         Ok(None) => {}
         Ok(Some(v)) if v.as_bytes() == b"same-origin" => {}
+        // X4 for same-site deployments: only a listed CORS origin (exact `Origin`, checked
+        // above) may be same-site. `cross-site` and `none` are never accepted.
+        Ok(Some(v)) if v.as_bytes() == b"same-site" && is_cors => {}
         _ => return Err(AppError::CrossOrigin("sec-fetch-site")),
     }
-    match single(h, header::ORIGIN.as_str()) {
-        Ok(None) => {}
-        Ok(Some(v)) => {
-            let ok = v
-                .to_str()
-                .is_ok_and(|o| allowed_origins.iter().any(|a| a == o));
-            if !ok {
-                return Err(AppError::CrossOrigin("origin"));
-            }
+    if let Some(o) = origin {
+        if !is_cors && !allowed_origins.iter().any(|a| a == o) {
+            return Err(AppError::CrossOrigin("origin"));
         }
-        Err(()) => return Err(AppError::CrossOrigin("several origins")),
     }
     if body && !is_json(h) {
         return Err(AppError::UnsupportedMediaType);

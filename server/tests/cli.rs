@@ -401,8 +401,27 @@ fn cli_rejects_bad_flags_with_a_message() {
     for (args, needle) in [
         (&["--store", "mysql://x"][..], "--store must be"),
         (
-            &["--store", "rediss://:hunter2@db:6380"][..],
-            "got \"rediss\"",
+            &["--store", "rediss+x://:hunter2@db:6380"][..],
+            "--store must be",
+        ),
+        // rediss:// is a store URL now; an unreachable one is a start-up error without the
+        // password.
+        (
+            &["--store", "rediss://:hunter2@127.0.0.1:1"][..],
+            "store: redis",
+        ),
+        (
+            &["--redis-ca-file", "/nonexistent/ca.pem"][..],
+            "--redis-ca-file needs a rediss://",
+        ),
+        (&["--cors-origin", "*"][..], "--cors-origin \"*\""),
+        (
+            &["--allowed-origin", "https://App.example.com:443"][..],
+            "did you mean https://app.example.com?",
+        ),
+        (
+            &["--trusted-proxy", "0.0.0.0/0"][..],
+            "trusts every address",
         ),
         (
             &["--redis-url", "http://x"][..],
@@ -418,4 +437,100 @@ fn cli_rejects_bad_flags_with_a_message() {
         assert!(err.contains(needle), "{args:?}: {err}");
         assert!(!err.contains("hunter2"), "a password echoed: {err}");
     }
+}
+
+/// A login POST with extra headers; the status.
+async fn login_with(url: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut req = common::http_client()
+        .post(url)
+        .header(CSRF_HEADER, "1")
+        .header("content-type", "application/json")
+        .body(login_body("nobody", "wrong-password").to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.expect("request").status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_allowed_origin_adds_to_the_defaults_and_the_effective_lists_are_logged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = Proc::start(
+        &tmp.path().join("data"),
+        &[
+            "--allowed-origin",
+            "http://localhost:5173",
+            "--cors-origin",
+            "http://app.localhost:5174",
+        ],
+        &[],
+    );
+    let port = p.base.rsplit(':').next().unwrap().to_owned();
+    let login = p.url(LOGIN_PATH);
+    // The dev server's origin and the server's own (default) origins are all accepted: the
+    // wrong password gets 401, not 403.
+    for origin in [
+        "http://localhost:5173".to_owned(),
+        format!("http://127.0.0.1:{port}"),
+        format!("http://localhost:{port}"),
+    ] {
+        let s = login_with(
+            &login,
+            &[("origin", &origin), ("sec-fetch-site", "same-origin")],
+        )
+        .await;
+        assert_eq!(s, 401, "{origin}");
+    }
+    assert_eq!(
+        login_with(&login, &[("origin", "http://127.0.0.1:5173")]).await,
+        403
+    );
+    let logs = p.logs();
+    let start = logs
+        .lines()
+        .find(|l| l.contains("origins allowed on cookie POSTs"))
+        .unwrap_or_else(|| panic!("no start-up line: {logs}"));
+    for want in [
+        "http://localhost:5173".to_owned(),
+        format!("http://127.0.0.1:{port}"),
+        "http://app.localhost:5174".to_owned(),
+    ] {
+        assert!(start.contains(&want), "{want} not in {start}");
+    }
+    assert!(
+        logs.lines().any(|l| l.contains("WARN")
+            && l.contains("cross-origin cookie POST refused")
+            && l.contains("\"http://127.0.0.1:5173\"")),
+        "{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_trusted_proxy_puts_the_forwarded_client_address_in_the_audit_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let xff = [("x-forwarded-for", "198.51.100.1, 203.0.113.9")];
+    // No trusted proxy: the header is ignored, the peer is the client.
+    let plain = Proc::start(&tmp.path().join("a"), &[], &[]);
+    assert_eq!(login_with(&plain.url(LOGIN_PATH), &xff).await, 401);
+    let logs = plain.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("login_failed"))
+        .unwrap_or_else(|| panic!("{logs}"));
+    assert!(line.contains("ip=127.0.0.1"), "{line}");
+    assert!(!logs.contains("203.0.113.9") && !logs.contains("198.51.100.1"));
+    // Loopback trusted: the rightmost untrusted hop, never the client's own first entry.
+    let proxied = Proc::start(
+        &tmp.path().join("b"),
+        &["--trusted-proxy", "127.0.0.0/8"],
+        &[],
+    );
+    assert_eq!(login_with(&proxied.url(LOGIN_PATH), &xff).await, 401);
+    let logs = proxied.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("login_failed"))
+        .unwrap_or_else(|| panic!("{logs}"));
+    assert!(line.contains("ip=203.0.113.9"), "{line}");
+    assert!(!logs.contains("198.51.100.1"), "{logs}");
 }

@@ -83,3 +83,46 @@ export const test = base.extend({
 });
 
 export { expect };
+
+const CONTENT_TYPES = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.mjs': 'text/javascript; charset=utf-8',
+  '.wasm': 'application/wasm',
+  '.json': 'application/json',
+  '.ts': 'text/plain; charset=utf-8',
+};
+
+/**
+ * A static file server on a free 127.0.0.1 port for pages that live on another origin than
+ * authfetch-server (cross-origin deployments): `files` maps a path to its body, and `/pkg/…`
+ * serves the built package from pkg/. Resolves to `{ port, close() }`.
+ * @param {Record<string, string>} files
+ */
+export async function startStatic(files = {}) {
+  const { createServer } = await import('node:http');
+  const { readFile } = await import('node:fs/promises');
+  const { extname, normalize } = await import('node:path');
+  const server = createServer(async (req, res) => {
+    const path = new URL(req.url, 'http://x').pathname;
+    const type = CONTENT_TYPES[extname(path)] || 'application/octet-stream';
+    if (Object.hasOwn(files, path)) {
+      res.writeHead(200, { 'content-type': type }).end(files[path]);
+      return;
+    }
+    const rel = normalize(path).replace(/^\/+/, '');
+    if (rel.startsWith('pkg/') && !rel.includes('..')) {
+      try {
+        const body = await readFile(join(ROOT, rel));
+        res.writeHead(200, { 'content-type': type }).end(body);
+        return;
+      } catch { /* 404 below */ }
+    }
+    res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: server.address().port,
+    close: () => new Promise((r) => { server.closeAllConnections(); server.close(r); }),
+  };
+}

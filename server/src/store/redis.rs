@@ -374,8 +374,20 @@ impl RedisStore {
     /// # Errors
     /// A bad URL, or Redis is unreachable.
     pub async fn connect_with_prefix(url: &str, prefix: &str) -> Result<RedisStore, StoreError> {
+        Self::connect_client(redis::Client::open(url)?, prefix).await
+    }
+
+    /// As [`RedisStore::connect_with_prefix`] with a client built by the caller (`rediss://`
+    /// with a configured CA: `crate::tls::redis_client`).
+    ///
+    /// # Errors
+    /// Redis is unreachable (or its TLS certificate is not trusted).
+    pub async fn connect_client(
+        client: redis::Client,
+        prefix: &str,
+    ) -> Result<RedisStore, StoreError> {
         let store = RedisStore {
-            client: redis::Client::open(url)?,
+            client,
             conn: RwLock::new(None),
             prefix: prefix.to_owned(),
             scripts: Scripts::new(),
