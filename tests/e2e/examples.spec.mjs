@@ -6,11 +6,10 @@
 // strict CSP, and driven in Chromium until authFetch has signed in and got 200 from /api/me.
 // Plus: importing the package in Node (server-side rendering) neither crashes nor touches the
 // network.
-import { test, expect, ROOT, SERVER_BIN, TARBALL } from './fixtures.mjs';
+import { test, expect, ROOT, SERVER_BIN, TARBALL, freePort } from './fixtures.mjs';
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -143,18 +142,6 @@ for (const [name, wasmPath] of [
     } finally {
       await server.stop();
     }
-  });
-}
-
-/** A TCP port that was free a moment ago. */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
   });
 }
 

@@ -13,92 +13,14 @@
 // (logout, logout-everywhere) or a route answers 401 `invalid_token` as the server does for a
 // revoked one (said at each use).
 import { test, expect } from './fixtures.mjs';
+import {
+  ALICE, ENDED, tabHarness, ready, isAuthenticated, eventTypes, jti, login, waitExpired, startBurst, settle, burst,
+  statsSince,
+} from './tabs-harness.mjs';
 
 const TAB_PATH = '/__hardening-e2e.html';
-const TAB_HTML = '<!doctype html><meta charset="utf-8"><title>authfetch tab</title><body></body>';
-const ALICE = { username: 'alice', password: 'alice-password' };
-const ENDED = ['signed_out', 'session_expired'];
 const REFUSED = { status: 401, headers: { 'www-authenticate': 'Bearer error="invalid_token"' }, body: '' };
-
-/**
- * Serves the tab page on the server's origin, counts the refresh requests each page sends (and
- * in total), and collects page errors.
- */
-async function harness(context, server) {
-  const csp = (await fetch(`${server.url}/`)).headers.get('content-security-policy');
-  expect(csp, 'the server sends a CSP').toBeTruthy();
-  await context.route(`${server.url}${TAB_PATH}`, (route) => route.fulfill({
-    status: 200,
-    headers: { 'content-type': 'text/html; charset=utf-8', 'content-security-policy': csp, 'cache-control': 'no-store' },
-    body: TAB_HTML,
-  }));
-  const refreshes = [];
-  context.on('request', (r) => {
-    if (new URL(r.url()).pathname === '/auth/refresh') refreshes.push({ at: Date.now(), page: r.frame()?.page() });
-  });
-  const problems = [];
-  const tabs = [];
-
-  /** Opens a tab, imports the package, creates a client (not started) and records its events. */
-  async function open(clientOptions = {}, name = `tab${tabs.length + 1}`) {
-    const page = await context.newPage();
-    page.on('pageerror', (e) => problems.push(`${name}: pageerror: ${e}`));
-    await page.goto(`${server.url}${TAB_PATH}`);
-    await page.evaluate(async (options) => {
-      const m = await import('/pkg/index.js');
-      const client = m.createAuthClient(options);
-      const events = [];
-      client.onAuthStateChange((e) => events.push({ type: e.type, at: Date.now() }));
-      window.__tab = { m, client, events };
-    }, { refreshAheadSeconds: 0, ...clientOptions });
-    const tab = { page, name };
-    tabs.push(tab);
-    return tab;
-  }
-
-  return {
-    open,
-    problems,
-    /** Refresh requests sent so far, by every page or by `tab`'s page. */
-    refreshCount: (tab) => refreshes.filter((r) => !tab || r.page === tab.page).length,
-  };
-}
-
-const ready = (tab) => tab.page.evaluate(() => window.__tab.client.ready());
-const isAuthenticated = (tab) => tab.page.evaluate(() => window.__tab.client.isAuthenticated());
-const eventTypes = (tab) => tab.page.evaluate(() => window.__tab.events.map((e) => e.type));
-const jti = (tab) => tab.page.evaluate(() => window.__tab.client.claims()?.jti);
-const login = (tab, who = ALICE) => tab.page.evaluate((c) => window.__tab.client.login(c), who);
-
-/** Waits until the tab holds a token that its own monotonic clock says has expired. */
-async function waitExpired(tab, timeout = 15_000) {
-  await tab.page.waitForFunction(() => {
-    const c = window.__tab.client;
-    return c.isAuthenticated() && c.expiresIn() <= 0;
-  }, null, { timeout, polling: 50 });
-}
-
-/**
- * Starts `n` concurrent `authFetch(path)` in the tab, kept on `window.__burst`; `settle(tab)`
- * resolves with their outcomes: {status, user} or {error: code or name}.
- */
-async function startBurst(tab, n, path = '/api/me') {
-  await tab.page.evaluate(({ n, path }) => {
-    const { client } = window.__tab;
-    const one = async () => {
-      try {
-        const r = await client.authFetch(path);
-        const body = await r.json().catch(() => null);
-        return { status: r.status, user: body && body.username };
-      } catch (e) {
-        return { error: (e && (e.code || e.name)) || String(e) };
-      }
-    };
-    window.__burst = Promise.all(Array.from({ length: n }, one));
-  }, { n, path });
-}
-const settle = (tab) => tab.page.evaluate(() => window.__burst);
-const burst = async (tab, n, path) => { await startBurst(tab, n, path); return settle(tab); };
+const harness = (context, server) => tabHarness(context, server, TAB_PATH);
 
 /**
  * Holds every request to `path` from `page` until it is released; `arrived(n)` waits until `n`
@@ -166,11 +88,6 @@ async function otherDevice(server, who = ALICE) {
   };
 }
 
-/** Server counters minus a baseline. */
-async function statsSince(server, base) {
-  const now = await server.stats();
-  return Object.fromEntries(Object.entries(now).map(([k, v]) => [k, v - (base[k] ?? 0)]));
-}
 
 /** One call's outcome, for the records. */
 const outcome = (r) => (r.error ? r.error : `${r.status}${r.user ? ` ${r.user}` : ''}`);

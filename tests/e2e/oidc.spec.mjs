@@ -2,24 +2,15 @@
 // 127.0.0.1 (tests/oidc/provider.mjs), the app on localhost, so the two are cross-site and a
 // SameSite mistake on the transaction or refresh cookie would break the flow here. The browser
 // is Debian's Chromium, driven through the provider's own login and consent pages.
-import { test as base, expect, startServer, DEFAULT_ARGS } from './fixtures.mjs';
+import { test as base, expect, startServer, DEFAULT_ARGS, freePort } from './fixtures.mjs';
 import { startProvider } from '../oidc/provider.mjs';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const CLIENT_ID = 'authfetch-e2e';
 const TXN_COOKIE = '__Host-authfetch_oidc';
 const RT_COOKIE = '__Host-authfetch_rt';
-
-async function freePort() {
-  const s = createServer();
-  await new Promise((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address();
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 /**
  * One provider and one server per test: `app` is the app's origin (localhost), `provider` the

@@ -4,10 +4,9 @@
 // changes: the checkout's path for `/path/to/authfetch`, free ports for 8080 and 5173 (another
 // test run may hold them), and a temporary data directory for `.data/quickstart`. Then Chromium
 // opens the app on the Vite dev server and signs in; the console must stay empty.
-import { test, expect, ROOT, TARBALL } from './fixtures.mjs';
+import { test, expect, ROOT, TARBALL, freePort } from './fixtures.mjs';
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, lstatSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 
@@ -23,17 +22,6 @@ function quickstart() {
     blocks[m[1]][m[2]] = m[3];
   }
   return blocks;
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 const ENV = {

@@ -9,111 +9,14 @@
 // `refreshAheadSeconds: 0`, so nothing refreshes on a timer: a refresh happens only when a call
 // needs one, which makes every count below deterministic. The default server lifetime is 3 s.
 import { test, expect } from './fixtures.mjs';
+import {
+  ALICE, ENDED, tabHarness, ready, isAuthenticated, eventTypes, jti, login, waitExpired, burst, holdLock, statsSince,
+} from './tabs-harness.mjs';
 
 const COOKIE = '__Host-authfetch_rt';
-const LOCK_NAME = 'authfetch-refresh'; // src/web.rs LOCK_NAME
 const TAB_PATH = '/__tabs-e2e.html';
-const TAB_HTML = '<!doctype html><meta charset="utf-8"><title>authfetch tab</title><body></body>';
-const ALICE = { username: 'alice', password: 'alice-password' };
-const LOGGED_OUT = ['signed_out', 'session_expired'];
-
-/**
- * Serves the tab page on the server's origin, counts the refresh requests every page sends, and
- * collects page errors. Returns helpers bound to this context and server.
- */
-async function harness(context, server) {
-  const csp = (await fetch(`${server.url}/`)).headers.get('content-security-policy');
-  expect(csp, 'the server sends a CSP').toBeTruthy();
-  await context.route(`${server.url}${TAB_PATH}`, (route) => route.fulfill({
-    status: 200,
-    headers: { 'content-type': 'text/html; charset=utf-8', 'content-security-policy': csp, 'cache-control': 'no-store' },
-    body: TAB_HTML,
-  }));
-  const refreshRequests = [];
-  context.on('request', (r) => {
-    if (new URL(r.url()).pathname === '/auth/refresh') refreshRequests.push({ at: Date.now(), page: r.frame()?.page() });
-  });
-  const problems = [];
-  const pages = [];
-
-  /** Opens a tab; with `client` options, imports the package and creates a client (not started). */
-  async function open(clientOptions = {}, { name = `tab${pages.length + 1}`, withClient = true } = {}) {
-    const page = await context.newPage();
-    page.on('pageerror', (e) => problems.push(`${name}: pageerror: ${e}`));
-    await page.goto(`${server.url}${TAB_PATH}`);
-    if (withClient) {
-      await page.evaluate(async (options) => {
-        const m = await import('/pkg/index.js');
-        const client = m.createAuthClient(options);
-        const events = [];
-        client.onAuthStateChange((e) => events.push({ type: e.type, at: Date.now() }));
-        const traces = [];
-        client.onRequest((t) => traces.push(t));
-        window.__tab = { client, events, traces };
-      }, { refreshAheadSeconds: 0, ...clientOptions });
-    }
-    const tab = { page, name };
-    pages.push(tab);
-    return tab;
-  }
-
-  return {
-    open,
-    problems,
-    /** Refresh requests sent by the browser so far. */
-    refreshCount: () => refreshRequests.length,
-    refreshRequests,
-  };
-}
-
-/** `client.ready()` in the tab. */
-const ready = (tab) => tab.page.evaluate(() => window.__tab.client.ready());
-const isAuthenticated = (tab) => tab.page.evaluate(() => window.__tab.client.isAuthenticated());
-const eventTypes = (tab) => tab.page.evaluate(() => window.__tab.events.map((e) => e.type));
-/** The `jti` of the token the tab holds (from the public claims; never the token itself). */
-const jti = (tab) => tab.page.evaluate(() => window.__tab.client.claims()?.jti);
-const login = (tab) => tab.page.evaluate((c) => window.__tab.client.login(c), ALICE);
-
-/** Fires `n` concurrent `authFetch(path)` in the tab; each settles to {status, user} or {error}. */
-function burst(tab, n, path = '/api/me') {
-  return tab.page.evaluate(async ({ n, path }) => {
-    const { client } = window.__tab;
-    const one = async () => {
-      try {
-        const r = await client.authFetch(path);
-        const body = await r.json().catch(() => null);
-        return { status: r.status, user: body && body.username };
-      } catch (e) {
-        return { error: (e && e.code) || String(e) };
-      }
-    };
-    return Promise.all(Array.from({ length: n }, one));
-  }, { n, path });
-}
-
-/** Waits until the tab holds a token that its own monotonic clock says has expired. */
-async function waitExpired(tab) {
-  await tab.page.waitForFunction(() => {
-    const c = window.__tab.client;
-    return c.isAuthenticated() && c.expiresIn() <= 0;
-  }, null, { timeout: 10_000, polling: 50 });
-}
-
-/** A page (without the package) that takes the refresh lock and never releases it. */
-async function holdLock(tab) {
-  await tab.page.evaluate((name) => new Promise((held) => {
-    navigator.locks.request(name, () => {
-      held();
-      return new Promise(() => {});
-    });
-  }), LOCK_NAME);
-}
-
-/** Server counters minus a baseline. */
-async function statsSince(server, base) {
-  const now = await server.stats();
-  return Object.fromEntries(Object.entries(now).map(([k, v]) => [k, v - (base[k] ?? 0)]));
-}
+const LOGGED_OUT = ENDED;
+const harness = (context, server) => tabHarness(context, server, TAB_PATH);
 
 test('5 tabs × 20 concurrent calls with an expired token: all 100 succeed, nobody is logged out, one refresh per tab', async ({ context, server }) => {
   const h = await harness(context, server);
