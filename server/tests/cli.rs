@@ -5,106 +5,13 @@
 mod common;
 
 use authfetch_protocol::{CSRF_HEADER, JWKS_PATH, LOGIN_PATH, REFRESH_COOKIE, REFRESH_PATH};
+use common::process::{ServerProcess, BIN};
 use common::RedisServer;
-use std::io::{BufRead as _, Write as _};
+use std::io::Write as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_authfetch-server");
-
-/// A running server process; killed on drop if still running.
-struct Proc {
-    child: Child,
-    base: String,
-    log: std::path::PathBuf,
-}
-
-impl Proc {
-    fn start(data_dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Proc {
-        let log = data_dir.with_extension(format!("{}.log", rand_suffix()));
-        let mut child = Command::new(BIN)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--www",
-                "/nonexistent",
-                "--pkg",
-                "/nonexistent",
-            ])
-            .args(args)
-            .env_remove("RUST_LOG")
-            .env("AUTHFETCH_DATA_DIR", data_dir)
-            .envs(envs.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn authfetch-server");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = std::io::BufReader::new(stdout).lines();
-            if let Some(Ok(l)) = lines.next() {
-                let _ = tx.send(l);
-            }
-            for _ in lines {}
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "no listening line; stderr: {}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                )
-            });
-        let base = line
-            .strip_prefix("authfetch-server listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        Proc { child, base, log }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, and the exit status.
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -TERM");
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn rand_suffix() -> String {
-    authfetch_server::secret::RefreshToken::generate().secret()[..8].replace(['-', '_'], "x")
-}
+type Proc = ServerProcess;
 
 fn cli(data_dir: &Path, args: &[&str], stdin: &str, envs: &[(&str, &str)]) -> std::process::Output {
     let mut child = Command::new(BIN)

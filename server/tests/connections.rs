@@ -7,7 +7,7 @@ mod common;
 use authfetch_protocol::{CSRF_HEADER, JWKS_PATH, LOGIN_PATH};
 use authfetch_server::config::ConnectionLimits;
 use authfetch_server::Config;
-use std::io::BufRead as _;
+use common::process::{ServerProcess, BASE_ARGS, BIN};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -291,55 +291,17 @@ async fn a1_an_oversize_content_length_with_expect_continue_gets_413_not_100() {
 fn a1_sigterm_with_a_half_request_client_exits_within_the_shutdown_deadline() {
     use std::io::Write as _;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_authfetch-server"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--www",
-            "/nonexistent",
-            "--pkg",
-            "/nonexistent",
-            "--shutdown-timeout",
-            "1s",
-        ])
-        .env_remove("RUST_LOG")
-        .env("AUTHFETCH_DATA_DIR", dir.path().join("data"))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn authfetch-server");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("authfetch-server listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
+    let mut server =
+        ServerProcess::start(&dir.path().join("data"), &["--shutdown-timeout", "1s"], &[]);
+    let addr = server.addr().to_owned();
     let mut half = std::net::TcpStream::connect(&addr).unwrap();
     half.write_all(b"POST /auth/login HTTP/1.1\r\nhost: localhost\r\n")
         .unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -TERM");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if started.elapsed() > Duration::from_secs(5) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("still running 5 s after SIGTERM with --shutdown-timeout 1s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    server.signal("-TERM");
+    let status = server
+        .wait_exit(Duration::from_secs(5))
+        .expect("still running 5 s after SIGTERM with --shutdown-timeout 1s");
     assert!(status.success(), "{status}");
     drop(half);
 }
@@ -352,37 +314,16 @@ fn a1_sigterm_with_a_half_request_client_exits_within_the_shutdown_deadline() {
 fn a1_under_a_small_open_file_limit_idle_connections_cannot_starve_new_clients() {
     use std::io::{Read as _, Write as _};
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("server.log");
-    let mut child = KillOnDrop(
-        std::process::Command::new("sh")
-            .arg("-c")
-            .arg(r#"ulimit -n 128 && exec "$0" "$@""#)
-            .arg(env!("CARGO_BIN_EXE_authfetch-server"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--www",
-                "/nonexistent",
-                "--pkg",
-                "/nonexistent",
-            ])
-            .env_remove("RUST_LOG")
-            .env("AUTHFETCH_DATA_DIR", dir.path().join("data"))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn authfetch-server"),
-    );
-    let mut line = String::new();
-    std::io::BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("authfetch-server listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg(r#"ulimit -n 128 && exec "$0" "$@""#)
+        .arg(BIN)
+        .args(BASE_ARGS)
+        .env_remove("RUST_LOG")
+        .env("AUTHFETCH_DATA_DIR", dir.path().join("data"));
+    let server = ServerProcess::spawn(command, &dir.path().join("server.log"));
+    let addr = server.addr().to_owned();
     let get = |addr: &str| -> String {
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -415,21 +356,12 @@ fn a1_under_a_small_open_file_limit_idle_connections_cannot_starve_new_clients()
         assert!(Instant::now() < deadline, "never served again");
         std::thread::sleep(Duration::from_millis(50));
     }
-    drop(child);
+    let log = server.log.clone();
+    drop(server);
     let logs = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
         logs.contains("lowered to fit the open-file limit"),
         "{logs}"
     );
     assert!(!logs.contains("accept failed"), "{logs}");
-}
-
-/// Kills the server when a test ends, passed or not.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -5,67 +5,13 @@
 mod common;
 
 use authfetch_protocol::{CSRF_HEADER, LOGIN_PATH, REFRESH_COOKIE, REFRESH_PATH};
-use std::io::BufRead as _;
+use common::process::ServerProcess;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_authfetch-server");
-
-struct Proc {
-    child: Child,
-    base: String,
-}
-
-impl Proc {
-    fn start(data_dir: &Path) -> Proc {
-        let mut child = Command::new(BIN)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--www",
-                "/nonexistent",
-                "--pkg",
-                "/nonexistent",
-                "--demo",
-                "--grace",
-                "1s",
-            ])
-            .env_remove("RUST_LOG")
-            .env("AUTHFETCH_DATA_DIR", data_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn authfetch-server");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("authfetch-server listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        Proc { child, base }
-    }
-
-    fn kill_9(mut self) {
-        let ok = Command::new("kill")
-            .args(["-KILL", &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -9");
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The server as the test runs it: demo user, a 1-second grace window.
+fn start(data_dir: &Path) -> ServerProcess {
+    ServerProcess::start(data_dir, &["--demo", "--grace", "1s"], &[])
 }
 
 /// POSTs to `path` with the CSRF header: (status, refresh cookie set, if any).
@@ -107,7 +53,7 @@ async fn a3_kill_9_after_a_committed_rotation_and_a_restart_past_the_grace_windo
 {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = Proc::start(&data);
+    let server = start(&data);
     let (status, s0) = post(
         &server.base,
         LOGIN_PATH,
@@ -125,7 +71,7 @@ async fn a3_kill_9_after_a_committed_rotation_and_a_restart_past_the_grace_windo
     server.kill_9();
     // Down for longer than the grace window.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let server = Proc::start(&data);
+    let server = start(&data);
     let (status, again) = post(&server.base, REFRESH_PATH, Some(&s0), None).await;
     assert_eq!(status, 200, "the old cookie still works");
     assert_eq!(

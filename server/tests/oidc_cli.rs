@@ -2,12 +2,11 @@
 //! the providers are served, and the secret never reaches the logs; a missing secret or an http
 //! issuer without `--oidc-allow-insecure-issuer` stops the server at start with a clear message.
 
-use std::io::BufRead as _;
+mod common;
+
+use common::process::ServerProcess;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
-
-const BIN: &str = env!("CARGO_BIN_EXE_authfetch-server");
 const SECRET: &str = "s3cret-from-the-environment-9d1f";
 
 fn write_config(dir: &Path, issuer: &str) -> std::path::PathBuf {
@@ -26,22 +25,14 @@ fn write_config(dir: &Path, issuer: &str) -> std::path::PathBuf {
 }
 
 fn command(dir: &Path, config: &Path) -> Command {
-    let mut c = Command::new(BIN);
-    c.args([
-        "--listen",
-        "127.0.0.1:0",
-        "--www",
-        "/nonexistent",
-        "--pkg",
-        "/nonexistent",
-    ])
-    .arg("--data-dir")
-    .arg(dir.join("data"))
-    .arg("--oidc-config")
-    .arg(config)
-    .env("RUST_LOG", "trace")
-    .env_remove("AUTHFETCH_TEST_OIDC_SECRET")
-    .stdin(Stdio::null());
+    let mut c = ServerProcess::command();
+    c.arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--oidc-config")
+        .arg(config)
+        .env("RUST_LOG", "trace")
+        .env_remove("AUTHFETCH_TEST_OIDC_SECRET")
+        .stdin(Stdio::null());
     c
 }
 
@@ -49,23 +40,12 @@ fn command(dir: &Path, config: &Path) -> Command {
 async fn providers_from_the_config_file_with_the_secret_from_the_environment() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "https://accounts.google.com");
-    let log = dir.path().join("stderr.log");
-    let mut child = command(dir.path(), &config)
+    let mut command = command(dir.path(), &config);
+    command
         .arg("--oidc-allow-insecure-issuer")
-        .env("AUTHFETCH_TEST_OIDC_SECRET", SECRET)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let base = first
-        .trim()
-        .strip_prefix("authfetch-server listening on ")
-        .unwrap_or_else(|| panic!("{first:?}: {}", std::fs::read_to_string(&log).unwrap()))
-        .to_owned();
+        .env("AUTHFETCH_TEST_OIDC_SECRET", SECRET);
+    let server = ServerProcess::spawn(command, &dir.path().join("stderr.log"));
+    let base = server.base.clone();
     // reqwest is built with `rustls-no-provider` (the server picks ring itself): a test's plain
     // client needs the process-wide provider installed first.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -80,9 +60,9 @@ async fn providers_from_the_config_file_with_the_secret_from_the_environment() {
         list,
         serde_json::json!([{"name": "corp", "label": "corp"}, {"name": "google", "label": "Google"}])
     );
-    let _ = child.kill();
-    let _ = child.wait();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Stopped first, so that everything it logged is in the file.
+    let log = server.log.clone();
+    drop(server);
     let logs = std::fs::read_to_string(&log).unwrap();
     assert!(logs.contains("listening"), "{logs}");
     assert!(

@@ -2,6 +2,8 @@
 //! cheap Argon2 parameters, request builders, and response readers.
 #![allow(dead_code, missing_docs)]
 
+pub mod process;
+
 use authfetch_protocol::{CSRF_HEADER, REFRESH_COOKIE};
 use authfetch_server::clock::{Clock, ManualClock};
 use authfetch_server::config::{Limit, PasswordParams, RateLimits};
