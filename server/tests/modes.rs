@@ -546,3 +546,89 @@ async fn the_cache_stays_bounded_under_a_flood_of_forged_tokens_and_of_real_ones
     ));
     assert_eq!(v.token_cache_stats().unwrap().1, 3);
 }
+
+// ---- What the opaque mode stores ----
+
+/// Opaque access tokens are kept only as their SHA-256: the SQLite file and the Redis keys and
+/// values hold the hash and never the token (as text or as its raw 32 bytes); the Redis record
+/// expires with the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opaque_tokens_are_stored_only_as_their_sha256() {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    for b in [Backend::Sqlite, Backend::Redis] {
+        let l = live(b, AccessTokens::Opaque, false, "opaque_hashed").await;
+        let s = l.login("alice").await;
+        assert_eq!(l.me(&s.access).await, 200);
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&s.access)
+            .unwrap();
+        let hash = sha2::Sha256::digest(&raw);
+        let blob: Vec<u8> = match b {
+            Backend::Sqlite => {
+                let db = l.t.dir.path().join("authfetch.sqlite3");
+                let c = rusqlite::Connection::open_with_flags(
+                    &db,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+                )
+                .unwrap();
+                let rows: Vec<Vec<u8>> = c
+                    .prepare("SELECT hash FROM access_tokens")
+                    .unwrap()
+                    .query_map([], |r| r.get(0))
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+                assert_eq!(rows, vec![hash.to_vec()]);
+                let mut all = std::fs::read(&db).unwrap();
+                all.extend(std::fs::read(db.with_extension("sqlite3-wal")).unwrap_or_default());
+                all
+            }
+            Backend::Redis => {
+                let url = l._redis.as_ref().unwrap().url.clone();
+                let client = ::redis::Client::open(url.as_str()).unwrap();
+                let mut c = client.get_multiplexed_async_connection().await.unwrap();
+                let key = format!(
+                    "{}at:{}",
+                    l.t.config.redis_prefix,
+                    authfetch_server::secret::hex(&hash)
+                );
+                let ttl: i64 = ::redis::cmd("PTTL")
+                    .arg(&key)
+                    .query_async(&mut c)
+                    .await
+                    .unwrap();
+                assert!(ttl > 0, "the record expires with the token ({ttl})");
+                let keys: Vec<Vec<u8>> = ::redis::cmd("KEYS")
+                    .arg("*")
+                    .query_async(&mut c)
+                    .await
+                    .unwrap();
+                let mut all = Vec::new();
+                for k in keys {
+                    all.extend_from_slice(&k);
+                    let kind: String = ::redis::cmd("TYPE")
+                        .arg(&k)
+                        .query_async(&mut c)
+                        .await
+                        .unwrap();
+                    if kind == "hash" {
+                        let vals: Vec<Vec<u8>> = ::redis::cmd("HGETALL")
+                            .arg(&k)
+                            .query_async(&mut c)
+                            .await
+                            .unwrap();
+                        vals.iter().for_each(|v| all.extend_from_slice(v));
+                    }
+                }
+                all
+            }
+        };
+        let contains = |needle: &[u8]| blob.windows(needle.len()).any(|w| w == needle);
+        assert!(
+            !contains(s.access.as_bytes()),
+            "{b:?}: token stored as text"
+        );
+        assert!(!contains(&raw), "{b:?}: raw token stored");
+    }
+}
