@@ -632,3 +632,58 @@ async fn opaque_tokens_are_stored_only_as_their_sha256() {
         assert!(!contains(&raw), "{b:?}: raw token stored");
     }
 }
+
+// ---- The command line ----
+
+#[test]
+fn the_mode_and_the_introspection_secret_come_from_the_command_line_and_a_file() {
+    use authfetch_server::cli::Cli;
+    use clap::Parser as _;
+    let parse = |args: &[&str]| {
+        let mut v = vec!["authfetch-server"];
+        v.extend_from_slice(args);
+        Cli::try_parse_from(v).map_err(|e| e.to_string())
+    };
+    let c = parse(&[]).unwrap().config().unwrap();
+    assert_eq!(c.access_tokens, AccessTokens::Checked, "default");
+    assert!(c.introspection_secret.is_none(), "no secret, no endpoint");
+    for (arg, mode) in [
+        ("stateless", AccessTokens::Stateless),
+        ("checked", AccessTokens::Checked),
+        ("opaque", AccessTokens::Opaque),
+    ] {
+        let c = parse(&["--access-tokens", arg]).unwrap().config().unwrap();
+        assert_eq!(c.access_tokens, mode);
+    }
+    assert!(parse(&["--access-tokens", "jwt"]).is_err());
+    // There is no flag that takes the secret itself.
+    assert!(parse(&["--introspection-secret", SECRET]).is_err());
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good");
+    std::fs::write(&good, format!("{SECRET}\n")).unwrap();
+    let c = parse(&["--introspection-secret-file", good.to_str().unwrap()])
+        .unwrap()
+        .config()
+        .unwrap();
+    assert_eq!(
+        c.introspection_secret.unwrap().secret(),
+        SECRET,
+        "newline trimmed"
+    );
+    let short = dir.path().join("short");
+    std::fs::write(&short, "too-short\n").unwrap();
+    let e = parse(&["--introspection-secret-file", short.to_str().unwrap()])
+        .unwrap()
+        .config()
+        .unwrap_err();
+    assert!(e.contains("at least 32 bytes"), "{e}");
+    let missing = dir.path().join("missing");
+    let e = parse(&["--introspection-secret-file", missing.to_str().unwrap()])
+        .unwrap()
+        .config()
+        .unwrap_err();
+    assert!(
+        e.contains("cannot read the introspection secret file"),
+        "{e}"
+    );
+}
