@@ -42,7 +42,8 @@
 //!
 //! `GET /api/me` with a bearer: `VerifyLayer` parses and verifies the JWT, asks the store
 //! whether its `jti`, family or user was revoked, and inserts [`verify::Authenticated`] →
-//! the handler reads the claims.
+//! the handler reads the claims. (That is `--access-tokens checked`, the default; `stateless`
+//! skips the store, `opaque` looks the token's hash up instead: docs/ACCESS-TOKENS.md.)
 //!
 //! Data flows one way: route → service → store. The store only ever sees hashes of refresh
 //! tokens.
@@ -63,6 +64,8 @@
 //! tests/oidc_id_token.rs   ID-token checks and key rotation against a fake ES256 provider
 //! tests/oidc_audit.rs      OIDC audit events present, codes/state/secrets absent from logs
 //! tests/oidc_cli.rs        --oidc-config on the binary: secret from the environment, start-up errors
+//! tests/modes.rs           --access-tokens stateless|checked|opaque on both stores over loopback:
+//!                          revocation delay per mode, introspection, the verified-token cache
 //! ```
 //!
 //! `docs/SECURITY.md` maps every security item (J*, R*, C*, X*, …) to the test that proves it.
