@@ -799,7 +799,7 @@ impl RemoteIntrospection {
         })
     }
 
-    async fn ask(&self, token: &str) -> Result<Option<Map<String, Value>>, String> {
+    async fn ask(&self, token: &str) -> Result<IntrospectionAnswer, String> {
         let body: String = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("token", token)
             .append_pair("token_type_hint", "access_token")
@@ -820,8 +820,7 @@ impl RemoteIntrospection {
         if bytes.len() > MAX_INTROSPECTION_BYTES {
             return Err("introspection answer too large".into());
         }
-        let v: Map<String, Value> = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-        Ok(Some(v))
+        serde_json::from_slice(&bytes).map_err(|e| e.to_string())
     }
 }
 
@@ -841,11 +840,7 @@ impl OpaqueTokens for RemoteIntrospection {
                 None => {}
             }
         }
-        let Some(m) = self.ask(token).await? else {
-            return Ok(None);
-        };
-        let a: IntrospectionAnswer =
-            serde_json::from_value(Value::Object(m)).map_err(|e| e.to_string())?;
+        let a = self.ask(token).await?;
         if !a.active {
             return Ok(None);
         }
