@@ -38,7 +38,9 @@
 //! claims of tokens whose signature has verified, keyed by the SHA-256 of the whole token,
 //! until their `exp` or until the least recently used entry makes room. Only tokens that
 //! verified are inserted, so forged tokens never occupy it, and a token that differs by one
-//! byte has another key. Revocation still runs on every request, cached or not.
+//! byte has another key. A hit still needs the key that verified the token to be trusted now
+//! (a key withdrawn from the JWKS ends its entries). Revocation still runs on every request,
+//! cached or not.
 //!
 //! Everything is set on a [`VerifierBuilder`] before the verifier exists, so a verifier in
 //! use always does what it was configured to do (there is no setter to call too late):
@@ -570,17 +572,27 @@ impl Verifier {
         let claims = match &inner.cache {
             Some(cache) => {
                 let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-                match cache.get(&key, inner.clock.now_secs()) {
+                let hit = match cache.get(&key, inner.clock.now_secs()) {
+                    // The key that verified it must still be trusted: a key withdrawn from the
+                    // set (or a remote set too stale to trust) ends its tokens' cache entries.
+                    Some((c, kid)) if self.key(&kid).await.is_some() => Some(c),
+                    Some(_) => {
+                        cache.remove(&key);
+                        None
+                    }
+                    None => None,
+                };
+                match hit {
                     Some(c) => c,
                     None => {
-                        let c = self.verify_signed(token).await?;
+                        let (c, kid) = self.verify_signed(token).await?;
                         // Only a token whose signature and claims verified gets here.
-                        cache.insert(key, c.clone());
+                        cache.insert(key, c.clone(), kid);
                         c
                     }
                 }
             }
-            None => self.verify_signed(token).await?,
+            None => self.verify_signed(token).await?.0,
         };
         if let Some(rc) = &inner.revocation {
             match rc.is_revoked(&claims).await {
@@ -592,18 +604,22 @@ impl Verifier {
         Ok(claims)
     }
 
-    /// Everything but revocation.
-    async fn verify_signed(&self, token: &str) -> Result<AccessClaims, JwtError> {
-        let inner = &self.0;
-        let parsed = parse_compact(token)?;
-        let now_ms = inner.clock.now_ms();
-        let key = match &inner.keys {
-            KeySource::Static(m) => m.get(&parsed.kid).cloned(),
-            KeySource::Ring(r) => r.public_key(&parsed.kid, now_ms),
-            KeySource::Remote(r) => r.key(&parsed.kid, now_ms).await,
+    /// The trusted key named `kid`, if any.
+    async fn key(&self, kid: &str) -> Option<PublicKey> {
+        let now_ms = self.0.clock.now_ms();
+        match &self.0.keys {
+            KeySource::Static(m) => m.get(kid).cloned(),
+            KeySource::Ring(r) => r.public_key(kid, now_ms),
+            KeySource::Remote(r) => r.key(kid, now_ms).await,
             KeySource::Opaque(_) => None,
         }
-        .ok_or(JwtError::UnknownKey)?;
+    }
+
+    /// Everything but revocation; the claims and the `kid` of the key that verified them.
+    async fn verify_signed(&self, token: &str) -> Result<(AccessClaims, String), JwtError> {
+        let inner = &self.0;
+        let parsed = parse_compact(token)?;
+        let key = self.key(&parsed.kid).await.ok_or(JwtError::UnknownKey)?;
         // J1: the key decides the algorithm; the header must agree with it.
         if key.alg() != parsed.alg {
             return Err(JwtError::Algorithm);
@@ -611,7 +627,8 @@ impl Verifier {
         if !key.verify(parsed.signing_input.as_bytes(), &parsed.signature) {
             return Err(JwtError::Signature);
         }
-        check_claims(&inner.config, parsed.claims, inner.clock.now_secs())
+        let claims = check_claims(&inner.config, parsed.claims, inner.clock.now_secs())?;
+        Ok((claims, parsed.kid))
     }
 }
 
@@ -705,10 +722,11 @@ fn check_claims(
     })
 }
 
-/// The verified-token cache: SHA-256 of a whole token → its verified claims. Bounded by
-/// `capacity` (least recently used out first); an entry past its `exp` is dropped when found.
+/// The verified-token cache: SHA-256 of a whole token → its verified claims and the `kid` of
+/// the key that verified them. Bounded by `capacity` (least recently used out first); an entry
+/// past its `exp` is dropped when found.
 struct TokenCache {
-    map: std::sync::Mutex<hashlink::LruCache<[u8; 32], AccessClaims>>,
+    map: std::sync::Mutex<hashlink::LruCache<[u8; 32], (AccessClaims, String)>>,
     hits: AtomicU64,
 }
 
@@ -720,22 +738,29 @@ impl TokenCache {
         }
     }
 
-    fn get(&self, key: &[u8; 32], now_s: i64) -> Option<AccessClaims> {
+    fn get(&self, key: &[u8; 32], now_s: i64) -> Option<(AccessClaims, String)> {
         let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        let c = m.get(key)?;
-        if now_s >= c.exp {
+        let entry = m.get(key)?;
+        if now_s >= entry.0.exp {
             m.remove(key);
             return None;
         }
-        let c = c.clone();
+        let entry = entry.clone();
         drop(m);
         self.hits.fetch_add(1, Ordering::Relaxed);
-        Some(c)
+        Some(entry)
     }
 
-    fn insert(&self, key: [u8; 32], claims: AccessClaims) {
+    fn insert(&self, key: [u8; 32], claims: AccessClaims, kid: String) {
         let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        m.insert(key, claims);
+        m.insert(key, (claims, kid));
+    }
+
+    fn remove(&self, key: &[u8; 32]) {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 
     fn stats(&self) -> (u64, usize) {

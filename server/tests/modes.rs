@@ -687,3 +687,55 @@ fn the_mode_and_the_introspection_secret_come_from_the_command_line_and_a_file()
         "{e}"
     );
 }
+
+/// A cached token is accepted only while the key that verified it is still trusted: another
+/// service's verifier (remote JWKS, token cache) stops accepting it once the key is withdrawn
+/// from the JWKS and the set has been fetched again, cache hit or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_token_is_refused_once_its_key_is_withdrawn_from_the_jwks() {
+    use authfetch_server::verify::JwksPolicy;
+    use axum::routing::get;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let t = TestApp::with(|c| c.access_ttl = Duration::from_secs(600)).await;
+    let jwks = serde_json::to_value(t.state.service.jwks()).unwrap();
+    let withdrawn = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&withdrawn);
+    let router = axum::Router::new().route(
+        "/jwks",
+        get(move || {
+            let body = if flag.load(Ordering::SeqCst) {
+                serde_json::json!({"keys": []})
+            } else {
+                jwks.clone()
+            };
+            async move { axum::Json(body) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(axum::serve(listener, router).into_future());
+    let v = Verifier::builder(VerifierConfig::new("authfetch", "authfetch-api"))
+        .jwks_url(format!("http://{addr}/jwks"))
+        .jwks_policy(JwksPolicy {
+            cache_ttl: Duration::from_secs(60),
+            min_refetch: Duration::ZERO,
+            max_stale: Duration::ZERO,
+        })
+        .token_cache(16)
+        .clock(t.clock.clone())
+        .build()
+        .unwrap();
+    let s = t.login("alice", "alice-password").await;
+    v.verify(&s.access).await.unwrap();
+    v.verify(&s.access).await.unwrap();
+    assert_eq!(v.token_cache_stats(), Some((1, 1)));
+    withdrawn.store(true, Ordering::SeqCst);
+    t.advance(Duration::from_secs(61));
+    assert!(matches!(
+        v.verify(&s.access).await,
+        Err(VerifyError::Invalid(JwtError::UnknownKey))
+    ));
+    assert_eq!(v.token_cache_stats().unwrap().1, 0, "the entry is gone");
+    server.abort();
+}
