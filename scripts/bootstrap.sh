@@ -67,4 +67,11 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want_lock" ]; then
   echo "$want_lock" > "$stamp"
 fi
 
+# --- Python: PyJWT with its crypto extra, pinned, for the interop tests (tests/interop/).
+pyjwt_want=2.10.1
+if ! python3 -c "import sys, jwt, cryptography; sys.exit(jwt.__version__ != '$pyjwt_want')" >/dev/null 2>&1; then
+  say "installing PyJWT[crypto] $pyjwt_want for the interop tests (pip --user)"
+  python3 -m pip install --user --quiet --disable-pip-version-check "PyJWT[crypto]==$pyjwt_want"
+fi
+
 say "ready"

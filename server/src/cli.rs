@@ -12,7 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{is_redis_url, parse_duration, Config, StoreKind, DEMO_ACCESS_TTL, MAX_SKEW};
+use crate::config::{
+    is_redis_url, parse_duration, AccessTokens, Config, IntrospectionSecret, StoreKind,
+    DEMO_ACCESS_TTL, MAX_SKEW,
+};
 use crate::jwt::Alg;
 use crate::keys::KeyRing;
 use crate::secret::Password;
@@ -38,6 +41,22 @@ pub enum ForwardedHeaderArg {
     #[value(name = "forwarded")]
     Forwarded,
 }
+
+/// `--access-tokens`: what an access token is (docs/ACCESS-TOKENS.md).
+#[derive(Clone, Copy, Debug, Default, ValueEnum)]
+pub enum AccessTokensArg {
+    /// JWT, signature and claims only: revocation reaches a token at its expiry.
+    Stateless,
+    /// JWT plus the store's revocation state on every request (default).
+    #[default]
+    Checked,
+    /// Random token looked up in the store on every request; introspection for other services.
+    Opaque,
+}
+
+/// Environment variable holding the introspection secret (never a flag: a flag's value is
+/// visible to every user of the machine in the process list).
+pub const INTROSPECTION_SECRET_ENV: &str = "AUTHFETCH_INTROSPECTION_SECRET";
 
 /// The authfetch token server.
 #[derive(Debug, Parser)]
@@ -182,6 +201,22 @@ pub struct Cli {
     /// tests and a provider running on this machine. Every other provider URL must be https.
     #[arg(long, env = "AUTHFETCH_OIDC_ALLOW_INSECURE_ISSUER")]
     pub oidc_allow_insecure_issuer: bool,
+    /// Access tokens: `stateless` (JWT, signature only: a logout reaches an outstanding
+    /// token only when it expires, after at most --access-ttl), `checked` (JWT plus the
+    /// store's revocation state on every request; immediate) or `opaque` (random token looked
+    /// up in the store on every request; immediate). See docs/ACCESS-TOKENS.md.
+    #[arg(
+        long,
+        env = "AUTHFETCH_ACCESS_TOKENS",
+        value_enum,
+        default_value = "checked"
+    )]
+    pub access_tokens: AccessTokensArg,
+    /// File holding the resource-server secret of `POST /oauth/introspect` (RFC 7662; at least
+    /// 32 bytes, one line). Or set AUTHFETCH_INTROSPECTION_SECRET. Without either, the
+    /// endpoint does not exist.
+    #[arg(long, env = "AUTHFETCH_INTROSPECTION_SECRET_FILE")]
+    pub introspection_secret_file: Option<PathBuf>,
     /// Subcommand (default: serve).
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -325,8 +360,35 @@ impl Cli {
         if let Some(path) = &self.oidc_config {
             c.oidc = crate::oidc::OidcConfig::load(path, self.oidc_allow_insecure_issuer)?;
         }
+        c.access_tokens = match self.access_tokens {
+            AccessTokensArg::Stateless => AccessTokens::Stateless,
+            AccessTokensArg::Checked => AccessTokens::Checked,
+            AccessTokensArg::Opaque => AccessTokens::Opaque,
+        };
+        let secret = match (
+            &self.introspection_secret_file,
+            std::env::var(INTROSPECTION_SECRET_ENV),
+        ) {
+            (Some(_), Ok(_)) => return Err(both_secrets()),
+            (Some(path), Err(_)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    format!(
+                        "cannot read the introspection secret file {}: {e}",
+                        path.display()
+                    )
+                })?;
+                Some(text.trim_end_matches(['\n', '\r']).to_owned())
+            }
+            (None, Ok(v)) => Some(v),
+            (None, Err(_)) => None,
+        };
+        c.introspection_secret = secret.map(IntrospectionSecret::new).transpose()?;
         Ok(c)
     }
+}
+
+fn both_secrets() -> String {
+    format!("give either --introspection-secret-file or {INTROSPECTION_SECRET_ENV}, not both")
 }
 
 fn init_logging() {

@@ -23,6 +23,56 @@ pub const MAX_PASSWORD_BYTES: usize = 1024;
 /// Longest accepted user name in bytes.
 pub const MAX_USERNAME_BYTES: usize = 64;
 
+/// Entries of the server's verified-token cache (JWT modes): about 0.5 KiB each.
+pub const DEFAULT_TOKEN_CACHE: usize = 10_000;
+/// Shortest introspection secret accepted (bytes).
+pub const MIN_INTROSPECTION_SECRET_BYTES: usize = 32;
+
+/// What an access token is and how each request checks it (docs/ACCESS-TOKENS.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AccessTokens {
+    /// ES256/EdDSA JWT checked by signature and claims only: no store read per request, and
+    /// a logout or logout-everywhere reaches an outstanding token only at its `exp` (at most
+    /// the access-token lifetime later).
+    Stateless,
+    /// JWT plus the store's revocation state (denylisted `jti`, family, user `not_before`) on
+    /// every request: revocation is immediate. Today's behaviour, the default.
+    #[default]
+    Checked,
+    /// A random 256-bit token, stored as its SHA-256 with its claims, looked up on every
+    /// request; revocation is immediate; other services ask the introspection endpoint.
+    Opaque,
+}
+
+/// The resource-server secret of the introspection endpoint. `Debug` prints `[redacted]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IntrospectionSecret(String);
+
+impl IntrospectionSecret {
+    /// Wraps a secret of at least [`MIN_INTROSPECTION_SECRET_BYTES`].
+    ///
+    /// # Errors
+    /// A shorter secret.
+    pub fn new(s: String) -> Result<Self, String> {
+        if s.len() < MIN_INTROSPECTION_SECRET_BYTES {
+            return Err(format!(
+                "the introspection secret must be at least {MIN_INTROSPECTION_SECRET_BYTES} bytes"
+            ));
+        }
+        Ok(Self(s))
+    }
+    /// The secret. Handle with care.
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for IntrospectionSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
 /// Where sessions, users and the denylist live.
 #[derive(Clone, PartialEq, Eq)]
 pub enum StoreKind {
@@ -229,6 +279,12 @@ pub struct Config {
     pub connections: ConnectionLimits,
     /// OpenID Connect providers (none by default).
     pub oidc: crate::oidc::OidcConfig,
+    /// Access-token mode (default: checked JWT).
+    pub access_tokens: AccessTokens,
+    /// Entries of the verified-token cache (JWT modes).
+    pub token_cache: usize,
+    /// Secret of `POST /oauth/introspect`; without one the endpoint does not exist.
+    pub introspection_secret: Option<IntrospectionSecret>,
 }
 
 impl Config {
@@ -262,6 +318,9 @@ impl Config {
             rate_limits: RateLimits::default(),
             connections: ConnectionLimits::default(),
             oidc: crate::oidc::OidcConfig::default(),
+            access_tokens: AccessTokens::Checked,
+            token_cache: DEFAULT_TOKEN_CACHE,
+            introspection_secret: None,
         }
     }
 }

@@ -91,6 +91,10 @@ pub enum JwtError {
     /// Denylisted `jti`, or issued before a family/user revocation (J13, J14).
     #[error("token revoked")]
     Revoked,
+    /// An opaque token that is unknown, expired or revoked (its store or introspection says
+    /// only that it is not active).
+    #[error("opaque token not active")]
+    Inactive,
 }
 
 /// A JSON object that refuses duplicate member names (a parser-differential defence: two

@@ -46,7 +46,8 @@
 //!
 //! `GET /api/me` with a bearer: `VerifyLayer` parses and verifies the JWT, asks the store
 //! whether its `jti`, family or user was revoked, and inserts [`verify::Authenticated`] →
-//! the handler reads the claims.
+//! the handler reads the claims. (That is `--access-tokens checked`, the default; `stateless`
+//! skips the store, `opaque` looks the token's hash up instead: docs/ACCESS-TOKENS.md.)
 //!
 //! Data flows one way: route → service → store. The store only ever sees hashes of refresh
 //! tokens.
@@ -70,6 +71,8 @@
 //! tests/deploy.rs          --cors-origin (preflight, exact list, CSRF with CORS), refused-origin log,
 //!                          --trusted-proxy (spoofing, malformed headers)
 //! tests/redis_tls.rs       rediss:// against redis-server --tls-port with a CA made by the test
+//! tests/modes.rs           --access-tokens stateless|checked|opaque on both stores over loopback:
+//!                          revocation delay per mode, introspection, the verified-token cache
 //! ```
 //!
 //! `docs/SECURITY.md` maps every security item (J*, R*, C*, X*, …) to the test that proves it.

@@ -33,6 +33,8 @@ pub const ME_PATH: &str = "/api/me";
 pub const ECHO_PATH: &str = "/api/echo";
 /// Path of the demo resource that always answers 403.
 pub const FORBIDDEN_PATH: &str = "/api/forbidden";
+/// Path of the RFC 7662 token introspection endpoint (only with an introspection secret).
+pub const INTROSPECT_PATH: &str = "/oauth/introspect";
 /// Path of the debug counters (only with `--debug-stats`).
 pub const STATS_PATH: &str = "/debug/stats";
 
@@ -65,6 +67,150 @@ pub(crate) fn api(state: &AppState) -> Router<AppState> {
     if state.service.config().debug_stats {
         r = r.route(STATS_PATH, get(stats));
     }
+    // Never open: without a configured secret the endpoint does not exist.
+    if state.service.config().introspection_secret.is_some() {
+        r = r.merge(
+            Router::new()
+                .route(INTROSPECT_PATH, post(introspect))
+                .layer(DefaultBodyLimit::max(AUTH_BODY_LIMIT))
+                .layer(middleware::from_fn(|req, next| {
+                    declared_length_limit(AUTH_BODY_LIMIT, req, next)
+                })),
+        );
+    }
+    r
+}
+
+/// Whether `h` carries the introspection secret: `Authorization: Bearer <secret>`, or HTTP
+/// Basic with any client id and the secret as password (RFC 7662 §2.1 leaves the method to
+/// the server). Both sides are hashed first, so the comparison takes the same time whatever
+/// the length or content of the guess.
+fn introspection_authorized(secret: &str, h: &HeaderMap) -> bool {
+    use base64::Engine as _;
+    use subtle::ConstantTimeEq as _;
+    let Ok(Some(v)) = single(h, header::AUTHORIZATION.as_str()) else {
+        return false;
+    };
+    let Ok(v) = v.to_str() else { return false };
+    let Some((scheme, rest)) = v.split_once(' ') else {
+        return false;
+    };
+    let rest = rest.trim();
+    let presented = if scheme.eq_ignore_ascii_case("bearer") {
+        rest.to_owned()
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(rest) else {
+            return false;
+        };
+        let Ok(pair) = String::from_utf8(raw) else {
+            return false;
+        };
+        match pair.split_once(':') {
+            Some((_, pw)) => pw.to_owned(),
+            None => return false,
+        }
+    } else {
+        return false;
+    };
+    let a = Sha256::digest(presented.as_bytes());
+    let b = Sha256::digest(secret.as_bytes());
+    bool::from(a.ct_eq(&b))
+}
+
+/// RFC 7662 answer: `{"active": false}` for anything that is not a live token (no reason),
+/// the claims otherwise.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct IntrospectionResponse {
+    /// Whether the token is live.
+    pub active: bool,
+    /// `Bearer`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<String>,
+    /// Issuer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// Audiences.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aud: Option<Vec<String>>,
+    /// Subject (user id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// Issued at (Unix seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    /// Expiry (Unix seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    /// Token id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    /// Session (refresh family) id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+}
+
+async fn introspect(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let Some(secret) = &st.service.config().introspection_secret else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if !introspection_authorized(secret.secret(), &headers) {
+        let mut r = (
+            StatusCode::UNAUTHORIZED,
+            Json(serde_json::json!({"error": "invalid_client"})),
+        )
+            .into_response();
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"introspection\""),
+        );
+        no_store(&mut r);
+        return r;
+    }
+    let body = match body_or_error(body) {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let form_type = single(&headers, header::CONTENT_TYPE.as_str())
+        .ok()
+        .flatten()
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    if form_type.as_deref() != Some("application/x-www-form-urlencoded") {
+        return AppError::InvalidRequest("the body must be application/x-www-form-urlencoded")
+            .into_response();
+    }
+    let mut tokens = url::form_urlencoded::parse(&body).filter(|(k, _)| k == "token");
+    let token = match (tokens.next(), tokens.next()) {
+        (Some((_, t)), None) => t.into_owned(),
+        _ => return AppError::InvalidRequest("give one token parameter").into_response(),
+    };
+    let answer = match st.service.introspect(&token).await {
+        Ok(Some(c)) => IntrospectionResponse {
+            active: true,
+            token_type: Some("Bearer".to_owned()),
+            iss: Some(c.iss),
+            aud: Some(c.aud),
+            sub: Some(c.sub),
+            iat: Some(c.iat),
+            exp: Some(c.exp),
+            jti: Some(c.jti),
+            sid: c.sid,
+        },
+        Ok(None) => IntrospectionResponse::default(),
+        Err(e) => return e.into_response(),
+    };
+    let mut r = Json(answer).into_response();
+    no_store(&mut r);
     r
 }
 

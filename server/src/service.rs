@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use std::sync::Arc;
 
 use crate::clock::{ms, Clock};
-use crate::config::{Config, MAX_USERNAME_BYTES};
+use crate::config::{AccessTokens, Config, MAX_USERNAME_BYTES};
 use crate::error::AppError;
 use crate::jwt::IssuedClaims;
 use crate::keys::KeyRing;
@@ -14,9 +14,10 @@ use crate::ratelimit::{address_key, RateLimiter};
 use crate::secret::{random_id, AccessToken, Password, RefreshToken};
 use crate::stats::Stats;
 use crate::store::{
-    AccessCheck, NewFamily, RotateOutcome, RotateRequest, SharedLimit, Store, StoreError, User,
+    AccessCheck, NewFamily, OpaqueRecord, RotateOutcome, RotateRequest, SharedLimit, Store,
+    StoreError, User,
 };
-use crate::verify::{AccessClaims, RevocationCheck, Verifier, VerifierConfig};
+use crate::verify::{AccessClaims, OpaqueTokens, RevocationCheck, Verifier, VerifierConfig};
 
 /// Target of audit events in the log (`RUST_LOG=authfetch::audit=info`).
 pub const AUDIT: &str = "authfetch::audit";
@@ -99,12 +100,72 @@ impl RevocationCheck for StoreRevocation {
     }
 }
 
+/// Looks opaque access tokens up in the store (`--access-tokens opaque`): the token's hash,
+/// its record and its revocation state, in one read.
+pub struct StoreOpaque {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    issuer: String,
+    audience: String,
+}
+
+impl std::fmt::Debug for StoreOpaque {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreOpaque")
+    }
+}
+
+impl StoreOpaque {
+    /// Looks tokens of `issuer` for `audience` up in `store`, with the system clock.
+    pub fn new(store: Arc<dyn Store>, issuer: &str, audience: &str) -> Self {
+        Self {
+            store,
+            clock: Arc::new(crate::clock::SystemClock),
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+        }
+    }
+}
+
+/// The store key of an opaque access token. It has the refresh token's form (256 bits from
+/// the OS CSPRNG as 43 characters of base64url) and, like it, is stored only as its SHA-256.
+fn opaque_hash(token: &str) -> Option<crate::secret::TokenHash> {
+    RefreshToken::parse(token).map(|t| t.hash())
+}
+
+#[async_trait]
+impl OpaqueTokens for StoreOpaque {
+    async fn lookup(&self, token: &str) -> Result<Option<AccessClaims>, String> {
+        let Some(hash) = opaque_hash(token) else {
+            return Ok(None);
+        };
+        let rec = self
+            .store
+            .live_opaque(&hash, &self.issuer, self.clock.now_ms())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(rec.map(|r| AccessClaims {
+            iss: self.issuer.clone(),
+            aud: vec![self.audience.clone()],
+            sub: r.sub,
+            iat: r.iat,
+            exp: r.exp,
+            nbf: None,
+            jti: r.jti,
+            sid: Some(r.sid),
+        }))
+    }
+}
+
 /// Login, refresh, logout, logout-everywhere, user management.
 pub struct TokenService {
     config: Config,
     store: Arc<dyn Store>,
     keys: Arc<KeyRing>,
     verifier: Verifier,
+    /// Store revocation for introspection in the stateless mode (the verifier has none there,
+    /// but the introspection endpoint is authoritative and answers with the store's state).
+    revocation: StoreRevocation,
     clock: Arc<dyn Clock>,
     passwords: PasswordHasher,
     stats: Stats,
@@ -136,15 +197,43 @@ impl TokenService {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, crate::password::HashError> {
         let passwords = PasswordHasher::new(config.password_params, config.max_concurrent_hashes)?;
-        let verifier = Verifier::for_key_ring(
-            VerifierConfig::new(&config.issuer, &config.audience),
-            Arc::clone(&keys),
+        let vc = VerifierConfig::new(&config.issuer, &config.audience);
+        let revocation = || {
             Arc::new(StoreRevocation {
                 store: Arc::clone(&store),
                 clock: Arc::clone(&clock),
-            }),
-            Arc::clone(&clock),
-        );
+            }) as Arc<dyn RevocationCheck>
+        };
+        let verifier = match config.access_tokens {
+            AccessTokens::Checked => Verifier::for_key_ring(
+                vc,
+                Arc::clone(&keys),
+                Some(revocation()),
+                Arc::clone(&clock),
+                config.token_cache,
+            ),
+            AccessTokens::Stateless => Verifier::for_key_ring(
+                vc,
+                Arc::clone(&keys),
+                None,
+                Arc::clone(&clock),
+                config.token_cache,
+            ),
+            AccessTokens::Opaque => Verifier::for_opaque(
+                vc,
+                Arc::new(StoreOpaque {
+                    store: Arc::clone(&store),
+                    clock: Arc::clone(&clock),
+                    issuer: config.issuer.clone(),
+                    audience: config.audience.clone(),
+                }),
+                Arc::clone(&clock),
+            ),
+        };
+        let revocation = StoreRevocation {
+            store: Arc::clone(&store),
+            clock: Arc::clone(&clock),
+        };
         let rl = config.rate_limits;
         Ok(Self {
             login_ip: RateLimiter::new(rl.login_per_ip),
@@ -154,6 +243,7 @@ impl TokenService {
             store,
             keys,
             verifier,
+            revocation,
             clock,
             passwords,
             stats: Stats::default(),
@@ -386,7 +476,7 @@ impl TokenService {
             .await?;
         Stats::bump(&self.stats.login);
         tracing::info!(target: AUDIT, event = "login", user = %user.id, family = %family_id, %ip);
-        self.issue(&user.id, &family_id, token, absolute, now)
+        self.issue(&user.id, &family_id, token, absolute, now).await
     }
 
     /// Counts one event (R9): in the store when it is shared by several instances (Redis),
@@ -444,6 +534,7 @@ impl TokenService {
                 Stats::bump(&self.stats.refresh);
                 tracing::info!(target: AUDIT, event = "refresh", user = %f.user_id, family = %f.family_id);
                 self.issue(&f.user_id, &f.family_id, candidate, f.absolute_exp_ms, now)
+                    .await
             }
             RotateOutcome::Grace {
                 family: f,
@@ -458,6 +549,7 @@ impl TokenService {
                 Stats::bump(&self.stats.refresh_grace);
                 tracing::info!(target: AUDIT, event = "refresh_grace", user = %f.user_id, family = %f.family_id);
                 self.issue(&f.user_id, &f.family_id, s, f.absolute_exp_ms, now)
+                    .await
             }
             RotateOutcome::Reuse(f) => {
                 Stats::bump(&self.stats.reuse_detected);
@@ -532,6 +624,31 @@ impl TokenService {
         Ok(())
     }
 
+    /// RFC 7662 introspection of `token` for an authenticated resource server: its claims
+    /// while it is live, `None` for anything else (unknown, malformed, expired, revoked; no
+    /// reason is given). In the stateless mode the store's revocation state is checked here
+    /// too, so introspection is exact in every mode.
+    ///
+    /// # Errors
+    /// Storage failures (the endpoint answers 500, and the resource server refuses).
+    pub async fn introspect(&self, token: &str) -> Result<Option<AccessClaims>, AppError> {
+        let claims = match self.verifier.verify(token).await {
+            Ok(c) => c,
+            Err(crate::verify::VerifyError::Unavailable(e)) => {
+                return Err(AppError::Internal(format!("introspection: {e}")))
+            }
+            Err(_) => return Ok(None),
+        };
+        if self.config.access_tokens == AccessTokens::Stateless {
+            match self.revocation.is_revoked(&claims).await {
+                Ok(false) => {}
+                Ok(true) => return Ok(None),
+                Err(e) => return Err(AppError::Internal(format!("introspection: {e}"))),
+            }
+        }
+        Ok(Some(claims))
+    }
+
     /// Changes a password and revokes every session of the user (R4).
     ///
     /// # Errors
@@ -553,7 +670,7 @@ impl TokenService {
         Ok(())
     }
 
-    fn issue(
+    async fn issue(
         &self,
         user_id: &str,
         family_id: &str,
@@ -572,7 +689,24 @@ impl TokenService {
             jti: random_id(),
             sid: family_id.to_owned(),
         };
-        let jwt = self.keys.sign(&claims, now_ms)?;
+        let token = if self.config.access_tokens == AccessTokens::Opaque {
+            let t = RefreshToken::generate();
+            self.store
+                .put_opaque(
+                    &t.hash(),
+                    &OpaqueRecord {
+                        sub: claims.sub.clone(),
+                        sid: claims.sid.clone(),
+                        jti: claims.jti.clone(),
+                        iat: claims.iat,
+                        exp: claims.exp,
+                    },
+                )
+                .await?;
+            t.secret()
+        } else {
+            self.keys.sign(&claims, now_ms)?
+        };
         // Counted from now, rounded down: `exp` is in whole seconds, so the token may live up
         // to a second less than `ttl`, and the client must not believe otherwise.
         let expires_in = u64::try_from((claims.exp.saturating_mul(1000) - now_ms).div_euclid(1000))
@@ -581,7 +715,7 @@ impl TokenService {
         let left =
             u64::try_from(absolute_exp_ms.saturating_sub(now_ms).div_euclid(1000)).unwrap_or(0);
         Ok(Issued {
-            access_token: AccessToken::new(jwt),
+            access_token: AccessToken::new(token),
             expires_in,
             refresh,
             cookie_max_age: left,

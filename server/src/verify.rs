@@ -27,6 +27,21 @@
 //! revoked family, user `not_before`) is checked through an optional [`RevocationCheck`];
 //! without one, a revoked token stays valid until its (short) expiry.
 //!
+//! Opaque access tokens (`--access-tokens opaque`) carry nothing to verify offline: a
+//! verifier built with [`VerifierBuilder::introspection`] asks the server's RFC 7662
+//! endpoint and caches an *active* answer for [`INTROSPECTION_CACHE_TTL`] (never past the
+//! token's `exp`). That cache is the staleness: a token revoked on the server is still
+//! accepted here for at most that long. Inactive answers and failures are not cached; a
+//! failure refuses the request (fail closed).
+//!
+//! For the JWT modes a verified-token cache ([`VerifierBuilder::token_cache`]) keeps the
+//! claims of tokens whose signature has verified, keyed by the SHA-256 of the whole token,
+//! until their `exp` or until the least recently used entry makes room. Only tokens that
+//! verified are inserted, so forged tokens never occupy it, and a token that differs by one
+//! byte has another key. A hit still needs the key that verified the token to be trusted now
+//! (a key withdrawn from the JWKS ends its entries). Revocation still runs on every request,
+//! cached or not.
+//!
 //! Everything is set on a [`VerifierBuilder`] before the verifier exists, so a verifier in
 //! use always does what it was configured to do (there is no setter to call too late):
 //!
@@ -47,6 +62,7 @@ use axum::extract::FromRequestParts;
 use axum::http::{header, request::Parts, Request};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -69,6 +85,13 @@ pub const JWKS_CACHE_TTL: Duration = Duration::from_secs(300);
 pub const JWKS_MAX_STALE: Duration = Duration::from_secs(15 * 60);
 /// Minimum time between two JWKS fetches triggered by unknown `kid`s.
 pub const JWKS_MIN_REFETCH: Duration = Duration::from_secs(10);
+/// How long an active introspection answer is reused (the staleness of revocation seen by a
+/// verifier of opaque tokens).
+pub const INTROSPECTION_CACHE_TTL: Duration = Duration::from_secs(10);
+/// Largest introspection answer accepted.
+const MAX_INTROSPECTION_BYTES: usize = 16 * 1024;
+/// Largest accepted opaque token: ours are 43 characters; anything much longer is not ours.
+const MAX_OPAQUE_TOKEN_BYTES: usize = 512;
 /// Largest JWKS body accepted.
 const MAX_JWKS_BYTES: usize = 64 * 1024;
 /// Most keys taken from one JWKS.
@@ -124,6 +147,14 @@ pub trait RevocationCheck: Send + Sync + 'static {
     async fn is_revoked(&self, claims: &AccessClaims) -> Result<bool, String>;
 }
 
+/// Answers for an opaque access token: its claims while it is live, `Ok(None)` when it is
+/// unknown, expired or revoked. An `Err` refuses the request with a server error (fail closed).
+#[async_trait]
+pub trait OpaqueTokens: Send + Sync + 'static {
+    /// The claims of `token`, if it is live.
+    async fn lookup(&self, token: &str) -> Result<Option<AccessClaims>, String>;
+}
+
 /// Why verification failed.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
@@ -158,6 +189,8 @@ enum KeySource {
     Static(HashMap<String, PublicKey>),
     Ring(Arc<KeyRing>),
     Remote(RemoteJwks),
+    /// Opaque tokens: no keys; each token is looked up (the server's store, or introspection).
+    Opaque(Arc<dyn OpaqueTokens>),
 }
 
 struct Inner {
@@ -165,6 +198,7 @@ struct Inner {
     keys: KeySource,
     revocation: Option<Arc<dyn RevocationCheck>>,
     clock: Arc<dyn Clock>,
+    cache: Option<TokenCache>,
 }
 
 /// Verifies access tokens. Cheap to clone.
@@ -219,6 +253,16 @@ pub enum BuildError {
     /// The HTTP client could not be built (bad CA certificate, TLS set-up).
     #[error("JWKS client: {0}")]
     Client(String),
+    /// A revocation source or a token cache for opaque tokens: their lookup already answers
+    /// revocation, and introspection has its own cache.
+    #[error("revocation() and token_cache() apply to JWTs, not to opaque tokens")]
+    NotForOpaque,
+    /// A verified-token cache of no entries.
+    #[error("the token cache needs room for at least one token")]
+    CacheCapacity,
+    /// The introspection URL is not `http://` or `https://`, or its secret is empty.
+    #[error("the introspection URL must be http:// or https:// and the secret non-empty")]
+    Introspection,
 }
 
 /// Collects everything a [`Verifier`] needs; [`VerifierBuilder::build`] checks that it all
@@ -232,6 +276,9 @@ pub struct VerifierBuilder {
     jwks_ca_pem: Vec<Vec<u8>>,
     revocation: Option<Arc<dyn RevocationCheck>>,
     clock: Arc<dyn Clock>,
+    cache_capacity: Option<usize>,
+    introspection: Option<(String, String)>,
+    introspection_ttl: Duration,
 }
 
 impl std::fmt::Debug for VerifierBuilder {
@@ -289,11 +336,50 @@ impl VerifierBuilder {
         self
     }
 
+    /// Keeps the claims of up to `capacity` verified JWTs (see the module docs), so each
+    /// token's signature is checked once. JWT key sources only.
+    pub fn token_cache(mut self, capacity: usize) -> Self {
+        self.cache_capacity = Some(capacity);
+        self
+    }
+
+    /// Opaque tokens, answered by `tokens` (the server's own store lookup, or a custom one).
+    pub fn opaque(mut self, tokens: Arc<dyn OpaqueTokens>) -> Self {
+        self.keys.push(KeySource::Opaque(tokens));
+        self
+    }
+
+    /// Opaque tokens, answered by the RFC 7662 endpoint at `url`
+    /// (`https://…/oauth/introspect`), authenticated with `Authorization: Bearer <secret>`
+    /// (the server's introspection secret). Active answers are cached for
+    /// [`INTROSPECTION_CACHE_TTL`] unless [`VerifierBuilder::introspection_cache_ttl`] says
+    /// otherwise. A private CA given with [`VerifierBuilder::jwks_ca_pem`] applies here too.
+    pub fn introspection(mut self, url: impl Into<String>, secret: impl Into<String>) -> Self {
+        self.introspection = Some((url.into(), secret.into()));
+        self
+    }
+
+    /// How long an active introspection answer is reused: the longest a token revoked on
+    /// the server is still accepted here. `Duration::ZERO` asks on every request.
+    pub fn introspection_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.introspection_ttl = ttl;
+        self
+    }
+
     /// The verifier.
     ///
     /// # Errors
     /// Settings that cannot apply: see [`BuildError`].
     pub fn build(mut self) -> Result<Verifier, BuildError> {
+        if let Some((url, secret)) = self.introspection.take() {
+            if self.jwks_policy.is_some() {
+                return Err(BuildError::JwksSettingsWithoutUrl);
+            }
+            let remote =
+                RemoteIntrospection::new(url, secret, self.introspection_ttl, &self.jwks_ca_pem)?;
+            self.keys.push(KeySource::Opaque(Arc::new(remote)));
+            self.jwks_ca_pem.clear();
+        }
         let keys = match (self.keys.pop(), self.keys.is_empty(), self.jwks_url) {
             (Some(_), false, _) | (Some(_), true, Some(_)) => {
                 return Err(BuildError::TwoKeySources)
@@ -311,11 +397,22 @@ impl VerifierBuilder {
             )?),
             (None, _, None) => return Err(BuildError::NoKeys),
         };
+        if matches!(keys, KeySource::Opaque(_))
+            && (self.revocation.is_some() || self.cache_capacity.is_some())
+        {
+            return Err(BuildError::NotForOpaque);
+        }
+        let cache = match self.cache_capacity {
+            Some(0) => return Err(BuildError::CacheCapacity),
+            Some(n) => Some(TokenCache::new(n)),
+            None => None,
+        };
         Ok(Verifier(Arc::new(Inner {
             config: self.config,
             keys,
             revocation: self.revocation,
             clock: self.clock,
+            cache,
         })))
     }
 }
@@ -332,6 +429,9 @@ impl Verifier {
             jwks_ca_pem: Vec::new(),
             revocation: None,
             clock: Arc::new(SystemClock),
+            cache_capacity: None,
+            introspection: None,
+            introspection_ttl: INTROSPECTION_CACHE_TTL,
         }
     }
 
@@ -359,19 +459,37 @@ impl Verifier {
         Verifier::builder(config).jwks_url(url).build()
     }
 
-    /// The server's own verifier: its key ring, its store's revocation check, its clock, all
-    /// given at construction (a key ring needs nothing `build` could refuse).
+    /// The server's own verifier: its key ring, its store's revocation check (none in the
+    /// stateless mode), its clock and its token cache, all given at construction (a key ring
+    /// needs nothing `build` could refuse).
     pub(crate) fn for_key_ring(
         config: VerifierConfig,
         ring: Arc<KeyRing>,
-        revocation: Arc<dyn RevocationCheck>,
+        revocation: Option<Arc<dyn RevocationCheck>>,
         clock: Arc<dyn Clock>,
+        cache_capacity: usize,
     ) -> Self {
         Verifier(Arc::new(Inner {
             config,
             keys: KeySource::Ring(ring),
-            revocation: Some(revocation),
+            revocation,
             clock,
+            cache: Some(TokenCache::new(cache_capacity.max(1))),
+        }))
+    }
+
+    /// The server's own verifier in the opaque mode: each token is looked up in its store.
+    pub(crate) fn for_opaque(
+        config: VerifierConfig,
+        tokens: Arc<dyn OpaqueTokens>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Verifier(Arc::new(Inner {
+            config,
+            keys: KeySource::Opaque(tokens),
+            revocation: None,
+            clock,
+            cache: None,
         }))
     }
 
@@ -381,7 +499,19 @@ impl Verifier {
             keys,
             revocation: None,
             clock: Arc::new(SystemClock),
+            cache: None,
         }))
+    }
+
+    /// Whether this verifier takes opaque tokens (looked up) rather than JWTs.
+    pub fn is_opaque(&self) -> bool {
+        matches!(self.0.keys, KeySource::Opaque(_))
+    }
+
+    /// The verified-token cache: (hits so far, tokens held now), or `None` without a cache.
+    /// For tests and metrics.
+    pub fn token_cache_stats(&self) -> Option<(u64, usize)> {
+        self.0.cache.as_ref().map(TokenCache::stats)
     }
 
     /// A tower layer that requires a valid bearer token and puts [`Authenticated`] into the
@@ -417,7 +547,53 @@ impl Verifier {
     /// [`VerifyError::Invalid`] with the reason (log it; clients only get `invalid_token`).
     pub async fn verify(&self, token: &str) -> Result<AccessClaims, VerifyError> {
         let inner = &self.0;
-        let claims = self.verify_signed(token).await?;
+        if let KeySource::Opaque(tokens) = &inner.keys {
+            if token.is_empty() || token.len() > MAX_OPAQUE_TOKEN_BYTES {
+                return Err(JwtError::Malformed("not an opaque access token").into());
+            }
+            let c = match tokens.lookup(token).await {
+                Ok(Some(c)) => c,
+                Ok(None) => return Err(JwtError::Inactive.into()),
+                Err(e) => return Err(VerifyError::Unavailable(e)),
+            };
+            // The same expectations as for a JWT: an introspection endpoint of another issuer
+            // or for another audience does not vouch for tokens meant for us.
+            if c.iss != inner.config.issuer {
+                return Err(JwtError::Claims("iss").into());
+            }
+            if !c.aud.contains(&inner.config.audience) {
+                return Err(JwtError::Claims("aud").into());
+            }
+            if inner.clock.now_secs() >= c.exp {
+                return Err(JwtError::Expired.into());
+            }
+            return Ok(c);
+        }
+        let claims = match &inner.cache {
+            Some(cache) => {
+                let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+                let hit = match cache.get(&key, inner.clock.now_secs()) {
+                    // The key that verified it must still be trusted: a key withdrawn from the
+                    // set (or a remote set too stale to trust) ends its tokens' cache entries.
+                    Some((c, kid)) if self.key(&kid).await.is_some() => Some(c),
+                    Some(_) => {
+                        cache.remove(&key);
+                        None
+                    }
+                    None => None,
+                };
+                match hit {
+                    Some(c) => c,
+                    None => {
+                        let (c, kid) = self.verify_signed(token).await?;
+                        // Only a token whose signature and claims verified gets here.
+                        cache.insert(key, c.clone(), kid);
+                        c
+                    }
+                }
+            }
+            None => self.verify_signed(token).await?.0,
+        };
         if let Some(rc) = &inner.revocation {
             match rc.is_revoked(&claims).await {
                 Ok(false) => {}
@@ -428,17 +604,22 @@ impl Verifier {
         Ok(claims)
     }
 
-    /// Everything but revocation.
-    async fn verify_signed(&self, token: &str) -> Result<AccessClaims, JwtError> {
+    /// The trusted key named `kid`, if any.
+    async fn key(&self, kid: &str) -> Option<PublicKey> {
+        let now_ms = self.0.clock.now_ms();
+        match &self.0.keys {
+            KeySource::Static(m) => m.get(kid).cloned(),
+            KeySource::Ring(r) => r.public_key(kid, now_ms),
+            KeySource::Remote(r) => r.key(kid, now_ms).await,
+            KeySource::Opaque(_) => None,
+        }
+    }
+
+    /// Everything but revocation; the claims and the `kid` of the key that verified them.
+    async fn verify_signed(&self, token: &str) -> Result<(AccessClaims, String), JwtError> {
         let inner = &self.0;
         let parsed = parse_compact(token)?;
-        let now_ms = inner.clock.now_ms();
-        let key = match &inner.keys {
-            KeySource::Static(m) => m.get(&parsed.kid).cloned(),
-            KeySource::Ring(r) => r.public_key(&parsed.kid, now_ms),
-            KeySource::Remote(r) => r.key(&parsed.kid, now_ms).await,
-        }
-        .ok_or(JwtError::UnknownKey)?;
+        let key = self.key(&parsed.kid).await.ok_or(JwtError::UnknownKey)?;
         // J1: the key decides the algorithm; the header must agree with it.
         if key.alg() != parsed.alg {
             return Err(JwtError::Algorithm);
@@ -446,7 +627,8 @@ impl Verifier {
         if !key.verify(parsed.signing_input.as_bytes(), &parsed.signature) {
             return Err(JwtError::Signature);
         }
-        check_claims(&inner.config, parsed.claims, inner.clock.now_secs())
+        let claims = check_claims(&inner.config, parsed.claims, inner.clock.now_secs())?;
+        Ok((claims, parsed.kid))
     }
 }
 
@@ -538,6 +720,188 @@ fn check_claims(
         jti,
         sid,
     })
+}
+
+/// The verified-token cache: SHA-256 of a whole token → its verified claims and the `kid` of
+/// the key that verified them. Bounded by `capacity` (least recently used out first); an entry
+/// past its `exp` is dropped when found.
+struct TokenCache {
+    map: std::sync::Mutex<hashlink::LruCache<[u8; 32], (AccessClaims, String)>>,
+    hits: AtomicU64,
+}
+
+impl TokenCache {
+    fn new(capacity: usize) -> Self {
+        Self {
+            map: std::sync::Mutex::new(hashlink::LruCache::new(capacity)),
+            hits: AtomicU64::new(0),
+        }
+    }
+
+    fn get(&self, key: &[u8; 32], now_s: i64) -> Option<(AccessClaims, String)> {
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = m.get(key)?;
+        if now_s >= entry.0.exp {
+            m.remove(key);
+            return None;
+        }
+        let entry = entry.clone();
+        drop(m);
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        Some(entry)
+    }
+
+    fn insert(&self, key: [u8; 32], claims: AccessClaims, kid: String) {
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        m.insert(key, (claims, kid));
+    }
+
+    fn remove(&self, key: &[u8; 32]) {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+
+    fn stats(&self) -> (u64, usize) {
+        let len = self.map.lock().unwrap_or_else(|e| e.into_inner()).len();
+        (self.hits.load(Ordering::Relaxed), len)
+    }
+}
+
+/// Body of an RFC 7662 introspection answer, as far as a verifier reads it.
+#[derive(serde::Deserialize)]
+struct IntrospectionAnswer {
+    active: bool,
+    #[serde(default)]
+    iss: Option<String>,
+    #[serde(default)]
+    aud: Option<Value>,
+    #[serde(default)]
+    sub: Option<String>,
+    #[serde(default)]
+    iat: Option<i64>,
+    #[serde(default)]
+    exp: Option<i64>,
+    #[serde(default)]
+    nbf: Option<i64>,
+    #[serde(default)]
+    jti: Option<String>,
+    #[serde(default)]
+    sid: Option<String>,
+}
+
+/// Asks an RFC 7662 endpoint about opaque tokens, caching active answers briefly.
+struct RemoteIntrospection {
+    url: String,
+    /// `Bearer <secret>`, ready to send.
+    authorization: String,
+    client: reqwest::Client,
+    ttl_ms: i64,
+    /// SHA-256 of the token → (claims, reusable until ms). Bounded like the token cache.
+    cache: std::sync::Mutex<hashlink::LruCache<[u8; 32], (AccessClaims, i64)>>,
+}
+
+/// Most introspection answers kept.
+const INTROSPECTION_CACHE_ENTRIES: usize = 10_000;
+
+impl RemoteIntrospection {
+    fn new(
+        url: String,
+        secret: String,
+        ttl: Duration,
+        ca_pem: &[Vec<u8>],
+    ) -> Result<Self, BuildError> {
+        if !(url.starts_with("https://") || url.starts_with("http://")) || secret.is_empty() {
+            return Err(BuildError::Introspection);
+        }
+        Ok(Self {
+            url,
+            authorization: format!("Bearer {secret}"),
+            client: jwks_client(ca_pem)?,
+            ttl_ms: dur_ms(ttl),
+            cache: std::sync::Mutex::new(hashlink::LruCache::new(INTROSPECTION_CACHE_ENTRIES)),
+        })
+    }
+
+    async fn ask(&self, token: &str) -> Result<IntrospectionAnswer, String> {
+        let body: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("token", token)
+            .append_pair("token_type_hint", "access_token")
+            .finish();
+        let resp = self
+            .client
+            .post(&self.url)
+            .header(header::AUTHORIZATION, &self.authorization)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("introspection status {}", resp.status()));
+        }
+        let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+        if bytes.len() > MAX_INTROSPECTION_BYTES {
+            return Err("introspection answer too large".into());
+        }
+        serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait]
+impl OpaqueTokens for RemoteIntrospection {
+    async fn lookup(&self, token: &str) -> Result<Option<AccessClaims>, String> {
+        // The clock of this process: the cache is about this process's time, not a test clock.
+        let now_ms = SystemClock.now_ms();
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        {
+            let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            match c.get(&key) {
+                Some((claims, until)) if now_ms < *until => return Ok(Some(claims.clone())),
+                Some(_) => {
+                    c.remove(&key);
+                }
+                None => {}
+            }
+        }
+        let a = self.ask(token).await?;
+        if !a.active {
+            return Ok(None);
+        }
+        let aud = match a.aud {
+            Some(Value::String(s)) => vec![s],
+            Some(Value::Array(v)) => v
+                .into_iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        };
+        // An active answer without the claims a handler relies on is not accepted.
+        let (Some(iss), Some(sub), Some(iat), Some(exp), Some(jti)) =
+            (a.iss, a.sub, a.iat, a.exp, a.jti)
+        else {
+            return Err("active introspection answer lacks iss, sub, iat, exp or jti".into());
+        };
+        let claims = AccessClaims {
+            iss,
+            aud,
+            sub,
+            iat,
+            exp,
+            nbf: a.nbf,
+            jti,
+            sid: a.sid,
+        };
+        let until = now_ms
+            .saturating_add(self.ttl_ms)
+            .min(exp.saturating_mul(1000));
+        if until > now_ms {
+            let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            c.insert(key, (claims.clone(), until));
+        }
+        Ok(Some(claims))
+    }
 }
 
 /// A cached remote JWKS. Times are the verifier clock's milliseconds, so tests can move them.

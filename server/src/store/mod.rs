@@ -144,6 +144,22 @@ pub struct AccessCheck<'a> {
     pub iat: i64,
 }
 
+/// What the store keeps about an opaque access token, under the SHA-256 of the token (the
+/// token itself is never stored). `iss` and `aud` are the server's own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpaqueRecord {
+    /// `sub`: the user id.
+    pub sub: String,
+    /// `sid`: the refresh family.
+    pub sid: String,
+    /// `jti`: what logout denylists.
+    pub jti: String,
+    /// `iat` (seconds).
+    pub iat: i64,
+    /// `exp` (seconds); the record is gone or ignored from then on.
+    pub exp: i64,
+}
+
 /// The persistence interface. Implemented by [`sqlite::SqliteStore`] and
 /// [`redis::RedisStore`]; both pass the same contract tests (`tests/store_contract.rs`).
 #[async_trait]
@@ -194,6 +210,18 @@ pub trait Store: Send + Sync + 'static {
     /// True if the access token must be rejected: denylisted `jti`, revoked or unknown family,
     /// or issued before the user's `not_before` (J13, J14).
     async fn is_access_revoked(&self, q: AccessCheck<'_>, now_ms: i64) -> Result<bool, StoreError>;
+    /// Keeps an opaque access token's record under its hash until `rec.exp`.
+    async fn put_opaque(&self, hash: &TokenHash, rec: &OpaqueRecord) -> Result<(), StoreError>;
+    /// The record of a live opaque access token in one consistent read: `None` when the hash
+    /// is unknown, the token has expired, or it is revoked as [`Store::is_access_revoked`]
+    /// would say of a JWT with the same claims (denylisted `jti` of issuer `iss`, revoked or
+    /// foreign family, issued before the user's `not_before`).
+    async fn live_opaque(
+        &self,
+        hash: &TokenHash,
+        iss: &str,
+        now_ms: i64,
+    ) -> Result<Option<OpaqueRecord>, StoreError>;
     /// Deletes expired denylist entries and long-dead families; drops sealed successors that
     /// can no longer be handed out (their successor has been used) once `grace_ms` has passed.
     async fn purge(&self, now_ms: i64, grace_ms: i64) -> Result<(), StoreError>;

@@ -22,6 +22,7 @@
 //! deny:{len(iss)}:{iss}:{jti}  string exp_ms (J13); expires at exp
 //! rl:{bucket}:{window start}:{key}  counter of a shared rate-limit window (R9); expires with it
 //! ext:{len(iss)}:{iss}:{sub}   string user id linked to an OpenID Connect identity
+//! at:{hex sha256}      hash   sub sid jti iat exp of an opaque access token; expires at exp
 //! ```
 //!
 //! Only SHA-256 hashes of refresh tokens are stored. Times in values are the server clock's
@@ -40,8 +41,8 @@ use std::time::Duration;
 use tokio::sync::RwLock;
 
 use super::{
-    AccessCheck, FamilyRef, NewFamily, RotateOutcome, RotateRequest, SharedLimit, Store,
-    StoreError, User,
+    AccessCheck, FamilyRef, NewFamily, OpaqueRecord, RotateOutcome, RotateRequest, SharedLimit,
+    Store, StoreError, User,
 };
 use crate::config::Limit;
 use crate::secret::{hex, random_id, TokenHash};
@@ -250,7 +251,26 @@ if n > tonumber(ARGV[1]) then return 1 end
 return 0
 ";
 
+/// `KEYS[1]` at. `ARGV`: prefix, now ms, iss. → {sub, sid, jti, iat, exp} of a live opaque
+/// access token, or {}: the same checks as `IS_ACCESS_REVOKED`, in the same script, so the
+/// record and its revocation state are read in one step.
+const LIVE_OPAQUE: &str = r"
+local r = redis.call('HMGET', KEYS[1], 'sub', 'sid', 'jti', 'iat', 'exp')
+if not r[1] then return {} end
+local now = tonumber(ARGV[2])
+if now >= tonumber(r[5]) * 1000 then return {} end
+local p = ARGV[1]
+local d = redis.call('GET', p .. 'deny:' .. string.len(ARGV[3]) .. ':' .. ARGV[3] .. ':' .. r[3])
+if d and tonumber(d) > now then return {} end
+local nb = redis.call('HGET', p .. 'user:' .. r[1], 'not_before_s')
+if not nb or tonumber(r[4]) < tonumber(nb) then return {} end
+local f = redis.call('HMGET', p .. 'fam:' .. r[2], 'user_id', 'revoked_ms')
+if not f[1] or f[2] or f[1] ~= r[1] then return {} end
+return r
+";
+
 struct Scripts {
+    live_opaque: Script,
     create_user: Script,
     user_by_name: Script,
     user_by_id: Script,
@@ -271,6 +291,7 @@ impl Scripts {
         let set_password =
             format!("redis.call('HSET', KEYS[1], 'password_hash', ARGV[3])\n{REVOKE_USER_BODY}");
         Self {
+            live_opaque: Script::new(LIVE_OPAQUE),
             create_user: Script::new(CREATE_USER),
             user_by_name: Script::new(USER_BY_NAME),
             user_by_id: Script::new(USER_BY_ID),
@@ -684,6 +705,60 @@ impl Store for RedisStore {
             .arg(if q.sid.is_some() { "1" } else { "0" });
         let r: i64 = self.invoke(inv).await?;
         Ok(r != 0)
+    }
+
+    async fn put_opaque(&self, hash: &TokenHash, rec: &OpaqueRecord) -> Result<(), StoreError> {
+        let key = self.key("at", &hex(&hash.0));
+        let mut c = self.con().await?;
+        let r: Result<(), RedisError> = redis::pipe()
+            .atomic()
+            .hset_multiple(
+                &key,
+                &[
+                    ("sub", rec.sub.clone()),
+                    ("sid", rec.sid.clone()),
+                    ("jti", rec.jti.clone()),
+                    ("iat", rec.iat.to_string()),
+                    ("exp", rec.exp.to_string()),
+                ],
+            )
+            .ignore()
+            .cmd("PEXPIREAT")
+            .arg(&key)
+            .arg(rec.exp.saturating_mul(1000))
+            .ignore()
+            .query_async(&mut c)
+            .await;
+        self.reset_on_error(r).await
+    }
+
+    async fn live_opaque(
+        &self,
+        hash: &TokenHash,
+        iss: &str,
+        now_ms: i64,
+    ) -> Result<Option<OpaqueRecord>, StoreError> {
+        let mut inv = self.scripts.live_opaque.prepare_invoke();
+        inv.key(self.key("at", &hex(&hash.0)))
+            .arg(&self.prefix)
+            .arg(now_ms)
+            .arg(iss);
+        let fields: Vec<Vec<u8>> = self.invoke(inv).await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let mut it = fields.into_iter();
+        let mut next = || {
+            it.next()
+                .ok_or(StoreError::Corrupt("short access-token record"))
+        };
+        Ok(Some(OpaqueRecord {
+            sub: utf8(next()?, "sub")?,
+            sid: utf8(next()?, "sid")?,
+            jti: utf8(next()?, "jti")?,
+            iat: int(next()?, "iat")?,
+            exp: int(next()?, "exp")?,
+        }))
     }
 
     async fn user_for_identity(

@@ -36,7 +36,8 @@ use readers::{access_revoked, is_busy, Readers};
 use writer::{copy_error, run_batch, writes, Finish, Job};
 
 use super::{
-    AccessCheck, FamilyRef, NewFamily, RotateOutcome, RotateRequest, Store, StoreError, User,
+    AccessCheck, FamilyRef, NewFamily, OpaqueRecord, RotateOutcome, RotateRequest, Store,
+    StoreError, User,
 };
 use crate::secret::{random_id, TokenHash};
 
@@ -85,6 +86,14 @@ CREATE TABLE IF NOT EXISTS external_identities (
     created_ms INTEGER NOT NULL,
     PRIMARY KEY (issuer, subject)
 );
+CREATE TABLE IF NOT EXISTS access_tokens (
+    hash   BLOB PRIMARY KEY,
+    sub    TEXT NOT NULL,
+    sid    TEXT NOT NULL,
+    jti    TEXT NOT NULL,
+    iat_s  INTEGER NOT NULL,
+    exp_ms INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS denylist (
     iss    TEXT NOT NULL,
     jti    TEXT NOT NULL,
@@ -521,6 +530,76 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn put_opaque(&self, hash: &TokenHash, rec: &OpaqueRecord) -> Result<(), StoreError> {
+        let (h, r) = (hash.0, rec.clone());
+        self.run(move |c| {
+            c.prepare_cached(
+                "INSERT INTO access_tokens (hash, sub, sid, jti, iat_s, exp_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![&h[..], r.sub, r.sid, r.jti, r.iat, r.exp.saturating_mul(1000)])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn live_opaque(
+        &self,
+        hash: &TokenHash,
+        iss: &str,
+        now_ms: i64,
+    ) -> Result<Option<OpaqueRecord>, StoreError> {
+        let h = hash.0;
+        let read = move |c: &Connection, iss: &str| -> Result<Option<OpaqueRecord>, StoreError> {
+            let _snapshot = c.unchecked_transaction()?; // the record and its revocation state
+            let rec = c
+                .prepare_cached(
+                    "SELECT sub, sid, jti, iat_s, exp_ms FROM access_tokens WHERE hash = ?1",
+                )?
+                .query_row([&h[..]], |r| {
+                    Ok((
+                        OpaqueRecord {
+                            sub: r.get(0)?,
+                            sid: r.get(1)?,
+                            jti: r.get(2)?,
+                            iat: r.get(3)?,
+                            exp: 0,
+                        },
+                        r.get::<_, i64>(4)?,
+                    ))
+                })
+                .optional()?;
+            let Some((mut rec, exp_ms)) = rec else {
+                return Ok(None);
+            };
+            if now_ms >= exp_ms {
+                return Ok(None);
+            }
+            rec.exp = exp_ms.div_euclid(1000);
+            let q = AccessCheck {
+                iss,
+                jti: &rec.jti,
+                sub: &rec.sub,
+                sid: Some(&rec.sid),
+                iat: rec.iat,
+            };
+            Ok((!access_revoked(c, &q, now_ms)?).then_some(rec))
+        };
+        if let Some(readers) = &self.readers {
+            // As is_access_revoked: on the caller's thread, never waiting for a lock there.
+            match readers.with(false, |c| read(c, iss)) {
+                Err(e) if is_busy(&e) => {}
+                answer => return answer,
+            }
+            let readers = Arc::clone(readers);
+            let iss = iss.to_owned();
+            return tokio::task::spawn_blocking(move || readers.with(true, |c| read(c, &iss)))
+                .await
+                .map_err(|_| StoreError::Task)?;
+        }
+        let iss = iss.to_owned();
+        self.run(move |c| read(c, &iss)).await
+    }
+
     async fn user_for_identity(
         &self,
         issuer: &str,
@@ -571,6 +650,7 @@ impl Store for SqliteStore {
         self.run(move |c| {
             let tx = writes(c)?;
             tx.prepare_cached("DELETE FROM denylist WHERE exp_ms <= ?1")?.execute( [now_ms])?;
+            tx.prepare_cached("DELETE FROM access_tokens WHERE exp_ms <= ?1")?.execute([now_ms])?;
             let cutoff = now_ms.saturating_sub(KEEP_DEAD_MS);
             tx.prepare_cached("DELETE FROM refresh_tokens WHERE family_id IN (SELECT id FROM families WHERE absolute_exp_ms < ?1 OR idle_exp_ms < ?1 OR revoked_ms < ?1)")?.execute(
                 [cutoff],
