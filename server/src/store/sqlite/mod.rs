@@ -227,6 +227,27 @@ impl SqliteStore {
             answer.await.map_err(|_| StoreError::Task)?
         }
     }
+
+    /// Runs the read `f` where reads are cheapest: on a read-only connection on the caller's
+    /// thread (never waiting for a lock there: a busy file moves it to the blocking pool, see
+    /// [`is_busy`]), or, for an in-memory store (no readers), on the writer's connection.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection) -> Result<T, StoreError> + Send + Sync + 'static,
+    {
+        let Some(readers) = &self.readers else {
+            return self.run(move |c| f(c)).await;
+        };
+        match readers.with(false, &f) {
+            Err(e) if is_busy(&e) => {}
+            answer => return answer,
+        }
+        let readers = Arc::clone(readers);
+        tokio::task::spawn_blocking(move || readers.with(true, &f))
+            .await
+            .map_err(|_| StoreError::Task)?
+    }
 }
 
 fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
@@ -290,11 +311,15 @@ impl Store for SqliteStore {
 
     async fn user_by_id(&self, user_id: &str) -> Result<Option<User>, StoreError> {
         let id = user_id.to_owned();
-        self.run(move |c| {
+        // An API route's lookup on every authenticated request (`/api/me`): a read, so it takes
+        // the readers' path, not a trip through the writer's channel (two thread switches and
+        // a queue behind every write; it was most of the per-request cost in every access-token
+        // mode, BENCHMARKS.md §6).
+        self.read(move |c| {
             Ok(c.prepare_cached(
                 "SELECT id, username, password_hash, not_before_s FROM users WHERE id = ?1",
             )?
-            .query_row([id], user_from_row)
+            .query_row([&id], user_from_row)
             .optional()?)
         })
         .await
