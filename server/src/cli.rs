@@ -28,6 +28,17 @@ pub enum AlgArg {
     EdDsa,
 }
 
+/// `--dpop` on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DpopArg {
+    /// DPoP headers are ignored.
+    Off,
+    /// Bound sessions for clients that send proofs; bearer for the rest.
+    Optional,
+    /// Proofs on every login, refresh and resource request.
+    Required,
+}
+
 /// The authfetch token server.
 #[derive(Debug, Parser)]
 #[command(name = "authfetch-server", version, about)]
@@ -136,6 +147,17 @@ pub struct Cli {
     /// tests and a provider running on this machine. Every other provider URL must be https.
     #[arg(long, env = "AUTHFETCH_OIDC_ALLOW_INSECURE_ISSUER")]
     pub oidc_allow_insecure_issuer: bool,
+    /// DPoP (RFC 9449) sender-constrained tokens: `off` (ignored), `optional` (default: a login
+    /// with a proof gets a key-bound session, one without a bearer session as before; bound
+    /// sessions always need their key), `required` (no bearer sessions or tokens at all).
+    #[arg(long, env = "AUTHFETCH_DPOP", value_enum, default_value = "optional")]
+    pub dpop: DpopArg,
+    /// Demand a server nonce (`DPoP-Nonce`) in every DPoP proof.
+    #[arg(long, env = "AUTHFETCH_DPOP_NONCE")]
+    pub dpop_nonce: bool,
+    /// How far a DPoP proof's `iat` may be from the server clock, either way.
+    #[arg(long, env = "AUTHFETCH_DPOP_IAT_WINDOW", value_parser = parse_duration, default_value = "60s")]
+    pub dpop_iat_window: Duration,
     /// Subcommand (default: serve).
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -261,6 +283,13 @@ impl Cli {
         };
         c.www_dir = Some(self.www.clone());
         c.pkg_dir = Some(self.pkg.clone());
+        c.dpop.mode = match self.dpop {
+            DpopArg::Off => crate::dpop::http::DpopMode::Off,
+            DpopArg::Optional => crate::dpop::http::DpopMode::Optional,
+            DpopArg::Required => crate::dpop::http::DpopMode::Required,
+        };
+        c.dpop.require_nonce = self.dpop_nonce;
+        c.dpop.iat_window = self.dpop_iat_window;
         if let Some(path) = &self.oidc_config {
             c.oidc = crate::oidc::OidcConfig::load(path, self.oidc_allow_insecure_issuer)?;
         }

@@ -213,6 +213,8 @@ pub struct Config {
     pub connections: ConnectionLimits,
     /// OpenID Connect providers (none by default).
     pub oidc: crate::oidc::OidcConfig,
+    /// DPoP (RFC 9449): mode, nonces, proof window (`--dpop`, default optional).
+    pub dpop: crate::dpop::http::DpopConfig,
 }
 
 impl Config {
@@ -242,6 +244,7 @@ impl Config {
             rate_limits: RateLimits::default(),
             connections: ConnectionLimits::default(),
             oidc: crate::oidc::OidcConfig::default(),
+            dpop: crate::dpop::http::DpopConfig::default(),
         }
     }
 }

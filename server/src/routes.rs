@@ -8,7 +8,7 @@ use authfetch_protocol::{
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Request, State};
-use axum::http::{header, request::Parts, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, request::Parts, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 
+use crate::dpop::http::{add_nonce, auth_endpoint, Binding};
 use crate::error::AppError;
 use crate::secret::{hex, Password, RefreshToken};
 use crate::verify::{AccessClaims, Authenticated};
@@ -174,9 +175,13 @@ fn with_cookie(mut resp: Response, cookie: HeaderValue) -> Response {
 }
 
 fn token_response(issued: crate::service::Issued) -> Response {
+    let token_type = match issued.dpop_jkt {
+        Some(_) => crate::dpop::DPOP_SCHEME,
+        None => TOKEN_TYPE,
+    };
     let body = TokenResponse {
         access_token: issued.access_token.secret().to_owned(),
-        token_type: TOKEN_TYPE.to_owned(),
+        token_type: token_type.to_owned(),
         expires_in: issued.expires_in,
     };
     with_cookie(
@@ -301,6 +306,7 @@ async fn optional_bearer(st: &AppState, h: &HeaderMap) -> Option<AccessClaims> {
 async fn login(
     State(st): State<AppState>,
     ClientIp(ip): ClientIp,
+    uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
@@ -313,16 +319,30 @@ async fn login(
     let req: LoginRequest = serde_json::from_slice(&body)
         .map_err(|_| AppError::InvalidRequest("the body must be {username, password}"))?;
     let previous = CookieToken::from_headers(&headers).token();
+    let dpop = st.service.dpop().map(AsRef::as_ref);
+    let jkt = match auth_endpoint(dpop, &headers, &uri, Binding::NewFamily).await {
+        Ok(j) => j,
+        Err(r) => return Ok(r),
+    };
     let issued = st
         .service
-        .login(&req.username, Password::new(req.password), &ip, previous)
+        .login_with_key(
+            &req.username,
+            Password::new(req.password),
+            &ip,
+            previous,
+            jkt,
+        )
         .await?;
-    Ok(token_response(issued))
+    let mut r = token_response(issued);
+    add_nonce(dpop, &mut r);
+    Ok(r)
 }
 
 async fn refresh(
     State(st): State<AppState>,
     ClientIp(ip): ClientIp,
+    uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -341,8 +361,26 @@ async fn refresh(
         }
         c => c.token(),
     };
-    match st.service.refresh(presented, &ip).await {
-        Ok(issued) => token_response(issued),
+    // A refused proof answers before anything is rotated, and keeps the cookie: the page's
+    // own client still needs it (an injected script must not be able to log the user out).
+    let dpop = st.service.dpop().map(AsRef::as_ref);
+    let bound = match &presented {
+        Some(t) => match st.service.family_jkt(t).await {
+            Ok(j) => j,
+            Err(e) => return e.into_response(),
+        },
+        None => None,
+    };
+    let jkt = match auth_endpoint(dpop, &headers, &uri, Binding::Family(bound.as_deref())).await {
+        Ok(j) => j,
+        Err(r) => return r,
+    };
+    match st.service.refresh_with_key(presented, &ip, jkt).await {
+        Ok(issued) => {
+            let mut r = token_response(issued);
+            add_nonce(dpop, &mut r);
+            r
+        }
         // A refused cookie is cleared so the browser stops sending it; a rate limit or a
         // server error says nothing about the cookie, so it is kept.
         Err(e @ AppError::RefreshRejected(_)) => with_cookie(e.into_response(), clear_cookie()),
@@ -352,6 +390,7 @@ async fn refresh(
 
 async fn logout(
     State(st): State<AppState>,
+    uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -359,6 +398,21 @@ async fn logout(
         return e.into_response();
     }
     let cookie = CookieToken::from_headers(&headers).token();
+    // A bound family is logged out only by its key: nothing is revoked or cleared otherwise.
+    if let Some(t) = &cookie {
+        let bound = match st.service.family_jkt(t).await {
+            Ok(j) => j,
+            Err(e) => return e.into_response(),
+        };
+        if bound.is_some() {
+            let dpop = st.service.dpop().map(AsRef::as_ref);
+            if let Err(r) =
+                auth_endpoint(dpop, &headers, &uri, Binding::Family(bound.as_deref())).await
+            {
+                return r;
+            }
+        }
+    }
     let bearer = optional_bearer(&st, &headers).await;
     let r = match st.service.logout(cookie, bearer).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),

@@ -35,6 +35,8 @@ pub struct Issued {
     pub refresh: RefreshToken,
     /// Cookie `Max-Age`: what is left of the family's absolute lifetime.
     pub cookie_max_age: u64,
+    /// The DPoP key thumbprint the access token is bound to (`cnf.jkt`, `token_type: DPoP`).
+    pub dpop_jkt: Option<String>,
 }
 
 /// Checks access tokens against a store (denylist, family, user `not_before`; J13, J14).
@@ -114,6 +116,8 @@ pub struct TokenService {
     /// The password of users created by a provider sign-in: the Argon2id PHC string of a random
     /// secret that nobody holds (made once per process, on first use, and then forgotten).
     unusable_hash: tokio::sync::OnceCell<String>,
+    /// DPoP proof checks (`None` with `--dpop off`).
+    dpop: Option<Arc<crate::dpop::http::DpopCheck>>,
 }
 
 impl std::fmt::Debug for TokenService {
@@ -136,6 +140,13 @@ impl TokenService {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, crate::password::HashError> {
         let passwords = PasswordHasher::new(config.password_params, config.max_concurrent_hashes)?;
+        let dpop = (config.dpop.mode != crate::dpop::http::DpopMode::Off).then(|| {
+            Arc::new(crate::dpop::http::DpopCheck::from_config(
+                &config.dpop,
+                config.allowed_origins.clone(),
+                Arc::clone(&clock),
+            ))
+        });
         let verifier = Verifier::for_key_ring(
             VerifierConfig::new(&config.issuer, &config.audience),
             Arc::clone(&keys),
@@ -144,6 +155,7 @@ impl TokenService {
                 clock: Arc::clone(&clock),
             }),
             Arc::clone(&clock),
+            dpop.clone(),
         );
         let rl = config.rate_limits;
         Ok(Self {
@@ -158,7 +170,22 @@ impl TokenService {
             passwords,
             stats: Stats::default(),
             unusable_hash: tokio::sync::OnceCell::new(),
+            dpop,
         })
+    }
+
+    /// The DPoP checks (`None` with `--dpop off`).
+    pub fn dpop(&self) -> Option<&Arc<crate::dpop::http::DpopCheck>> {
+        self.dpop.as_ref()
+    }
+
+    /// The DPoP key the family of `token` is bound to, if any (checked before a refresh or a
+    /// logout touches the family).
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn family_jkt(&self, token: &RefreshToken) -> Result<Option<String>, AppError> {
+        Ok(self.store.family_jkt(&token.hash()).await?)
     }
 
     /// The configuration.
@@ -268,6 +295,23 @@ impl TokenService {
         ip: &str,
         previous: Option<RefreshToken>,
     ) -> Result<Issued, AppError> {
+        self.login_with_key(username, password, ip, previous, None)
+            .await
+    }
+
+    /// [`TokenService::login`] whose new family is bound to the DPoP key `dpop_jkt` (its
+    /// RFC 7638 thumbprint, from a verified proof) when given.
+    ///
+    /// # Errors
+    /// As [`TokenService::login`].
+    pub async fn login_with_key(
+        &self,
+        username: &str,
+        password: Password,
+        ip: &str,
+        previous: Option<RefreshToken>,
+        dpop_jkt: Option<String>,
+    ) -> Result<Issued, AppError> {
         if username.is_empty() || username.len() > MAX_USERNAME_BYTES {
             return Err(AppError::InvalidRequest("user name must be 1-64 bytes"));
         }
@@ -297,7 +341,7 @@ impl TokenService {
                 return Err(AppError::BadCredentials);
             }
         };
-        self.start_family(&user, ip, previous, now).await
+        self.start_family(&user, ip, previous, now, dpop_jkt).await
     }
 
     /// Sign-in through an OpenID provider, after [`crate::oidc::Oidc::finish`] verified the
@@ -354,7 +398,8 @@ impl TokenService {
         }
         let user = user.ok_or_else(|| AppError::Internal("no free user name".into()))?;
         tracing::info!(target: AUDIT, event = "oidc_login", user = %user.id, provider = %identity.provider, %ip);
-        self.start_family(&user, ip, previous, now).await
+        // A provider's redirect is a top-level navigation: it carries no DPoP proof.
+        self.start_family(&user, ip, previous, now, None).await
     }
 
     /// A new family (S3) for an authenticated user: revokes the family of a refresh cookie the
@@ -365,6 +410,7 @@ impl TokenService {
         ip: &str,
         previous: Option<RefreshToken>,
         now: i64,
+        dpop_jkt: Option<String>,
     ) -> Result<Issued, AppError> {
         if let Some(prev) = previous {
             if let Some(f) = self.store.revoke_family_of(&prev.hash(), now).await? {
@@ -382,11 +428,12 @@ impl TokenService {
                 now_ms: now,
                 absolute_exp_ms: absolute,
                 idle_exp_ms: now.saturating_add(ms(self.config.idle_ttl)).min(absolute),
+                dpop_jkt: dpop_jkt.clone(),
             })
             .await?;
         Stats::bump(&self.stats.login);
-        tracing::info!(target: AUDIT, event = "login", user = %user.id, family = %family_id, %ip);
-        self.issue(&user.id, &family_id, token, absolute, now)
+        tracing::info!(target: AUDIT, event = "login", user = %user.id, family = %family_id, dpop = dpop_jkt.is_some(), %ip);
+        self.issue(&user.id, &family_id, token, absolute, now, dpop_jkt)
     }
 
     /// Counts one event (R9): in the store when it is shared by several instances (Redis),
@@ -419,17 +466,36 @@ impl TokenService {
         presented: Option<RefreshToken>,
         ip: &str,
     ) -> Result<Issued, AppError> {
+        self.refresh_with_key(presented, ip, None).await
+    }
+
+    /// [`TokenService::refresh`] of a family bound to `dpop_jkt`: the caller has checked the
+    /// request's proof against [`TokenService::family_jkt`]; the new access token carries it.
+    ///
+    /// # Errors
+    /// As [`TokenService::refresh`].
+    pub async fn refresh_with_key(
+        &self,
+        presented: Option<RefreshToken>,
+        ip: &str,
+        dpop_jkt: Option<String>,
+    ) -> Result<Issued, AppError> {
         let now = self.clock.now_ms();
         self.limit(&self.refresh_ip, "refresh_ip", &address_key(ip), now)
             .await?;
-        let result = self.rotate(presented, now).await;
+        let result = self.rotate(presented, now, dpop_jkt).await;
         if matches!(result, Err(AppError::RefreshRejected(_))) {
             Stats::bump(&self.stats.refresh_failed);
         }
         result
     }
 
-    async fn rotate(&self, presented: Option<RefreshToken>, now: i64) -> Result<Issued, AppError> {
+    async fn rotate(
+        &self,
+        presented: Option<RefreshToken>,
+        now: i64,
+        dpop_jkt: Option<String>,
+    ) -> Result<Issued, AppError> {
         let presented = presented.ok_or(AppError::RefreshRejected("no refresh cookie"))?;
         let candidate = RefreshToken::generate();
         let req = RotateRequest {
@@ -443,7 +509,14 @@ impl TokenService {
             RotateOutcome::Rotated(f) => {
                 Stats::bump(&self.stats.refresh);
                 tracing::info!(target: AUDIT, event = "refresh", user = %f.user_id, family = %f.family_id);
-                self.issue(&f.user_id, &f.family_id, candidate, f.absolute_exp_ms, now)
+                self.issue(
+                    &f.user_id,
+                    &f.family_id,
+                    candidate,
+                    f.absolute_exp_ms,
+                    now,
+                    dpop_jkt,
+                )
             }
             RotateOutcome::Grace {
                 family: f,
@@ -457,7 +530,14 @@ impl TokenService {
                     })?;
                 Stats::bump(&self.stats.refresh_grace);
                 tracing::info!(target: AUDIT, event = "refresh_grace", user = %f.user_id, family = %f.family_id);
-                self.issue(&f.user_id, &f.family_id, s, f.absolute_exp_ms, now)
+                self.issue(
+                    &f.user_id,
+                    &f.family_id,
+                    s,
+                    f.absolute_exp_ms,
+                    now,
+                    dpop_jkt,
+                )
             }
             RotateOutcome::Reuse(f) => {
                 Stats::bump(&self.stats.reuse_detected);
@@ -560,6 +640,7 @@ impl TokenService {
         refresh: RefreshToken,
         absolute_exp_ms: i64,
         now_ms: i64,
+        dpop_jkt: Option<String>,
     ) -> Result<Issued, AppError> {
         let ttl = self.config.access_ttl.as_secs().max(1);
         let iat = now_ms.div_euclid(1000);
@@ -571,6 +652,7 @@ impl TokenService {
             exp: iat.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX)),
             jti: random_id(),
             sid: family_id.to_owned(),
+            cnf: dpop_jkt.clone().map(|jkt| crate::jwt::Cnf { jkt }),
         };
         let jwt = self.keys.sign(&claims, now_ms)?;
         // Counted from now, rounded down: `exp` is in whole seconds, so the token may live up
@@ -585,6 +667,7 @@ impl TokenService {
             expires_in,
             refresh,
             cookie_max_age: left,
+            dpop_jkt,
         })
     }
 }

@@ -115,6 +115,9 @@ pub struct AccessClaims {
     pub jti: String,
     /// Session (refresh family) id, if present.
     pub sid: Option<String>,
+    /// `cnf.jkt`: the thumbprint of the DPoP key the token is bound to (RFC 9449 §6.1), if any.
+    /// A bound token is accepted only as `Authorization: DPoP` with a proof by that key.
+    pub cnf_jkt: Option<String>,
 }
 
 /// Answers "has this otherwise valid token been revoked?" (J13, J14).
@@ -165,6 +168,8 @@ struct Inner {
     keys: KeySource,
     revocation: Option<Arc<dyn RevocationCheck>>,
     clock: Arc<dyn Clock>,
+    /// DPoP proofs for `Authorization: DPoP` (RFC 9449 §7); `None`: bound tokens are refused.
+    dpop: Option<Arc<crate::dpop::http::DpopCheck>>,
 }
 
 /// Verifies access tokens. Cheap to clone.
@@ -232,6 +237,7 @@ pub struct VerifierBuilder {
     jwks_ca_pem: Vec<Vec<u8>>,
     revocation: Option<Arc<dyn RevocationCheck>>,
     clock: Arc<dyn Clock>,
+    dpop: Option<Arc<crate::dpop::http::DpopCheck>>,
 }
 
 impl std::fmt::Debug for VerifierBuilder {
@@ -283,6 +289,13 @@ impl VerifierBuilder {
         self
     }
 
+    /// Accepts DPoP-bound tokens (`Authorization: DPoP` with a proof by the `cnf.jkt` key,
+    /// RFC 9449 §7) checked by `check`. Without it, a bound token is refused in every form.
+    pub fn dpop(mut self, check: Arc<crate::dpop::http::DpopCheck>) -> Self {
+        self.dpop = Some(check);
+        self
+    }
+
     /// Replaces the clock (tests).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -316,6 +329,7 @@ impl VerifierBuilder {
             keys,
             revocation: self.revocation,
             clock: self.clock,
+            dpop: self.dpop,
         })))
     }
 }
@@ -332,6 +346,7 @@ impl Verifier {
             jwks_ca_pem: Vec::new(),
             revocation: None,
             clock: Arc::new(SystemClock),
+            dpop: None,
         }
     }
 
@@ -366,12 +381,14 @@ impl Verifier {
         ring: Arc<KeyRing>,
         revocation: Arc<dyn RevocationCheck>,
         clock: Arc<dyn Clock>,
+        dpop: Option<Arc<crate::dpop::http::DpopCheck>>,
     ) -> Self {
         Verifier(Arc::new(Inner {
             config,
             keys: KeySource::Ring(ring),
             revocation: Some(revocation),
             clock,
+            dpop,
         }))
     }
 
@@ -381,6 +398,7 @@ impl Verifier {
             keys,
             revocation: None,
             clock: Arc::new(SystemClock),
+            dpop: None,
         }))
     }
 
@@ -408,7 +426,12 @@ impl Verifier {
     pub async fn verify_header(&self, value: Option<&[u8]>) -> Result<AccessClaims, VerifyError> {
         let value = value.ok_or(VerifyError::Missing)?;
         let token = bearer_token(value).ok_or(JwtError::Malformed("not a Bearer authorization"))?;
-        self.verify(token).await
+        let claims = self.verify(token).await?;
+        if claims.cnf_jkt.is_some() {
+            // A DPoP-bound token as Bearer: whoever sends it this way has no proof of the key.
+            return Err(JwtError::Claims("cnf").into());
+        }
+        Ok(claims)
     }
 
     /// Verifies a compact access token: form, algorithm, key, signature, claims, revocation.
@@ -528,6 +551,16 @@ fn check_claims(
         Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 => Some(s.clone()),
         Some(_) => return Err(JwtError::Claims("sid")),
     };
+    // `cnf` present means bound: it must hold a well-formed `jkt` (a SHA-256 in base64url), or
+    // the token is refused rather than read as unbound.
+    let cnf_jkt = match m.get("cnf") {
+        None => None,
+        Some(Value::Object(c)) => match c.get("jkt") {
+            Some(Value::String(j)) if j.len() == 43 => Some(j.clone()),
+            _ => return Err(JwtError::Claims("cnf")),
+        },
+        Some(_) => return Err(JwtError::Claims("cnf")),
+    };
     Ok(AccessClaims {
         iss,
         aud,
@@ -537,6 +570,7 @@ fn check_claims(
         nbf,
         jti,
         sid,
+        cnf_jkt,
     })
 }
 
@@ -747,6 +781,24 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let verifier = self.verifier.clone();
         Box::pin(async move {
+            if let Some(check) = verifier.0.dpop.clone() {
+                let (method, uri) = (req.method().clone(), req.uri().clone());
+                return match check
+                    .authorize(&verifier, req.headers(), &method, &uri)
+                    .await
+                {
+                    Ok(claims) => {
+                        req.extensions_mut().insert(Authenticated(claims));
+                        let mut resp = inner.call(req).await?;
+                        // A fresh nonce on success too, so a client rotates before it is refused.
+                        if let Some(n) = check.nonce_header() {
+                            resp.headers_mut().insert(crate::dpop::DPOP_NONCE_HEADER, n);
+                        }
+                        Ok(resp)
+                    }
+                    Err(resp) => Ok(resp),
+                };
+            }
             let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
             let verified = match (values.next(), values.next()) {
                 (value, None) => verifier.verify_header(value.map(|v| v.as_bytes())).await,
