@@ -1452,3 +1452,91 @@ mod wired {
         );
     }
 }
+
+/// A Node service verifying with `jose` alone (tests/interop/dpop-verify-jose.mjs, the README's
+/// recipe) accepts a bound token with its proof, and refuses it without a proof, with another
+/// key's proof, or as a proof for another request.
+#[tokio::test]
+async fn interop_a_node_jose_verifier_accepts_a_bound_token_with_its_proof_only() {
+    use authfetch_server::dpop::http::DpopMode;
+    use axum::body::Body;
+    let app = common::TestApp::with(|c| c.dpop.mode = DpopMode::Required).await;
+    let key = Es256::new();
+    let login_proof = key.proof_with(|_, c| {
+        c.insert(
+            "htu".into(),
+            json!(format!("{}/auth/login", common::ORIGIN)),
+        );
+        c.insert("iat".into(), json!(app.now_s()));
+    });
+    let r = app
+        .send(
+            common::auth_post(authfetch_protocol::LOGIN_PATH)
+                .header("content-type", "application/json")
+                .header("dpop", login_proof)
+                .body(Body::from(
+                    json!({"username": "alice", "password": "alice-password"}).to_string(),
+                ))
+                .unwrap(),
+        )
+        .await;
+    let access = common::json(r).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let jwks = app.dir.path().join("jwks-for-node.json");
+    std::fs::write(
+        &jwks,
+        serde_json::to_vec(&app.state.service.jwks()).unwrap(),
+    )
+    .unwrap();
+    let url = "https://api.example/api/me?x=1";
+    let proof_by = |k: &Es256, htm: &str| {
+        k.proof_with(|_, c| {
+            c.insert("htm".into(), json!(htm));
+            c.insert("htu".into(), json!("https://api.example/api/me"));
+            // jose checks iat against the real clock.
+            c.insert(
+                "iat".into(),
+                json!(authfetch_server::clock::Clock::now_secs(
+                    &authfetch_server::clock::SystemClock
+                )),
+            );
+            c.insert("ath".into(), json!(ath(&access)));
+        })
+    };
+    let run = |authorization: String, proof: Option<String>| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut cmd = std::process::Command::new("node");
+        cmd.current_dir(&root)
+            .arg("tests/interop/dpop-verify-jose.mjs")
+            .arg(&jwks)
+            .arg("GET")
+            .arg(url)
+            .arg(authorization);
+        if let Some(p) = proof {
+            cmd.arg(p);
+        }
+        let out = cmd.output().expect("node (scripts/bootstrap.sh)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let dpop = format!("DPoP {access}");
+    let ok = run(dpop.clone(), Some(proof_by(&key, "GET")));
+    assert_eq!(ok["ok"], true, "{ok}");
+    assert!(ok["sub"].is_string());
+    assert_eq!(run(dpop.clone(), None)["reason"], "proof missing");
+    assert_eq!(
+        run(dpop.clone(), Some(proof_by(&Es256::new(), "GET")))["reason"],
+        "other key"
+    );
+    assert_eq!(
+        run(dpop, Some(proof_by(&key, "POST")))["reason"],
+        "other request"
+    );
+    assert_eq!(run(format!("Bearer {access}"), None)["reason"], "not DPoP");
+}
