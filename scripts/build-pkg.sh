@@ -11,7 +11,7 @@
 #   bash scripts/build-pkg.sh --check-size   # … and fail when the shipped files exceed the budget
 #
 # Size budget: the files a browser downloads — every .js file of the package and the .wasm —
-# each compressed with `gzip -9` on its own, summed, must be ≤ 40,000 bytes (40 KB, decimal).
+# each compressed with `gzip -9` on its own, summed, must be ≤ 40,900 bytes (40 KB, decimal, + 900 B for DPoP).
 # The target is 30 KB and the goal 22 KB; BENCHMARKS.md says what each crate costs and why the
 # card's crates on stable Rust (std's panic machinery, one JS shim per web-sys call) land here.
 # Summing individually gzipped files is what a browser fetching them one by one pays. The .d.ts
@@ -19,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BUDGET=40000 # bytes: 40 KB decimal (see BENCHMARKS.md for why not 30 KB)
+BUDGET=40900 # bytes: 40 KB decimal (see BENCHMARKS.md for why not 30 KB) + 900 B for DPoP (issue 12: the use_dpop_nonce retry and the auth-call loop; BENCHMARKS.md §0c)
 check_size=0
 for arg in "$@"; do
   case "$arg" in
@@ -159,7 +159,7 @@ while IFS= read -r f; do
   printf '%-58s %9d %9d %9d\n' "${f#"$OUT"/}" "$raw" "$gz" "$br"
 done < <(find "$OUT" -type f \( -name '*.js' -o -name '*.wasm' \) | sort)
 printf '%-58s %9s %9d %9s\n' "total (each file gzipped on its own, summed)" "" "$total_gz" ""
-printf 'budget: %d bytes (40 KB, decimal: 1 KB = 1000 bytes) gzip -9; target: 30 KB; goal: 22 KB\n' "$BUDGET"
+printf 'budget: %d bytes (40 KB + 900 B for DPoP, decimal: 1 KB = 1000 bytes) gzip -9; target: 30 KB; goal: 22 KB\n' "$BUDGET"
 
 if [ "$check_size" = 1 ]; then
   if [ "$total_gz" -gt "$BUDGET" ]; then
