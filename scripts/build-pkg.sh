@@ -35,9 +35,13 @@ CRATE=authfetch
 TARGET=wasm32-unknown-unknown
 PROFILE=wasm-release
 RAW="target/$TARGET/$PROFILE/$CRATE.wasm"
-STAGE=target/pkg-stage
-OUT=pkg
-STAMP=target/pkg.stamp
+# AUTHFETCH_PKG_FEATURES / AUTHFETCH_PKG_OUT: a test build with cargo features (the DPoP e2e
+# spec builds `dpop` into target/pkg-dpop); its stamp and tarball are its own, pkg/ is untouched.
+FEATURES=${AUTHFETCH_PKG_FEATURES:-}
+OUT=${AUTHFETCH_PKG_OUT:-pkg}
+STAGE=target/pkg-stage${FEATURES:+-$FEATURES}
+STAMP=target/pkg${FEATURES:+-$FEATURES}.stamp
+PACK_DIR=target${FEATURES:+/pack-$FEATURES}
 WASM_OPT=node_modules/.bin/wasm-opt
 # The features rustc enables by default for wasm32 (and that the .wasm's target_features
 # section declares); wasm-opt must accept them, and must not use any others.
@@ -56,16 +60,16 @@ for d in "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/; do
   [ -d "$d" ] && remap+=("--remap-path-prefix=${d%/}=")
 done
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="${remap[*]}"
-say "cargo build -p $CRATE --target $TARGET --profile $PROFILE"
-cargo build -q -p "$CRATE" --target "$TARGET" --profile "$PROFILE"
+say "cargo build -p $CRATE --target $TARGET --profile $PROFILE${FEATURES:+ --features $FEATURES}"
+cargo build -q -p "$CRATE" --target "$TARGET" --profile "$PROFILE" ${FEATURES:+--features "$FEATURES"}
 
 version=$(awk -F'"' '/^\[package\]/{p=1} p && /^version *=/{print $2; exit}' Cargo.toml)
 
 # 2–4 only when an input changed (the .wasm, the hand-written JS/types, this script, the tools).
-TGZ="target/$CRATE-$version.tgz"
+TGZ="$PACK_DIR/$CRATE-$version.tgz"
 inputs_hash=$( { sha256sum "$RAW" js/index.js js/provider.js js/index.d.ts js/types-check.ts js/tsconfig.json \
     README.md LICENSE-MIT LICENSE-APACHE "$0" package-lock.json;
-  wasm-bindgen --version; echo "$version"; } | sha256sum | cut -d' ' -f1)
+  wasm-bindgen --version; echo "$version $FEATURES"; } | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$STAMP" 2>/dev/null || true)" = "$inputs_hash" ] && [ -f "$OUT/package.json" ] \
    && [ -f "$OUT/${CRATE}_bg.wasm" ] && [ -f "$OUT/index.js" ] && [ -f "$TGZ" ]; then
   say "pkg/ is up to date"
@@ -142,7 +146,8 @@ else
   #    copy in node_modules, not a link to pkg/ (bundlers treat the two differently). npm pack
   #    writes fixed timestamps, so the same pkg/ gives the same bytes.
   rm -f "$TGZ"
-  npm pack "./$OUT" --pack-destination target --silent --loglevel=error > /dev/null
+  mkdir -p "$PACK_DIR"
+  npm pack "./$OUT" --pack-destination "$PACK_DIR" --silent --loglevel=error > /dev/null
   [ -f "$TGZ" ] || { echo "build-pkg.sh: npm pack did not write $TGZ" >&2; exit 1; }
   echo "$inputs_hash" > "$STAMP"
   say "wrote $OUT/ and $TGZ (authfetch $version)"

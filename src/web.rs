@@ -381,9 +381,10 @@ impl Env for WebEnv {
             } else if kind != 1 {
                 dpop.load().await.map_err(dpop_failed)?;
             }
-            let mut attempt = 0;
+            // At most one retry for a nonce and one for a new key (a login to a server that
+            // demands DPoP, then its nonce): three sends at most.
+            let mut nonce_retried = false;
             let (status, body) = loop {
-                attempt += 1;
                 // The cookie and the CSRF header only, never a bearer (K3). No redirects: an
                 // auth answer comes from the auth endpoint itself.
                 let mut builder = AuthRequest::post(&url)
@@ -408,13 +409,16 @@ impl Env for WebEnv {
                 let status = answer.status();
                 let raw = Response::from(answer);
                 // Without the `dpop` feature none of this is compiled in (no header is read).
-                if cfg!(feature = "dpop") && attempt == 1 {
+                if cfg!(feature = "dpop") {
                     dpop.remember_nonce(&url, raw.headers().get(DPOP_NONCE_HEADER).ok().flatten());
                     let challenge = raw.headers().get("www-authenticate").ok().flatten();
                     if status == 401 && challenge.as_deref().is_some_and(|h| h.starts_with("DPoP"))
                     {
-                        if crate::session::wants_nonce(status, challenge.as_deref()) {
+                        if !nonce_retried
+                            && crate::session::wants_nonce(status, challenge.as_deref())
+                        {
                             // D5: once more with the nonce just remembered.
+                            nonce_retried = true;
                             continue;
                         }
                         if kind == 1 && !dpop.on() {
