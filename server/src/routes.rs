@@ -423,6 +423,7 @@ async fn logout(
 
 async fn logout_all(
     State(st): State<AppState>,
+    uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -430,6 +431,21 @@ async fn logout_all(
         return e.into_response();
     }
     let cookie = CookieToken::from_headers(&headers).token();
+    // As for logout: a bound family's cookie acts only with a proof by its key.
+    if let Some(t) = &cookie {
+        let bound = match st.service.family_jkt(t).await {
+            Ok(j) => j,
+            Err(e) => return e.into_response(),
+        };
+        if bound.is_some() {
+            let dpop = st.service.dpop().map(AsRef::as_ref);
+            if let Err(r) =
+                auth_endpoint(dpop, &headers, &uri, Binding::Family(bound.as_deref())).await
+            {
+                return r;
+            }
+        }
+    }
     let bearer = optional_bearer(&st, &headers).await;
     let r = match st.service.logout_all(cookie, bearer).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),

@@ -1216,6 +1216,16 @@ mod wired {
         let key = Es256::new();
         let s = login_bound(&app, &key).await;
         let logout = authfetch_protocol::LOGOUT_PATH;
+        // Logout everywhere by the cookie alone is refused like logout.
+        let all = authfetch_protocol::LOGOUT_ALL_PATH;
+        refused(post(&app, all, &s.cookie, None).await, "invalid_dpop_proof").await;
+        let p = proof_for(&Es256::new(), &app, "POST", all, None, None);
+        refused(
+            post(&app, all, &s.cookie, Some(&p)).await,
+            "invalid_dpop_proof",
+        )
+        .await;
+        assert_eq!(app.stats().await["logout_all"].as_u64(), Some(0));
         refused(
             post(&app, logout, &s.cookie, None).await,
             "invalid_dpop_proof",
