@@ -204,7 +204,9 @@ fn d6_malformed_compact_forms_are_refused() {
         format!("{h}.{p}."),
         format!("{h}.{p}.{s}="),
         format!("{h}=.{p}.{s}"),
-        format!("{h}.{p}.{}", s.replace('-', "+").replace('_', "/")),
+        // The standard alphabet's `+` (a random signature need not contain `-` or `_` to swap, so
+        // the first character is replaced: the case is the same on every run).
+        format!("{h}.{p}.+{}", &s[1..]),
         format!("{h} .{p}.{s}"),
         format!("{}.{p}.{s}", obj("not json")),
         format!("{}.{p}.{s}", obj("[1,2]")),
