@@ -11,7 +11,7 @@
 #   bash scripts/build-pkg.sh --check-size   # … and fail when the shipped files exceed the budget
 #
 # Size budget: the files a browser downloads — every .js file of the package and the .wasm —
-# each compressed with `gzip -9` on its own, summed, must be ≤ 40,000 bytes (40 KB, decimal).
+# each compressed with `gzip -9` on its own, summed, must be ≤ 40,900 bytes (40 KB, decimal, + 900 B for DPoP).
 # The target is 30 KB and the goal 22 KB; BENCHMARKS.md says what each crate costs and why the
 # card's crates on stable Rust (std's panic machinery, one JS shim per web-sys call) land here.
 # Summing individually gzipped files is what a browser fetching them one by one pays. The .d.ts
@@ -19,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BUDGET=40000 # bytes: 40 KB decimal (see BENCHMARKS.md for why not 30 KB)
+BUDGET=40900 # bytes: 40 KB decimal (see BENCHMARKS.md for why not 30 KB) + 900 B for DPoP (issue 12: the use_dpop_nonce retry and the auth-call loop; BENCHMARKS.md §0c)
 check_size=0
 for arg in "$@"; do
   case "$arg" in
@@ -35,9 +35,13 @@ CRATE=authfetch
 TARGET=wasm32-unknown-unknown
 PROFILE=wasm-release
 RAW="target/$TARGET/$PROFILE/$CRATE.wasm"
-STAGE=target/pkg-stage
-OUT=pkg
-STAMP=target/pkg.stamp
+# AUTHFETCH_PKG_FEATURES / AUTHFETCH_PKG_OUT: a test build with cargo features (the DPoP e2e
+# spec builds `dpop` into target/pkg-dpop); its stamp and tarball are its own, pkg/ is untouched.
+FEATURES=${AUTHFETCH_PKG_FEATURES:-}
+OUT=${AUTHFETCH_PKG_OUT:-pkg}
+STAGE=target/pkg-stage${FEATURES:+-$FEATURES}
+STAMP=target/pkg${FEATURES:+-$FEATURES}.stamp
+PACK_DIR=target${FEATURES:+/pack-$FEATURES}
 WASM_OPT=node_modules/.bin/wasm-opt
 # The features rustc enables by default for wasm32 (and that the .wasm's target_features
 # section declares); wasm-opt must accept them, and must not use any others.
@@ -56,16 +60,16 @@ for d in "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/; do
   [ -d "$d" ] && remap+=("--remap-path-prefix=${d%/}=")
 done
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="${remap[*]}"
-say "cargo build -p $CRATE --target $TARGET --profile $PROFILE"
-cargo build -q -p "$CRATE" --target "$TARGET" --profile "$PROFILE"
+say "cargo build -p $CRATE --target $TARGET --profile $PROFILE${FEATURES:+ --features $FEATURES}"
+cargo build -q -p "$CRATE" --target "$TARGET" --profile "$PROFILE" ${FEATURES:+--features "$FEATURES"}
 
 version=$(awk -F'"' '/^\[package\]/{p=1} p && /^version *=/{print $2; exit}' Cargo.toml)
 
 # 2–4 only when an input changed (the .wasm, the hand-written JS/types, this script, the tools).
-TGZ="target/$CRATE-$version.tgz"
+TGZ="$PACK_DIR/$CRATE-$version.tgz"
 inputs_hash=$( { sha256sum "$RAW" js/index.js js/provider.js js/index.d.ts js/types-check.ts js/tsconfig.json \
     README.md LICENSE-MIT LICENSE-APACHE "$0" package-lock.json;
-  wasm-bindgen --version; echo "$version"; } | sha256sum | cut -d' ' -f1)
+  wasm-bindgen --version; echo "$version $FEATURES"; } | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$STAMP" 2>/dev/null || true)" = "$inputs_hash" ] && [ -f "$OUT/package.json" ] \
    && [ -f "$OUT/${CRATE}_bg.wasm" ] && [ -f "$OUT/index.js" ] && [ -f "$TGZ" ]; then
   say "pkg/ is up to date"
@@ -142,7 +146,8 @@ else
   #    copy in node_modules, not a link to pkg/ (bundlers treat the two differently). npm pack
   #    writes fixed timestamps, so the same pkg/ gives the same bytes.
   rm -f "$TGZ"
-  npm pack "./$OUT" --pack-destination target --silent --loglevel=error > /dev/null
+  mkdir -p "$PACK_DIR"
+  npm pack "./$OUT" --pack-destination "$PACK_DIR" --silent --loglevel=error > /dev/null
   [ -f "$TGZ" ] || { echo "build-pkg.sh: npm pack did not write $TGZ" >&2; exit 1; }
   echo "$inputs_hash" > "$STAMP"
   say "wrote $OUT/ and $TGZ (authfetch $version)"
@@ -159,7 +164,7 @@ while IFS= read -r f; do
   printf '%-58s %9d %9d %9d\n' "${f#"$OUT"/}" "$raw" "$gz" "$br"
 done < <(find "$OUT" -type f \( -name '*.js' -o -name '*.wasm' \) | sort)
 printf '%-58s %9s %9d %9s\n' "total (each file gzipped on its own, summed)" "" "$total_gz" ""
-printf 'budget: %d bytes (40 KB, decimal: 1 KB = 1000 bytes) gzip -9; target: 30 KB; goal: 22 KB\n' "$BUDGET"
+printf 'budget: %d bytes (40 KB + 900 B for DPoP, decimal: 1 KB = 1000 bytes) gzip -9; target: 30 KB; goal: 22 KB\n' "$BUDGET"
 
 if [ "$check_size" = 1 ]; then
   if [ "$total_gz" -gt "$BUDGET" ]; then

@@ -252,6 +252,39 @@ pub fn wants_refresh(status: u16, www_authenticate: Option<&str>) -> bool {
         })
 }
 
+/// Is this response a DPoP server asking for its nonce (RFC 9449 §8)? The platform has kept the
+/// `DPoP-Nonce` it sent; the same request goes again, once, with a proof that carries it.
+pub fn wants_nonce(status: u16, www_authenticate: Option<&str>) -> bool {
+    status == 401
+        && www_authenticate.is_some_and(|h| find_bytes(h.as_bytes(), b"use_dpop_nonce").is_some())
+}
+
+/// Sends with `token`; a `use_dpop_nonce` answer is sent again at once with the same token
+/// while `nonce_retry` allows (once per `authFetch`: a server that asks twice is answered by
+/// the caller's status, not by a loop).
+async fn send_with_nonce<R, X, F, Fut>(
+    send: &mut F,
+    token: &str,
+    trace: &mut Vec<Step>,
+    nonce_retry: &mut bool,
+) -> Result<R, Failure<X>>
+where
+    R: Reply,
+    F: FnMut(Option<&str>) -> Fut,
+    Fut: Future<Output = Result<R, X>>,
+{
+    let r = send(Some(token)).await.map_err(Failure::Request)?;
+    trace.push(Step::Status(r.status()));
+    if *nonce_retry && wants_nonce(r.status(), r.www_authenticate().as_deref()) {
+        *nonce_retry = false;
+        trace.push(Step::Retried);
+        let r = send(Some(token)).await.map_err(Failure::Request)?;
+        trace.push(Step::Status(r.status()));
+        return Ok(r);
+    }
+    Ok(r)
+}
+
 fn backoff_ms(failures: u32) -> f64 {
     let mut ms = 500.0;
     for _ in 1..failures.min(16) {
@@ -740,10 +773,8 @@ impl<E: Env> Session<E> {
             trace.push(Step::Status(r.status()));
             return Ok(r);
         };
-        let r = send(Some(secret.expose()))
-            .await
-            .map_err(Failure::Request)?;
-        trace.push(Step::Status(r.status()));
+        let mut nonce_retry = true;
+        let r = send_with_nonce(&mut send, secret.expose(), trace, &mut nonce_retry).await?;
         if !wants_refresh(r.status(), r.www_authenticate().as_deref()) {
             return Ok(r);
         }
@@ -772,9 +803,7 @@ impl<E: Env> Session<E> {
             }
         };
         trace.push(Step::Retried);
-        let r = send(Some(next.expose())).await.map_err(Failure::Request)?;
-        trace.push(Step::Status(r.status()));
-        Ok(r)
+        send_with_nonce(&mut send, next.expose(), trace, &mut nonce_retry).await
     }
 
     /// Signs in with a username and password. Starts a new generation: a refresh still in

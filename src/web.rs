@@ -21,6 +21,14 @@
 use crate::config::Config;
 use crate::error::Error;
 use crate::jwt;
+/// DPoP (RFC 9449) in the browser: with the `dpop` feature, the key and proofs; without it, a
+/// stub that does nothing (the default build: see `docs/PROTOCOL.md` on why it is off).
+#[cfg(feature = "dpop")]
+pub mod dpop;
+#[cfg(not(feature = "dpop"))]
+#[path = "web/dpop_off.rs"]
+pub mod dpop;
+
 use crate::session::{
     AuthCall, Env, Event, Failure, Grant, Hint, Reply, Secret, Session, Step, Task,
 };
@@ -195,6 +203,8 @@ impl Drop for Listener {
 /// The browser platform for [`Session`].
 pub struct WebEnv {
     options: Options,
+    /// The DPoP key and nonces (shared with the page's requests in [`Client::fetch`]).
+    dpop: Rc<dpop::Dpop>,
     /// The tabs' channel, when cross-tab coordination is on and the platform has one.
     channel: Option<BroadcastChannel>,
     lock_name: String,
@@ -245,13 +255,14 @@ impl serde::Serialize for Step {
     }
 }
 
-/// Checks the `{access_token, token_type, expires_in}` answer of login/refresh.
-fn grant(body: &TokenBody) -> Option<Grant> {
+/// Checks the `{access_token, token_type, expires_in}` answer of login/refresh. A `DPoP` token
+/// is accepted only when a proof went with the request (there is a key to bind it to).
+fn grant(body: &TokenBody, dpop: &dpop::Dpop) -> Option<Grant> {
     let token = body.access_token().as_string()?;
-    let ok_type = body
-        .token_type()
-        .as_string()
-        .is_some_and(|t| t.eq_ignore_ascii_case(proto::TOKEN_TYPE));
+    let kind = body.token_type().as_string().unwrap_or_default();
+    let bound = kind.eq_ignore_ascii_case(DPOP_SCHEME) && dpop.has_key();
+    let ok_type = bound || kind.eq_ignore_ascii_case(proto::TOKEN_TYPE);
+    dpop.set_bound(bound);
     let ok_token = !token.is_empty()
         && token.len() <= jwt::MAX_TOKEN_LEN
         && token.bytes().all(|b| b.is_ascii_graphic());
@@ -343,58 +354,105 @@ impl Env for WebEnv {
         call: AuthCall<'_>,
     ) -> impl Future<Output = Result<Option<Grant>, Error>> {
         let (url, kind) = match call {
-            AuthCall::Refresh => (&c.refresh_url, 0),
-            AuthCall::Login { .. } => (&c.login_url, 1),
-            AuthCall::Logout { everywhere: true } => (&c.logout_all_url, 2),
-            AuthCall::Logout { everywhere: false } => (&c.logout_url, 2),
+            AuthCall::Refresh => (c.refresh_url.clone(), 0),
+            AuthCall::Login { .. } => (c.login_url.clone(), 1),
+            AuthCall::Logout { everywhere: true } => (c.logout_all_url.clone(), 2),
+            AuthCall::Logout { everywhere: false } => (c.logout_url.clone(), 2),
         };
-        // The cookie and the CSRF header only, never a bearer (K3). No redirects: an auth
-        // answer comes from the auth endpoint itself.
-        let builder = AuthRequest::post(url)
-            .header(&c.csrf.0, &c.csrf.1)
-            .credentials(RequestCredentials::Include)
-            .cache(RequestCache::NoStore)
-            .redirect(RequestRedirect::Error);
-        let request = match call {
+        let body = match call {
             AuthCall::Login { username, password } => {
                 JSON::stringify(&object([("username", username), ("password", password)]))
                     .ok()
+                    .and_then(|b| b.as_string())
                     .ok_or(Error::InvalidConfig)
-                    .and_then(|body| {
-                        builder
-                            .header("content-type", "application/json")
-                            .body(body)
-                            .map_err(|e| Error::Network(gloo_cause(e)))
-                    })
+                    .map(Some)
             }
-            _ => builder.build().map_err(|e| Error::Network(gloo_cause(e))),
+            _ => Ok(None),
         };
+        let csrf = c.csrf.clone();
+        let dpop = Rc::clone(&self.dpop);
         async move {
-            let answer = request?
-                .send()
-                .await
-                .map_err(|e| Error::Network(gloo_cause(e)))?;
-            let status = answer.status();
-            let raw = Response::from(answer);
-            // Any body that is not a JSON object reads as `{}`: its fields are then missing.
-            let body = match raw.json() {
-                Ok(p) => JsFuture::from(p).await.ok(),
-                Err(_) => None,
+            let body = body?;
+            let dpop_failed = |e: JsValue| Error::Network(e);
+            // D1: a login makes a new key when DPoP is on; a refresh or logout uses the key
+            // the tabs share (another tab's login may have replaced it).
+            if kind == 1 && dpop.on() {
+                dpop.new_key().await.map_err(dpop_failed)?;
+            } else if kind != 1 {
+                dpop.load().await.map_err(dpop_failed)?;
             }
-            .filter(JsValue::is_object)
-            .unwrap_or_else(|| js_sys::Object::new().into())
-            .unchecked_into::<TokenBody>();
+            // At most one retry for a nonce and one for a new key (a login to a server that
+            // demands DPoP, then its nonce): three sends at most.
+            let mut nonce_retried = false;
+            let (status, body) = loop {
+                // The cookie and the CSRF header only, never a bearer (K3). No redirects: an
+                // auth answer comes from the auth endpoint itself.
+                let mut builder = AuthRequest::post(&url)
+                    .header(&csrf.0, &csrf.1)
+                    .credentials(RequestCredentials::Include)
+                    .cache(RequestCache::NoStore)
+                    .redirect(RequestRedirect::Error);
+                if let Some(p) = dpop.proof("POST", &url, None).await.map_err(dpop_failed)? {
+                    builder = builder.header(DPOP_HEADER, &p);
+                }
+                let request = match &body {
+                    Some(b) => builder
+                        .header("content-type", "application/json")
+                        .body(b.clone()),
+                    None => builder.build(),
+                }
+                .map_err(|e| Error::Network(gloo_cause(e)))?;
+                let answer = request
+                    .send()
+                    .await
+                    .map_err(|e| Error::Network(gloo_cause(e)))?;
+                let status = answer.status();
+                let raw = Response::from(answer);
+                // Without the `dpop` feature none of this is compiled in (no header is read).
+                if cfg!(feature = "dpop") {
+                    dpop.remember_nonce(&url, raw.headers().get(DPOP_NONCE_HEADER).ok().flatten());
+                    let challenge = raw.headers().get("www-authenticate").ok().flatten();
+                    if status == 401 && challenge.as_deref().is_some_and(|h| h.starts_with("DPoP"))
+                    {
+                        if !nonce_retried
+                            && crate::session::wants_nonce(status, challenge.as_deref())
+                        {
+                            // D5: once more with the nonce just remembered.
+                            nonce_retried = true;
+                            continue;
+                        }
+                        if kind == 1 && !dpop.on() {
+                            // The server demands DPoP: from now on this client binds sessions.
+                            dpop.new_key().await.map_err(dpop_failed)?;
+                            continue;
+                        }
+                    }
+                }
+                // Any body that is not a JSON object reads as `{}`: its fields are then missing.
+                let body = match raw.json() {
+                    Ok(p) => JsFuture::from(p).await.ok(),
+                    Err(_) => None,
+                }
+                .filter(JsValue::is_object)
+                .unwrap_or_else(|| js_sys::Object::new().into())
+                .unchecked_into::<TokenBody>();
+                break (status, body);
+            };
             let error = body.error().as_string();
             let invalid_grant = error.as_deref() == Some(proto::ErrorCode::InvalidGrant.as_str());
             // The CSRF guard's answer to an origin it does not allow (X4/X5): a deployment
             // mistake that the developer must be able to tell from a broken server.
             let refused = error.as_deref() == Some(proto::ErrorCode::AccessDenied.as_str());
+            if kind == 2 && matches!(status, 200..=299) {
+                // D1: the session is over; its key goes with it.
+                dpop.forget().await;
+            }
             match (kind, status) {
                 // "No session": the refresh carried no cookie (docs/PROTOCOL.md).
                 (0, 204) => Ok(None),
                 (2, 200..=299 | 401) => Ok(None),
                 (_, 403) if refused => Err(Error::OriginRefused),
-                (0 | 1, 200) => grant(&body).map(Some).ok_or(Error::InvalidResponse),
+                (0 | 1, 200) => grant(&body, &dpop).map(Some).ok_or(Error::InvalidResponse),
                 (_, 429) => Err(Error::RateLimited),
                 (0, 400 | 401) if invalid_grant || status == 401 => Err(Error::SessionExpired),
                 (1, 400 | 401) if invalid_grant || status == 401 => Err(Error::InvalidCredentials),
@@ -435,18 +493,44 @@ fn make_request(input: &JsValue, init: &JsValue) -> Result<Request, JsValue> {
 }
 
 /// Sends a fresh copy of `req` with `bearer`; the original is never sent, so it can be
-/// replayed (K5).
-async fn send(req: &Request, bearer: Option<&str>) -> Result<WebReply, JsValue> {
+/// replayed (K5). A DPoP-bound token goes as `Authorization: DPoP` with a new proof for this
+/// method, URL and token (D4), each attempt its own (a proof is good once).
+async fn send(req: &Request, bearer: Option<&str>, dpop: &dpop::Dpop) -> Result<WebReply, JsValue> {
     let copy = Request::clone(req)?;
     if let Some(b) = bearer {
-        let mut value = String::with_capacity(7 + b.len());
-        value.push_str("Bearer ");
+        let url = copy.url();
+        let proof = if dpop.bound() {
+            dpop.proof(&copy.method(), &url, Some(b)).await?
+        } else {
+            None
+        };
+        let scheme = if proof.is_some() { "DPoP " } else { "Bearer " };
+        let mut value = String::with_capacity(scheme.len() + b.len());
+        value.push_str(scheme);
         value.push_str(b);
         copy.headers().set("authorization", &value)?;
+        if let Some(p) = proof {
+            copy.headers().set(DPOP_HEADER, &p)?;
+        }
     }
-    let res = JsFuture::from(global().fetch_with_request(&copy)).await?;
-    Ok(WebReply(res.unchecked_into()))
+    let res: Response = JsFuture::from(global().fetch_with_request(&copy))
+        .await?
+        .unchecked_into();
+    if cfg!(feature = "dpop") {
+        dpop.remember_nonce(
+            &res.url(),
+            res.headers().get(DPOP_NONCE_HEADER).ok().flatten(),
+        );
+    }
+    Ok(WebReply(res))
 }
+
+/// The proof header (RFC 9449 §4.1).
+const DPOP_HEADER: &str = "dpop";
+/// A server's nonce (RFC 9449 §8).
+const DPOP_NONCE_HEADER: &str = "dpop-nonce";
+/// `token_type` and authorization scheme of a bound token.
+const DPOP_SCHEME: &str = "DPoP";
 
 /// Resolves when `signal` aborts; removes its listener when dropped.
 struct AbortWait {
@@ -528,6 +612,7 @@ impl Client {
             None
         };
         let env = WebEnv {
+            dpop: Rc::default(),
             options: options.clone(),
             channel: channel.clone(),
             lock_name: options.lock_name(),
@@ -620,10 +705,11 @@ impl Client {
                     // The handle (not a JS `clone()`: `send` makes the copy it sends).
                     let req = <Request as Clone>::clone(&req);
                     let bearer = bearer.map(String::from);
+                    let dpop = Rc::clone(&s.env().dpop);
                     // Boxed: the session awaits a send in three places, and one copy of its
                     // state machine serves all three.
                     let f: Pin<Box<dyn Future<Output = Result<WebReply, JsValue>>>> =
-                        Box::pin(async move { send(&req, bearer.as_deref()).await });
+                        Box::pin(async move { send(&req, bearer.as_deref(), &dpop).await });
                     f
                 })
                 .await;

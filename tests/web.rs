@@ -426,3 +426,87 @@ async fn k1_nothing_is_written_to_any_storage() {
         assert!(!during.contains(t) && !after.contains(t));
     }
 }
+
+/// D1, D2: a proof from the client's key verifies under WebCrypto with the stored pair's public
+/// key, carries the public JWK of that key and the request's `htm`, `htu` (no query, no
+/// fragment) and `ath`; the private key cannot be exported.
+#[cfg(feature = "dpop")]
+#[wasm_bindgen_test]
+async fn d1_d2_a_proof_verifies_with_the_stored_key_and_the_private_key_is_not_extractable() {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    let out = authfetch::web::dpop::test_proof(
+        "GET",
+        "https://api.example/api/me?q=1#f",
+        Some("tok".into()),
+    )
+    .await
+    .expect("proof");
+    let proof = out.get(0).as_string().unwrap();
+    let pair = out.get(1);
+    let private: web_sys::CryptoKey = get(&pair, "privateKey").unchecked_into();
+    let public: web_sys::CryptoKey = get(&pair, "publicKey").unchecked_into();
+    assert!(
+        !private.extractable(),
+        "the private key must be non-extractable"
+    );
+    let subtle = web_sys::window().unwrap().crypto().unwrap().subtle();
+    let export = JsFuture::from(subtle.export_key("jwk", &private).unwrap()).await;
+    assert!(export.is_err(), "exporting the private key must fail");
+
+    let parts: Vec<&str> = proof.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let json = |p: &str| {
+        js_sys::JSON::parse(&String::from_utf8(URL_SAFE_NO_PAD.decode(p).unwrap()).unwrap())
+            .unwrap()
+    };
+    let (header, payload) = (json(parts[0]), json(parts[1]));
+    assert_eq!(text(&header, "typ"), "dpop+jwt");
+    assert_eq!(text(&header, "alg"), "ES256");
+    let jwk = get(&header, "jwk");
+    assert!(get(&jwk, "d").is_undefined(), "no private member");
+    let public_jwk = JsFuture::from(subtle.export_key("jwk", &public).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(text(&jwk, "x"), text(&public_jwk, "x"));
+    assert_eq!(text(&jwk, "y"), text(&public_jwk, "y"));
+    assert_eq!(text(&payload, "htm"), "GET");
+    assert_eq!(text(&payload, "htu"), "https://api.example/api/me");
+    let digest = JsFuture::from(
+        subtle
+            .digest_with_str_and_u8_array("SHA-256", b"tok")
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        text(&payload, "ath"),
+        URL_SAFE_NO_PAD.encode(js_sys::Uint8Array::new(&digest).to_vec())
+    );
+    assert!(text(&payload, "jti").len() >= 22);
+    assert!(get(&payload, "iat").as_f64().unwrap() > 1.7e9);
+
+    let params = web_sys::EcdsaParams::new("ECDSA", &JsValue::from_str("SHA-256"));
+    let input = format!("{}.{}", parts[0], parts[1]);
+    let mut sig = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+    assert_eq!(sig.len(), 64);
+    let verify = |sig: &mut [u8]| {
+        JsFuture::from(
+            subtle
+                .verify_with_object_and_u8_array_and_u8_array(
+                    &params,
+                    &public,
+                    sig,
+                    input.as_bytes(),
+                )
+                .unwrap(),
+        )
+    };
+    assert_eq!(verify(&mut sig).await.unwrap(), JsValue::TRUE);
+    sig[10] ^= 1;
+    assert_eq!(
+        verify(&mut sig).await.unwrap(),
+        JsValue::FALSE,
+        "a changed signature fails"
+    );
+}

@@ -58,6 +58,17 @@ pub enum AccessTokensArg {
 /// visible to every user of the machine in the process list).
 pub const INTROSPECTION_SECRET_ENV: &str = "AUTHFETCH_INTROSPECTION_SECRET";
 
+/// `--dpop` on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DpopArg {
+    /// DPoP headers are ignored.
+    Off,
+    /// Bound sessions for clients that send proofs; bearer for the rest.
+    Optional,
+    /// Proofs on every login, refresh and resource request.
+    Required,
+}
+
 /// The authfetch token server.
 #[derive(Debug, Parser)]
 #[command(name = "authfetch-server", version, about)]
@@ -217,6 +228,17 @@ pub struct Cli {
     /// endpoint does not exist.
     #[arg(long, env = "AUTHFETCH_INTROSPECTION_SECRET_FILE")]
     pub introspection_secret_file: Option<PathBuf>,
+    /// DPoP (RFC 9449) sender-constrained tokens: `off` (ignored), `optional` (default: a login
+    /// with a proof gets a key-bound session, one without a bearer session as before; bound
+    /// sessions always need their key), `required` (no bearer sessions or tokens at all).
+    #[arg(long, env = "AUTHFETCH_DPOP", value_enum, default_value = "optional")]
+    pub dpop: DpopArg,
+    /// Demand a server nonce (`DPoP-Nonce`) in every DPoP proof.
+    #[arg(long, env = "AUTHFETCH_DPOP_NONCE")]
+    pub dpop_nonce: bool,
+    /// How far a DPoP proof's `iat` may be from the server clock, either way.
+    #[arg(long, env = "AUTHFETCH_DPOP_IAT_WINDOW", value_parser = parse_duration, default_value = "60s")]
+    pub dpop_iat_window: Duration,
     /// Subcommand (default: serve).
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -357,6 +379,13 @@ impl Cli {
         };
         c.www_dir = Some(self.www.clone());
         c.pkg_dir = Some(self.pkg.clone());
+        c.dpop.mode = match self.dpop {
+            DpopArg::Off => crate::dpop::http::DpopMode::Off,
+            DpopArg::Optional => crate::dpop::http::DpopMode::Optional,
+            DpopArg::Required => crate::dpop::http::DpopMode::Required,
+        };
+        c.dpop.require_nonce = self.dpop_nonce;
+        c.dpop.iat_window = self.dpop_iat_window;
         if let Some(path) = &self.oidc_config {
             c.oidc = crate::oidc::OidcConfig::load(path, self.oidc_allow_insecure_issuer)?;
         }
@@ -383,6 +412,16 @@ impl Cli {
             (None, Err(_)) => None,
         };
         c.introspection_secret = secret.map(IntrospectionSecret::new).transpose()?;
+        // An opaque access token has no claims to bind it to a key (`cnf`), so "DPoP on every
+        // token" cannot be kept in that mode: said at start rather than silently not done.
+        if c.access_tokens == AccessTokens::Opaque
+            && c.dpop.mode == crate::dpop::http::DpopMode::Required
+        {
+            return Err("--dpop required needs JWT access tokens: opaque tokens (--access-tokens \
+                        opaque) cannot carry a key binding; use --access-tokens checked or \
+                        stateless, or --dpop optional"
+                .into());
+        }
         Ok(c)
     }
 }

@@ -285,6 +285,8 @@ pub struct Config {
     pub token_cache: usize,
     /// Secret of `POST /oauth/introspect`; without one the endpoint does not exist.
     pub introspection_secret: Option<IntrospectionSecret>,
+    /// DPoP (RFC 9449): mode, nonces, proof window (`--dpop`, default optional).
+    pub dpop: crate::dpop::http::DpopConfig,
 }
 
 impl Config {
@@ -321,6 +323,7 @@ impl Config {
             access_tokens: AccessTokens::Checked,
             token_cache: DEFAULT_TOKEN_CACHE,
             introspection_secret: None,
+            dpop: crate::dpop::http::DpopConfig::default(),
         }
     }
 }

@@ -178,6 +178,7 @@ pub fn seed_corpus() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         exp: 4_102_444_800,
         jti: "jti-1".into(),
         sid: "fam-1".into(),
+        cnf: None,
     };
     let token = sign(&claims).unwrap_or_default();
     let es_header = URL_SAFE_NO_PAD

@@ -219,6 +219,17 @@ pub struct IssuedClaims {
     pub jti: String,
     /// Session (refresh family) id: revoking the family rejects this token (J14).
     pub sid: String,
+    /// Confirmation of a DPoP-bound token: `{"jkt": <thumbprint>}` (RFC 9449 §6.1). Absent for
+    /// bearer tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Cnf>,
+}
+
+/// The `cnf` claim of a DPoP-bound access token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cnf {
+    /// RFC 7638 thumbprint of the client's DPoP key.
+    pub jkt: String,
 }
 
 /// Builds `base64url(header).base64url(payload)` for a key `kid` of algorithm `alg`.

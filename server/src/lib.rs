@@ -22,7 +22,7 @@
 //!              Redis (redis.rs, Lua scripts)
 //! verify.rs    VerifierBuilder/Verifier + VerifyLayer + Authenticated extractor (J1–J14);
 //!              local keys or a JWKS URL (http or https, bounded staleness)
-//! dpop/        DPoP proofs (RFC 9449): verification, nonces, replay cache (not yet wired)
+//! dpop/        DPoP (RFC 9449): proofs, nonces, replay cache; http.rs wires them (--dpop)
 //! jwt.rs       strict compact-JWS parsing and encoding
 //! jwk.rs       public keys: JWK encoding and parsing, thumbprints, signature checks
 //! keys.rs      signing keys: generation, 0600 persistence, rotation, the published JWK Set
@@ -154,6 +154,9 @@ pub enum StartupError {
     /// A TLS setting (`--redis-ca-file`) is unusable.
     #[error("TLS: {0}")]
     Tls(#[from] tls::TlsError),
+    /// The DPoP replay cache (Redis) could not be reached.
+    #[error("DPoP: {0}")]
+    Dpop(String),
 }
 
 /// Shared state of all handlers. Cheap to clone.
@@ -280,6 +283,8 @@ pub async fn open_with_clock(
     )?;
     let demo = config.demo_users;
     let txn_key = oidc::txn::TxnKey::load_or_create(&config.data_dir)?;
+    let mut config = config;
+    dpop_from_data_dir(&mut config, &txn_key).await?;
     let oidc = oidc::Oidc::new(&config.oidc, txn_key).map_err(StartupError::Oidc)?;
     let mut state = AppState::new(config, store, Arc::new(keys), clock)?;
     state.oidc = Arc::new(oidc);
@@ -287,6 +292,26 @@ pub async fn open_with_clock(
         state.service.seed_demo_users().await?;
     }
     Ok(state)
+}
+
+/// DPoP state shared by instances: nonces keyed by the data directory's secret (the instances
+/// that share signing keys share it), and proofs remembered in Redis when the store is Redis.
+async fn dpop_from_data_dir(
+    config: &mut Config,
+    txn_key: &oidc::txn::TxnKey,
+) -> Result<(), StartupError> {
+    if config.dpop.nonce_secret.is_none() {
+        config.dpop.nonce_secret = Some(txn_key.derive(b"authfetch/dpop-nonce-secret/v1"));
+    }
+    if config.dpop.replay.is_none() && config.dpop.mode != dpop::http::DpopMode::Off {
+        if let StoreKind::Redis(url) = &config.store {
+            let cache = dpop::RedisReplayCache::connect(url, &config.redis_prefix)
+                .await
+                .map_err(|e| StartupError::Dpop(e.to_string()))?;
+            config.dpop.replay = Some(Arc::new(cache));
+        }
+    }
+    Ok(())
 }
 
 /// The whole HTTP application: API routes, static demo files, security headers.

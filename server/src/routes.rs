@@ -8,7 +8,7 @@ use authfetch_protocol::{
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Request, State};
-use axum::http::{header, request::Parts, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, request::Parts, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,6 +18,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 
 use crate::client_addr::ClientAddr;
+use crate::dpop::http::{add_nonce, auth_endpoint, Binding};
 use crate::error::AppError;
 use crate::secret::{hex, Password, RefreshToken};
 use crate::verify::{AccessClaims, Authenticated};
@@ -147,6 +148,10 @@ pub struct IntrospectionResponse {
     /// Session (refresh family) id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// The key a DPoP-bound token is bound to, `{"jkt": …}` (RFC 9449 §6.2): a resource server
+    /// that introspects must then demand a proof by that key, as for a JWT's `cnf`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<serde_json::Value>,
 }
 
 async fn introspect(
@@ -197,7 +202,10 @@ async fn introspect(
     let answer = match st.service.introspect(&token).await {
         Ok(Some(c)) => IntrospectionResponse {
             active: true,
-            token_type: Some("Bearer".to_owned()),
+            token_type: Some(if c.cnf_jkt.is_some() { "DPoP" } else { "Bearer" }.to_owned()),
+            cnf: c
+                .cnf_jkt
+                .map(|jkt| serde_json::json!({ "jkt": jkt })),
             iss: Some(c.iss),
             aud: Some(c.aud),
             sub: Some(c.sub),
@@ -325,9 +333,13 @@ fn with_cookie(mut resp: Response, cookie: HeaderValue) -> Response {
 }
 
 fn token_response(issued: crate::service::Issued) -> Response {
+    let token_type = match issued.dpop_jkt {
+        Some(_) => crate::dpop::DPOP_SCHEME,
+        None => TOKEN_TYPE,
+    };
     let body = TokenResponse {
         access_token: issued.access_token.secret().to_owned(),
-        token_type: TOKEN_TYPE.to_owned(),
+        token_type: token_type.to_owned(),
         expires_in: issued.expires_in,
     };
     with_cookie(
@@ -504,6 +516,7 @@ async fn optional_bearer(st: &AppState, h: &HeaderMap) -> Option<AccessClaims> {
 async fn login(
     State(st): State<AppState>,
     ClientIp(ip): ClientIp,
+    uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
@@ -516,16 +529,30 @@ async fn login(
     let req: LoginRequest = serde_json::from_slice(&body)
         .map_err(|_| AppError::InvalidRequest("the body must be {username, password}"))?;
     let previous = CookieToken::from_headers(&headers).token();
+    let dpop = st.service.dpop().map(AsRef::as_ref);
+    let jkt = match auth_endpoint(dpop, &headers, &uri, Binding::NewFamily).await {
+        Ok(j) => j,
+        Err(r) => return Ok(r),
+    };
     let issued = st
         .service
-        .login(&req.username, Password::new(req.password), &ip, previous)
+        .login_with_key(
+            &req.username,
+            Password::new(req.password),
+            &ip,
+            previous,
+            jkt,
+        )
         .await?;
-    Ok(token_response(issued))
+    let mut r = token_response(issued);
+    add_nonce(dpop, &mut r);
+    Ok(r)
 }
 
 async fn refresh(
     State(st): State<AppState>,
     ClientIp(ip): ClientIp,
+    uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -544,8 +571,26 @@ async fn refresh(
         }
         c => c.token(),
     };
-    match st.service.refresh(presented, &ip).await {
-        Ok(issued) => token_response(issued),
+    // A refused proof answers before anything is rotated, and keeps the cookie: the page's
+    // own client still needs it (an injected script must not be able to log the user out).
+    let dpop = st.service.dpop().map(AsRef::as_ref);
+    let bound = match &presented {
+        Some(t) => match st.service.family_jkt(t).await {
+            Ok(j) => j,
+            Err(e) => return e.into_response(),
+        },
+        None => None,
+    };
+    let jkt = match auth_endpoint(dpop, &headers, &uri, Binding::Family(bound.as_deref())).await {
+        Ok(j) => j,
+        Err(r) => return r,
+    };
+    match st.service.refresh_with_key(presented, &ip, jkt).await {
+        Ok(issued) => {
+            let mut r = token_response(issued);
+            add_nonce(dpop, &mut r);
+            r
+        }
         // A refused cookie is cleared so the browser stops sending it; a rate limit or a
         // server error says nothing about the cookie, so it is kept.
         Err(e @ AppError::RefreshRejected(_)) => with_cookie(e.into_response(), clear_cookie()),
@@ -555,6 +600,7 @@ async fn refresh(
 
 async fn logout(
     State(st): State<AppState>,
+    uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -562,6 +608,21 @@ async fn logout(
         return e.into_response();
     }
     let cookie = CookieToken::from_headers(&headers).token();
+    // A bound family is logged out only by its key: nothing is revoked or cleared otherwise.
+    if let Some(t) = &cookie {
+        let bound = match st.service.family_jkt(t).await {
+            Ok(j) => j,
+            Err(e) => return e.into_response(),
+        };
+        if bound.is_some() {
+            let dpop = st.service.dpop().map(AsRef::as_ref);
+            if let Err(r) =
+                auth_endpoint(dpop, &headers, &uri, Binding::Family(bound.as_deref())).await
+            {
+                return r;
+            }
+        }
+    }
     let bearer = optional_bearer(&st, &headers).await;
     let r = match st.service.logout(cookie, bearer).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
@@ -572,6 +633,7 @@ async fn logout(
 
 async fn logout_all(
     State(st): State<AppState>,
+    uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -579,6 +641,21 @@ async fn logout_all(
         return e.into_response();
     }
     let cookie = CookieToken::from_headers(&headers).token();
+    // As for logout: a bound family's cookie acts only with a proof by its key.
+    if let Some(t) = &cookie {
+        let bound = match st.service.family_jkt(t).await {
+            Ok(j) => j,
+            Err(e) => return e.into_response(),
+        };
+        if bound.is_some() {
+            let dpop = st.service.dpop().map(AsRef::as_ref);
+            if let Err(r) =
+                auth_endpoint(dpop, &headers, &uri, Binding::Family(bound.as_deref())).await
+            {
+                return r;
+            }
+        }
+    }
     let bearer = optional_bearer(&st, &headers).await;
     let r = match st.service.logout_all(cookie, bearer).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),

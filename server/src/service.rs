@@ -36,6 +36,8 @@ pub struct Issued {
     pub refresh: RefreshToken,
     /// Cookie `Max-Age`: what is left of the family's absolute lifetime.
     pub cookie_max_age: u64,
+    /// The DPoP key thumbprint the access token is bound to (`cnf.jkt`, `token_type: DPoP`).
+    pub dpop_jkt: Option<String>,
 }
 
 /// Checks access tokens against a store (denylist, family, user `not_before`; J13, J14).
@@ -153,6 +155,8 @@ impl OpaqueTokens for StoreOpaque {
             nbf: None,
             jti: r.jti,
             sid: Some(r.sid),
+            // Opaque access tokens are not sender-constrained (service.rs `new`).
+            cnf_jkt: None,
         }))
     }
 }
@@ -175,6 +179,8 @@ pub struct TokenService {
     /// The password of users created by a provider sign-in: the Argon2id PHC string of a random
     /// secret that nobody holds (made once per process, on first use, and then forgotten).
     unusable_hash: tokio::sync::OnceCell<String>,
+    /// DPoP proof checks (`None` with `--dpop off`).
+    dpop: Option<Arc<crate::dpop::http::DpopCheck>>,
 }
 
 impl std::fmt::Debug for TokenService {
@@ -197,6 +203,18 @@ impl TokenService {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, crate::password::HashError> {
         let passwords = PasswordHasher::new(config.password_params, config.max_concurrent_hashes)?;
+        // DPoP-bound access tokens are JWTs with `cnf.jkt`: the opaque mode has no claims to
+        // carry the binding, so its access tokens stay bearer tokens (refresh families are
+        // still bound; `--dpop required` with opaque tokens is refused at start, config.rs).
+        let dpop = (config.dpop.mode != crate::dpop::http::DpopMode::Off
+            && config.access_tokens != AccessTokens::Opaque)
+            .then(|| {
+                Arc::new(crate::dpop::http::DpopCheck::from_config(
+                    &config.dpop,
+                    config.allowed_origins.clone(),
+                    Arc::clone(&clock),
+                ))
+            });
         let vc = VerifierConfig::new(&config.issuer, &config.audience);
         let revocation = || {
             Arc::new(StoreRevocation {
@@ -211,6 +229,7 @@ impl TokenService {
                 Some(revocation()),
                 Arc::clone(&clock),
                 config.token_cache,
+                dpop.clone(),
             ),
             AccessTokens::Stateless => Verifier::for_key_ring(
                 vc,
@@ -218,6 +237,7 @@ impl TokenService {
                 None,
                 Arc::clone(&clock),
                 config.token_cache,
+                dpop.clone(),
             ),
             AccessTokens::Opaque => Verifier::for_opaque(
                 vc,
@@ -248,7 +268,22 @@ impl TokenService {
             passwords,
             stats: Stats::default(),
             unusable_hash: tokio::sync::OnceCell::new(),
+            dpop,
         })
+    }
+
+    /// The DPoP checks (`None` with `--dpop off`).
+    pub fn dpop(&self) -> Option<&Arc<crate::dpop::http::DpopCheck>> {
+        self.dpop.as_ref()
+    }
+
+    /// The DPoP key the family of `token` is bound to, if any (checked before a refresh or a
+    /// logout touches the family).
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn family_jkt(&self, token: &RefreshToken) -> Result<Option<String>, AppError> {
+        Ok(self.store.family_jkt(&token.hash()).await?)
     }
 
     /// The configuration.
@@ -358,6 +393,23 @@ impl TokenService {
         ip: &str,
         previous: Option<RefreshToken>,
     ) -> Result<Issued, AppError> {
+        self.login_with_key(username, password, ip, previous, None)
+            .await
+    }
+
+    /// [`TokenService::login`] whose new family is bound to the DPoP key `dpop_jkt` (its
+    /// RFC 7638 thumbprint, from a verified proof) when given.
+    ///
+    /// # Errors
+    /// As [`TokenService::login`].
+    pub async fn login_with_key(
+        &self,
+        username: &str,
+        password: Password,
+        ip: &str,
+        previous: Option<RefreshToken>,
+        dpop_jkt: Option<String>,
+    ) -> Result<Issued, AppError> {
         if username.is_empty() || username.len() > MAX_USERNAME_BYTES {
             return Err(AppError::InvalidRequest("user name must be 1-64 bytes"));
         }
@@ -387,7 +439,7 @@ impl TokenService {
                 return Err(AppError::BadCredentials);
             }
         };
-        self.start_family(&user, ip, previous, now).await
+        self.start_family(&user, ip, previous, now, dpop_jkt).await
     }
 
     /// Sign-in through an OpenID provider, after [`crate::oidc::Oidc::finish`] verified the
@@ -444,7 +496,8 @@ impl TokenService {
         }
         let user = user.ok_or_else(|| AppError::Internal("no free user name".into()))?;
         tracing::info!(target: AUDIT, event = "oidc_login", user = %user.id, provider = %identity.provider, %ip);
-        self.start_family(&user, ip, previous, now).await
+        // A provider's redirect is a top-level navigation: it carries no DPoP proof.
+        self.start_family(&user, ip, previous, now, None).await
     }
 
     /// A new family (S3) for an authenticated user: revokes the family of a refresh cookie the
@@ -455,6 +508,7 @@ impl TokenService {
         ip: &str,
         previous: Option<RefreshToken>,
         now: i64,
+        dpop_jkt: Option<String>,
     ) -> Result<Issued, AppError> {
         if let Some(prev) = previous {
             if let Some(f) = self.store.revoke_family_of(&prev.hash(), now).await? {
@@ -472,11 +526,13 @@ impl TokenService {
                 now_ms: now,
                 absolute_exp_ms: absolute,
                 idle_exp_ms: now.saturating_add(ms(self.config.idle_ttl)).min(absolute),
+                dpop_jkt: dpop_jkt.clone(),
             })
             .await?;
         Stats::bump(&self.stats.login);
-        tracing::info!(target: AUDIT, event = "login", user = %user.id, family = %family_id, %ip);
-        self.issue(&user.id, &family_id, token, absolute, now).await
+        tracing::info!(target: AUDIT, event = "login", user = %user.id, family = %family_id, dpop = dpop_jkt.is_some(), %ip);
+        self.issue(&user.id, &family_id, token, absolute, now, dpop_jkt)
+            .await
     }
 
     /// Counts one event (R9): in the store when it is shared by several instances (Redis),
@@ -509,17 +565,36 @@ impl TokenService {
         presented: Option<RefreshToken>,
         ip: &str,
     ) -> Result<Issued, AppError> {
+        self.refresh_with_key(presented, ip, None).await
+    }
+
+    /// [`TokenService::refresh`] of a family bound to `dpop_jkt`: the caller has checked the
+    /// request's proof against [`TokenService::family_jkt`]; the new access token carries it.
+    ///
+    /// # Errors
+    /// As [`TokenService::refresh`].
+    pub async fn refresh_with_key(
+        &self,
+        presented: Option<RefreshToken>,
+        ip: &str,
+        dpop_jkt: Option<String>,
+    ) -> Result<Issued, AppError> {
         let now = self.clock.now_ms();
         self.limit(&self.refresh_ip, "refresh_ip", &address_key(ip), now)
             .await?;
-        let result = self.rotate(presented, now).await;
+        let result = self.rotate(presented, now, dpop_jkt).await;
         if matches!(result, Err(AppError::RefreshRejected(_))) {
             Stats::bump(&self.stats.refresh_failed);
         }
         result
     }
 
-    async fn rotate(&self, presented: Option<RefreshToken>, now: i64) -> Result<Issued, AppError> {
+    async fn rotate(
+        &self,
+        presented: Option<RefreshToken>,
+        now: i64,
+        dpop_jkt: Option<String>,
+    ) -> Result<Issued, AppError> {
         let presented = presented.ok_or(AppError::RefreshRejected("no refresh cookie"))?;
         let candidate = RefreshToken::generate();
         let req = RotateRequest {
@@ -533,8 +608,15 @@ impl TokenService {
             RotateOutcome::Rotated(f) => {
                 Stats::bump(&self.stats.refresh);
                 tracing::info!(target: AUDIT, event = "refresh", user = %f.user_id, family = %f.family_id);
-                self.issue(&f.user_id, &f.family_id, candidate, f.absolute_exp_ms, now)
-                    .await
+                self.issue(
+                    &f.user_id,
+                    &f.family_id,
+                    candidate,
+                    f.absolute_exp_ms,
+                    now,
+                    dpop_jkt,
+                )
+                .await
             }
             RotateOutcome::Grace {
                 family: f,
@@ -548,8 +630,15 @@ impl TokenService {
                     })?;
                 Stats::bump(&self.stats.refresh_grace);
                 tracing::info!(target: AUDIT, event = "refresh_grace", user = %f.user_id, family = %f.family_id);
-                self.issue(&f.user_id, &f.family_id, s, f.absolute_exp_ms, now)
-                    .await
+                self.issue(
+                    &f.user_id,
+                    &f.family_id,
+                    s,
+                    f.absolute_exp_ms,
+                    now,
+                    dpop_jkt,
+                )
+                .await
             }
             RotateOutcome::Reuse(f) => {
                 Stats::bump(&self.stats.reuse_detected);
@@ -677,7 +766,11 @@ impl TokenService {
         refresh: RefreshToken,
         absolute_exp_ms: i64,
         now_ms: i64,
+        dpop_jkt: Option<String>,
     ) -> Result<Issued, AppError> {
+        // An opaque token has no claims to carry `cnf`: it is issued as a bearer token even for a
+        // key-bound family (whose refresh and logout still need the key). `new` explains.
+        let dpop_jkt = dpop_jkt.filter(|_| self.config.access_tokens != AccessTokens::Opaque);
         let ttl = self.config.access_ttl.as_secs().max(1);
         let iat = now_ms.div_euclid(1000);
         let claims = IssuedClaims {
@@ -688,6 +781,7 @@ impl TokenService {
             exp: iat.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX)),
             jti: random_id(),
             sid: family_id.to_owned(),
+            cnf: dpop_jkt.clone().map(|jkt| crate::jwt::Cnf { jkt }),
         };
         let token = if self.config.access_tokens == AccessTokens::Opaque {
             let t = RefreshToken::generate();
@@ -719,6 +813,7 @@ impl TokenService {
             expires_in,
             refresh,
             cookie_max_age: left,
+            dpop_jkt,
         })
     }
 }

@@ -138,6 +138,9 @@ pub struct AccessClaims {
     pub jti: String,
     /// Session (refresh family) id, if present.
     pub sid: Option<String>,
+    /// `cnf.jkt`: the thumbprint of the DPoP key the token is bound to (RFC 9449 §6.1), if any.
+    /// A bound token is accepted only as `Authorization: DPoP` with a proof by that key.
+    pub cnf_jkt: Option<String>,
 }
 
 /// Answers "has this otherwise valid token been revoked?" (J13, J14).
@@ -199,6 +202,8 @@ struct Inner {
     revocation: Option<Arc<dyn RevocationCheck>>,
     clock: Arc<dyn Clock>,
     cache: Option<TokenCache>,
+    /// DPoP proofs for `Authorization: DPoP` (RFC 9449 §7); `None`: bound tokens are refused.
+    dpop: Option<Arc<crate::dpop::http::DpopCheck>>,
 }
 
 /// Verifies access tokens. Cheap to clone.
@@ -279,6 +284,7 @@ pub struct VerifierBuilder {
     cache_capacity: Option<usize>,
     introspection: Option<(String, String)>,
     introspection_ttl: Duration,
+    dpop: Option<Arc<crate::dpop::http::DpopCheck>>,
 }
 
 impl std::fmt::Debug for VerifierBuilder {
@@ -327,6 +333,13 @@ impl VerifierBuilder {
     /// Adds a revocation source.
     pub fn revocation(mut self, check: Arc<dyn RevocationCheck>) -> Self {
         self.revocation = Some(check);
+        self
+    }
+
+    /// Accepts DPoP-bound tokens (`Authorization: DPoP` with a proof by the `cnf.jkt` key,
+    /// RFC 9449 §7) checked by `check`. Without it, a bound token is refused in every form.
+    pub fn dpop(mut self, check: Arc<crate::dpop::http::DpopCheck>) -> Self {
+        self.dpop = Some(check);
         self
     }
 
@@ -413,6 +426,7 @@ impl VerifierBuilder {
             revocation: self.revocation,
             clock: self.clock,
             cache,
+            dpop: self.dpop,
         })))
     }
 }
@@ -432,6 +446,7 @@ impl Verifier {
             cache_capacity: None,
             introspection: None,
             introspection_ttl: INTROSPECTION_CACHE_TTL,
+            dpop: None,
         }
     }
 
@@ -468,6 +483,7 @@ impl Verifier {
         revocation: Option<Arc<dyn RevocationCheck>>,
         clock: Arc<dyn Clock>,
         cache_capacity: usize,
+        dpop: Option<Arc<crate::dpop::http::DpopCheck>>,
     ) -> Self {
         Verifier(Arc::new(Inner {
             config,
@@ -475,6 +491,7 @@ impl Verifier {
             revocation,
             clock,
             cache: Some(TokenCache::new(cache_capacity.max(1))),
+            dpop,
         }))
     }
 
@@ -490,6 +507,7 @@ impl Verifier {
             revocation: None,
             clock,
             cache: None,
+            dpop: None,
         }))
     }
 
@@ -500,6 +518,7 @@ impl Verifier {
             revocation: None,
             clock: Arc::new(SystemClock),
             cache: None,
+            dpop: None,
         }))
     }
 
@@ -538,7 +557,12 @@ impl Verifier {
     pub async fn verify_header(&self, value: Option<&[u8]>) -> Result<AccessClaims, VerifyError> {
         let value = value.ok_or(VerifyError::Missing)?;
         let token = bearer_token(value).ok_or(JwtError::Malformed("not a Bearer authorization"))?;
-        self.verify(token).await
+        let claims = self.verify(token).await?;
+        if claims.cnf_jkt.is_some() {
+            // A DPoP-bound token as Bearer: whoever sends it this way has no proof of the key.
+            return Err(JwtError::Claims("cnf").into());
+        }
+        Ok(claims)
     }
 
     /// Verifies a compact access token: form, algorithm, key, signature, claims, revocation.
@@ -710,6 +734,16 @@ fn check_claims(
         Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 => Some(s.clone()),
         Some(_) => return Err(JwtError::Claims("sid")),
     };
+    // `cnf` present means bound: it must hold a well-formed `jkt` (a SHA-256 in base64url), or
+    // the token is refused rather than read as unbound.
+    let cnf_jkt = match m.get("cnf") {
+        None => None,
+        Some(Value::Object(c)) => match c.get("jkt") {
+            Some(Value::String(j)) if j.len() == 43 => Some(j.clone()),
+            _ => return Err(JwtError::Claims("cnf")),
+        },
+        Some(_) => return Err(JwtError::Claims("cnf")),
+    };
     Ok(AccessClaims {
         iss,
         aud,
@@ -719,6 +753,7 @@ fn check_claims(
         nbf,
         jti,
         sid,
+        cnf_jkt,
     })
 }
 
@@ -789,6 +824,9 @@ struct IntrospectionAnswer {
     jti: Option<String>,
     #[serde(default)]
     sid: Option<String>,
+    /// `{"jkt": …}` for a DPoP-bound token (RFC 9449 §6.2).
+    #[serde(default)]
+    cnf: Option<Value>,
 }
 
 /// Asks an RFC 7662 endpoint about opaque tokens, caching active answers briefly.
@@ -883,6 +921,18 @@ impl OpaqueTokens for RemoteIntrospection {
         else {
             return Err("active introspection answer lacks iss, sub, iat, exp or jti".into());
         };
+        // A bound token's key comes along, so that the DPoP check applies as for a JWT (and a
+        // verifier without DPoP refuses it); a `cnf` we cannot read is not ignored.
+        let cnf_jkt = match a.cnf {
+            None => None,
+            Some(c) => Some(
+                c.get("jkt")
+                    .and_then(Value::as_str)
+                    .filter(|j| !j.is_empty())
+                    .ok_or("introspection answer has a cnf without a jkt")?
+                    .to_owned(),
+            ),
+        };
         let claims = AccessClaims {
             iss,
             aud,
@@ -892,6 +942,7 @@ impl OpaqueTokens for RemoteIntrospection {
             nbf: a.nbf,
             jti,
             sid: a.sid,
+            cnf_jkt,
         };
         let until = now_ms
             .saturating_add(self.ttl_ms)
@@ -1111,6 +1162,24 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let verifier = self.verifier.clone();
         Box::pin(async move {
+            if let Some(check) = verifier.0.dpop.clone() {
+                let (method, uri) = (req.method().clone(), req.uri().clone());
+                return match check
+                    .authorize(&verifier, req.headers(), &method, &uri)
+                    .await
+                {
+                    Ok(claims) => {
+                        req.extensions_mut().insert(Authenticated(claims));
+                        let mut resp = inner.call(req).await?;
+                        // A fresh nonce on success too, so a client rotates before it is refused.
+                        if let Some(n) = check.nonce_header() {
+                            resp.headers_mut().insert(crate::dpop::DPOP_NONCE_HEADER, n);
+                        }
+                        Ok(resp)
+                    }
+                    Err(resp) => Ok(resp),
+                };
+            }
             let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
             let verified = match (values.next(), values.next()) {
                 (value, None) => verifier.verify_header(value.map(|v| v.as_bytes())).await,

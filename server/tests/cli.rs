@@ -323,6 +323,10 @@ fn cli_rejects_bad_flags_with_a_message() {
         ),
         (&["--cors-origin", "*"][..], "--cors-origin \"*\""),
         (
+            &["--access-tokens", "opaque", "--dpop", "required"][..],
+            "--dpop required needs JWT access tokens",
+        ),
+        (
             &["--allowed-origin", "https://App.example.com:443"][..],
             "did you mean https://app.example.com?",
         ),

@@ -16,6 +16,7 @@ use axum::body::Body;
 use axum::http::{header, StatusCode};
 use common::*;
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Clone, Copy, Debug)]
@@ -93,7 +94,111 @@ contract!(
     r4_logout_all_by_cookie_needs_the_current_cookie_not_a_stale_one,
     a3_a_lost_refresh_answer_never_costs_the_session,
     oidc_identity_links_by_issuer_and_subject_only,
+    d3_a_family_keeps_its_dpop_key_through_rotation_and_restart,
 );
+
+/// D3: the DPoP key a family is bound to at login is found from any of its refresh tokens,
+/// after rotations and after a restart; an unbound family and an unknown token have none.
+async fn d3_a_family_keeps_its_dpop_key_through_rotation_and_restart(b: Backend) {
+    use authfetch_server::store::{NewFamily, RotateOutcome, RotateRequest};
+    let f = fixture(b, "dpop-jkt", |_| {}).await;
+    let Fixture { t, redis } = f;
+    let store = Arc::clone(t.state.service.store());
+    let now = t.clock.now_ms();
+    let user = store.user_by_name("alice").await.unwrap().unwrap();
+    let jkt = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs".to_owned();
+    let family = |id: &str, token: &RefreshToken, dpop_jkt: Option<String>| NewFamily {
+        family_id: id.into(),
+        user_id: user.id.clone(),
+        token_hash: token.hash(),
+        now_ms: now,
+        absolute_exp_ms: now + 3_600_000,
+        idle_exp_ms: now + 3_600_000,
+        dpop_jkt,
+    };
+    let (bound, plain) = (RefreshToken::generate(), RefreshToken::generate());
+    store
+        .create_family(family("fam-bound", &bound, Some(jkt.clone())))
+        .await
+        .unwrap();
+    store
+        .create_family(family("fam-plain", &plain, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.family_jkt(&bound.hash()).await.unwrap(),
+        Some(jkt.clone())
+    );
+    assert_eq!(store.family_jkt(&plain.hash()).await.unwrap(), None);
+    assert_eq!(
+        store
+            .family_jkt(&RefreshToken::generate().hash())
+            .await
+            .unwrap(),
+        None
+    );
+    // A rotation: the successor belongs to the same bound family.
+    let next = RefreshToken::generate();
+    let out = store
+        .rotate(RotateRequest {
+            presented: bound.hash(),
+            successor: next.hash(),
+            successor_sealed: bound.seal(&next),
+            now_ms: now,
+            idle_ttl_ms: 3_600_000,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(out, RotateOutcome::Rotated(_)), "{out:?}");
+    assert_eq!(
+        store.family_jkt(&next.hash()).await.unwrap(),
+        Some(jkt.clone())
+    );
+    assert_eq!(
+        store.family_jkt(&bound.hash()).await.unwrap(),
+        Some(jkt.clone())
+    );
+    // Revocation keeps the record (the check before refresh/logout still finds the key).
+    store.revoke_family_of(&next.hash(), now).await.unwrap();
+    assert_eq!(
+        store.family_jkt(&next.hash()).await.unwrap(),
+        Some(jkt.clone())
+    );
+    drop(store);
+    let t = t.reopen().await;
+    let store = t.state.service.store();
+    assert_eq!(store.family_jkt(&next.hash()).await.unwrap(), Some(jkt));
+    assert_eq!(store.family_jkt(&plain.hash()).await.unwrap(), None);
+    drop(redis);
+}
+
+/// D3: a database from before DPoP (no `families.dpop_jkt`) gains the column on open; its
+/// families are unbound.
+#[tokio::test]
+async fn d3_sqlite_databases_from_before_dpop_are_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(authfetch_server::store::sqlite::DB_FILE);
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE users (id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE, \
+               password_hash TEXT NOT NULL, created_ms INTEGER NOT NULL, not_before_s INTEGER NOT NULL DEFAULT 0);
+             CREATE TABLE families (id TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id), \
+               created_ms INTEGER NOT NULL, absolute_exp_ms INTEGER NOT NULL, idle_exp_ms INTEGER NOT NULL, \
+               current_hash BLOB NOT NULL, revoked_ms INTEGER);
+             CREATE TABLE refresh_tokens (hash BLOB PRIMARY KEY, family_id TEXT NOT NULL REFERENCES families(id) ON DELETE CASCADE, \
+               created_ms INTEGER NOT NULL, used_ms INTEGER, successor_hash BLOB, successor_sealed BLOB);
+             INSERT INTO users VALUES ('u1', 'old', 'x', 0, 0);
+             INSERT INTO families VALUES ('f1', 'u1', 0, 9999999999999, 9999999999999, x'00', NULL);
+             INSERT INTO refresh_tokens (hash, family_id, created_ms) VALUES (x'0101010101010101010101010101010101010101010101010101010101010101', 'f1', 0);",
+        )
+        .unwrap();
+    }
+    let store = authfetch_server::store::sqlite::SqliteStore::open(dir.path()).unwrap();
+    use authfetch_server::store::Store as _;
+    let h = authfetch_server::secret::TokenHash([1u8; 32]);
+    assert_eq!(store.family_jkt(&h).await.unwrap(), None);
+}
 
 /// A3: the client never got the answer of a committed rotation (crash, dropped connection)
 /// and presents the parent again long after the grace window. As long as the successor has

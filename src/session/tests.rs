@@ -1176,3 +1176,107 @@ fn s3_login_takes_the_cross_tab_lock_other_tabs_refresh_under() {
         "a hint, never the token"
     );
 }
+
+/// A resource answer whose challenge the test chooses (DPoP, D5).
+struct Challenge(u16, &'static str);
+impl Reply for Challenge {
+    fn status(&self) -> u16 {
+        self.0
+    }
+    fn www_authenticate(&self) -> Option<String> {
+        (!self.1.is_empty()).then(|| self.1.to_string())
+    }
+}
+
+/// Runs one authFetch whose answers come from `answers` in order; returns the final status,
+/// the trace, the tokens each attempt was sent with, and how many refreshes happened.
+fn fetch_scripted(answers: Vec<Challenge>) -> (u16, Vec<Step>, Vec<Option<String>>, u32) {
+    let mut h = Harness::new();
+    let (s, _, _) = h.tab(false, 0.0);
+    let answers = Rc::new(RefCell::new(VecDeque::from(answers)));
+    let sent: Log<Option<String>> = Rc::new(RefCell::new(Vec::new()));
+    let out = Rc::new(RefCell::new(None));
+    let (s2, a, sent2, o) = (
+        Rc::clone(&s),
+        Rc::clone(&answers),
+        Rc::clone(&sent),
+        Rc::clone(&out),
+    );
+    h.pool
+        .spawner()
+        .spawn_local(async move {
+            let mut trace = Vec::new();
+            let r = s2
+                .fetch(true, &mut trace, |bearer| {
+                    sent2.borrow_mut().push(bearer.map(String::from));
+                    let next = a.borrow_mut().pop_front().unwrap_or(Challenge(200, ""));
+                    async move { Ok::<_, ()>(next) }
+                })
+                .await;
+            *o.borrow_mut() = Some(r.map(|r| (r.0, trace)).map_err(|_| ()));
+        })
+        .expect("spawn");
+    h.run();
+    let (status, trace) = out.borrow_mut().take().expect("done").expect("ok");
+    let sent = sent.borrow().clone();
+    (status, trace, sent, h.world.refreshes.get())
+}
+
+const USE_NONCE: &str = r#"DPoP error="use_dpop_nonce", algs="ES256""#;
+
+#[test]
+fn d5_use_dpop_nonce_is_retried_once_with_the_same_token_and_no_refresh() {
+    let (status, trace, sent, refreshes) =
+        fetch_scripted(vec![Challenge(401, USE_NONCE), Challenge(200, "")]);
+    assert_eq!(status, 200);
+    assert_eq!(sent.len(), 2);
+    assert_eq!(
+        sent[0], sent[1],
+        "the same token: only the proof's nonce changes"
+    );
+    assert_eq!(refreshes, 1, "the start-up refresh only");
+    assert_eq!(
+        trace,
+        [
+            Step::Waited,
+            Step::Status(401),
+            Step::Retried,
+            Step::Status(200)
+        ]
+    );
+}
+
+#[test]
+fn d5_a_second_use_dpop_nonce_is_handed_to_the_caller_not_retried_again() {
+    let (status, _, sent, refreshes) = fetch_scripted(vec![
+        Challenge(401, USE_NONCE),
+        Challenge(401, USE_NONCE),
+        Challenge(200, ""),
+    ]);
+    assert_eq!(status, 401);
+    assert_eq!(sent.len(), 2);
+    assert_eq!(refreshes, 1);
+}
+
+#[test]
+fn d5_invalid_dpop_proof_is_neither_a_nonce_retry_nor_a_refresh() {
+    let (status, _, sent, refreshes) = fetch_scripted(vec![Challenge(
+        401,
+        r#"DPoP error="invalid_dpop_proof", algs="ES256""#,
+    )]);
+    assert_eq!((status, sent.len(), refreshes), (401, 1, 1));
+}
+
+#[test]
+fn d5_after_a_refresh_the_retry_may_still_get_its_one_nonce_retry() {
+    // invalid_token → refresh → retry answered use_dpop_nonce → one more send with the nonce.
+    let (status, trace, sent, refreshes) = fetch_scripted(vec![
+        Challenge(401, r#"DPoP error="invalid_token", algs="ES256""#),
+        Challenge(401, USE_NONCE),
+        Challenge(200, ""),
+    ]);
+    assert_eq!((status, sent.len(), refreshes), (200, 3, 2));
+    assert_ne!(sent[0], sent[1], "the refreshed token");
+    assert_eq!(sent[1], sent[2]);
+    assert_eq!(trace.iter().filter(|s| **s == Step::Retried).count(), 2);
+}

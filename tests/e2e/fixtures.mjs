@@ -19,14 +19,15 @@ export const DEFAULT_ARGS = ['--access-ttl', '3s', '--grace', '10s', '--demo', '
 /**
  * Starts `authfetch-server --listen 127.0.0.1:0` and resolves once it printed its address.
  * @param {string[]} args extra arguments
- * @param {{dataDir?: string, listen?: string}} opts reuse a data directory (restart tests); a
- *   fixed `listen` address when the URL must be known before start (OIDC redirect URIs)
+ * @param {{dataDir?: string, listen?: string, pkg?: string}} opts reuse a data directory (restart
+ *   tests); a fixed `listen` address when the URL must be known before start (OIDC redirect
+ *   URIs); another package directory to serve at /pkg/ (the DPoP build)
  */
 export async function startServer(args = DEFAULT_ARGS, opts = {}) {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'authfetch-e2e-'));
   const child = spawn(
     SERVER_BIN,
-    ['--listen', opts.listen ?? '127.0.0.1:0', '--data-dir', dataDir, '--www', join(ROOT, 'www'), '--pkg', join(ROOT, 'pkg'), ...args],
+    ['--listen', opts.listen ?? '127.0.0.1:0', '--data-dir', dataDir, '--www', join(ROOT, 'www'), '--pkg', opts.pkg ?? join(ROOT, 'pkg'), ...args],
     { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' } },
   );
   let log = '';

@@ -1,5 +1,5 @@
-//! DPoP (RFC 9449): the server-side verification core. **Not yet wired to any endpoint**: the
-//! routes, the token service and the verification layer do not call it in this release.
+//! DPoP (RFC 9449): proof verification, nonces, the replay cache, and (`http.rs`) the wiring
+//! into `/auth/*`, the token service and the verification layer (`--dpop off|optional|required`).
 //!
 //! A DPoP proof is a compact JWS the client signs with its own key pair for every request; its
 //! header carries the public key (`jwk`), its payload the request it was made for (`htm`,
@@ -15,10 +15,12 @@
 //!             Htu (htu normalization), RFC 7638 thumbprints
 //! nonce.rs    stateless nonces: HMAC of a time step under a server secret (D5)
 //! replay.rs   the jti replay cache: trait, bounded in-memory, Redis `SET NX PX` (D5)
+//! http.rs     DpopMode/DpopConfig; DpopCheck: the per-request check, the resource check the
+//!             verification layer runs for `Authorization: DPoP`, the 401 answers
 //! fuzzing.rs  (tests and feature `fuzzing`) the `dpop_proof` fuzz target's entry point, seeds
 //! ```
 //!
-//! # How a request is checked (once wired)
+//! # How a request is checked
 //!
 //! The single `DPoP` header ([`proof_header`]) → [`verify_proof`] against an [`Expect`] built
 //! from the request (method, the URL the server is reached at, the access token if any, the
@@ -27,6 +29,7 @@
 //! answers 401 with [`DpopError::www_authenticate`] (and, for [`DpopError::UseNonce`], a
 //! `DPoP-Nonce` header with [`Nonces::current`]).
 
+pub mod http;
 mod nonce;
 mod proof;
 mod replay;
@@ -130,6 +133,12 @@ pub enum DpopError {
     /// The proof (its key and `jti`) was already used within the `iat` window.
     #[error("proof replayed")]
     Replayed,
+    /// No proof where one is required (a bound family, a `DPoP` token, `--dpop required`).
+    #[error("proof missing")]
+    Missing,
+    /// A valid proof by another key than the one the family or the token is bound to.
+    #[error("proof key is not the bound key")]
+    KeyMismatch,
 }
 
 impl DpopError {
@@ -157,7 +166,9 @@ impl DpopError {
             | DpopError::Iat
             | DpopError::Ath
             | DpopError::UnexpectedAth
-            | DpopError::Replayed => INVALID_DPOP_PROOF,
+            | DpopError::Replayed
+            | DpopError::Missing
+            | DpopError::KeyMismatch => INVALID_DPOP_PROOF,
         }
     }
 
@@ -185,6 +196,8 @@ impl DpopError {
             DpopError::UnexpectedAth => "unexpected_ath",
             DpopError::UseNonce => "use_nonce",
             DpopError::Replayed => "replayed",
+            DpopError::Missing => "missing",
+            DpopError::KeyMismatch => "key_mismatch",
         }
     }
 
@@ -233,6 +246,8 @@ mod tests {
             DpopError::UnexpectedAth,
             DpopError::UseNonce,
             DpopError::Replayed,
+            DpopError::Missing,
+            DpopError::KeyMismatch,
         ]
     }
 

@@ -76,14 +76,27 @@ impl Nonces {
         if step_s < 1 {
             return Err(NonceError::Step);
         }
+        Ok(Self::keyed(secret, step_s))
+    }
+
+    /// Nonces under a 32-byte secret with [`DEFAULT_NONCE_STEP`]: what the server uses, and
+    /// infallible because both arguments are known to be acceptable.
+    pub fn with_secret(secret: &[u8; MIN_NONCE_SECRET_BYTES]) -> Self {
+        Self::keyed(
+            secret,
+            i64::try_from(DEFAULT_NONCE_STEP.as_secs()).unwrap_or(300),
+        )
+    }
+
+    fn keyed(secret: &[u8], step_s: i64) -> Self {
         let derived = ring::hmac::sign(
             &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret),
             LABEL,
         );
-        Ok(Self {
+        Self {
             key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derived.as_ref()),
             step_s,
-        })
+        }
     }
 
     /// The nonce to hand out at `now_s` (Unix seconds), for the `DPoP-Nonce` header.

@@ -100,6 +100,19 @@ impl TxnKey {
         Self(k)
     }
 
+    /// A 32-byte key for another use of this secret: HMAC-SHA256 under it over `label`, so
+    /// the derived key says nothing about this one or about keys for other labels. (DPoP
+    /// nonces use it: every instance sharing the data directory derives the same key.)
+    pub fn derive(&self, label: &[u8]) -> [u8; 32] {
+        let tag = ring::hmac::sign(
+            &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.0),
+            label,
+        );
+        let mut k = [0u8; 32];
+        k.copy_from_slice(tag.as_ref());
+        k
+    }
+
     /// Reads `dir/oidc-transaction.key`, or creates it (mode 0600) with a random key.
     ///
     /// # Errors

@@ -73,6 +73,8 @@ pub struct NewFamily {
     pub absolute_exp_ms: i64,
     /// Idle expiry: pushed forward by each rotation, capped at the absolute one.
     pub idle_exp_ms: i64,
+    /// Thumbprint (RFC 7638) of the DPoP key the family is bound to, for life; `None`: bearer.
+    pub dpop_jkt: Option<String>,
 }
 
 /// One refresh attempt, prepared by the token service.
@@ -196,6 +198,11 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
         grace_ms: i64,
     ) -> Result<Option<FamilyRef>, StoreError>;
+    /// The DPoP key thumbprint the family of `token` (any of its tokens) is bound to; `None`
+    /// for an unbound family or an unknown token. A family's key is set at creation and never
+    /// changes, so checking it before [`Store::rotate`] or [`Store::revoke_family_of`] cannot
+    /// race with them.
+    async fn family_jkt(&self, token: &TokenHash) -> Result<Option<String>, StoreError>;
     /// Revokes the family that `token` belongs to (any of its tokens). `None` if unknown.
     async fn revoke_family_of(
         &self,

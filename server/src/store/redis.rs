@@ -15,7 +15,7 @@
 //! uname:{username}     string user id (uniqueness of names: SET NX inside the script)
 //! ufams:{user id}      set    family ids of the user (for logout-everywhere, R4); ids of
 //!                             collected families are pruned at each login and at logout-all
-//! fam:{family id}      hash   user_id created_ms absolute_exp_ms idle_exp_ms current [revoked_ms]
+//! fam:{family id}      hash   user_id created_ms absolute_exp_ms idle_exp_ms current [revoked_ms] [dpop_jkt]
 //! rt:{hex sha256}      hash   family_id created_ms [used_ms successor parent_rts]  (R6: a hash index)
 //! rts:{hex sha256}     string the successor sealed under this token; deleted at the successor's
 //!                             first use (`parent_rts` in the successor's rt hash names it)
@@ -106,7 +106,8 @@ return n
 ";
 
 /// `KEYS[1]` user, `KEYS[2]` ufams, `KEYS[3]` fam, `KEYS[4]` rt.
-/// `ARGV`: family id, user id, token hash, now, absolute, idle, expire-at, prefix.
+/// `ARGV`: family id, user id, token hash, now, absolute, idle, expire-at, prefix, DPoP jkt
+/// (empty: unbound).
 ///
 /// Also drops up to four ids of expired (collected) families from the user's index, so the
 /// index tracks the live families instead of growing with every login.
@@ -116,11 +117,19 @@ for _, old in ipairs(redis.call('SRANDMEMBER', KEYS[2], 4)) do
 end
 redis.call('HSET', KEYS[3], 'user_id', ARGV[2], 'created_ms', ARGV[4], 'absolute_exp_ms', ARGV[5],
   'idle_exp_ms', ARGV[6], 'current', ARGV[3])
+if ARGV[9] ~= '' then redis.call('HSET', KEYS[3], 'dpop_jkt', ARGV[9]) end
 redis.call('PEXPIREAT', KEYS[3], ARGV[7])
 redis.call('HSET', KEYS[4], 'family_id', ARGV[1], 'created_ms', ARGV[4])
 redis.call('PEXPIREAT', KEYS[4], ARGV[7])
 redis.call('SADD', KEYS[2], ARGV[1])
 return 1
+";
+
+/// `KEYS[1]` rt. `ARGV`: prefix. → the DPoP jkt of the token's family, or nil.
+const FAMILY_JKT: &str = r"
+local fid = redis.call('HGET', KEYS[1], 'family_id')
+if not fid then return nil end
+return redis.call('HGET', ARGV[1] .. 'fam:' .. fid, 'dpop_jkt')
 ";
 
 /// The rotation rules of docs/SECURITY.md in one atomic step.
@@ -276,6 +285,7 @@ struct Scripts {
     user_by_id: Script,
     set_password: Script,
     create_family: Script,
+    family_jkt: Script,
     rotate: Script,
     live_family_of: Script,
     revoke_family_of: Script,
@@ -297,6 +307,7 @@ impl Scripts {
             user_by_id: Script::new(USER_BY_ID),
             set_password: Script::new(&set_password),
             create_family: Script::new(CREATE_FAMILY),
+            family_jkt: Script::new(FAMILY_JKT),
             rotate: Script::new(ROTATE),
             live_family_of: Script::new(LIVE_FAMILY_OF),
             revoke_family_of: Script::new(REVOKE_FAMILY_OF),
@@ -599,7 +610,8 @@ impl Store for RedisStore {
             .arg(f.absolute_exp_ms)
             .arg(f.idle_exp_ms)
             .arg(f.absolute_exp_ms.saturating_add(KEEP_DEAD_MS))
-            .arg(&self.prefix);
+            .arg(&self.prefix)
+            .arg(f.dpop_jkt.as_deref().unwrap_or(""));
         let _: i64 = self.invoke(inv).await?;
         Ok(())
     }
@@ -661,6 +673,13 @@ impl Store for RedisStore {
             return Ok(None);
         }
         family(&mut reply.into_iter()).map(Some)
+    }
+
+    async fn family_jkt(&self, token: &TokenHash) -> Result<Option<String>, StoreError> {
+        let mut inv = self.scripts.family_jkt.prepare_invoke();
+        inv.key(self.rt_key(token)).arg(&self.prefix);
+        let jkt: Option<String> = self.invoke(inv).await?;
+        Ok(jkt.filter(|j| !j.is_empty()))
     }
 
     async fn revoke_family_of(

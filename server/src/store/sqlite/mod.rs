@@ -63,7 +63,8 @@ CREATE TABLE IF NOT EXISTS families (
     absolute_exp_ms INTEGER NOT NULL,
     idle_exp_ms     INTEGER NOT NULL,
     current_hash    BLOB NOT NULL,
-    revoked_ms      INTEGER
+    revoked_ms      INTEGER,
+    dpop_jkt        TEXT
 );
 CREATE INDEX IF NOT EXISTS families_by_user ON families(user_id);
 CREATE TABLE IF NOT EXISTS refresh_tokens (
@@ -147,6 +148,7 @@ impl SqliteStore {
             "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
         )?;
         conn.execute_batch(SCHEMA)?;
+        add_dpop_jkt_column(&conn)?;
         // Every statement below goes through `prepare_cached`: SQL is compiled once per
         // connection, not on every call. Room for all of them (the default cache holds 16).
         conn.set_prepared_statement_cache_capacity(64);
@@ -346,8 +348,8 @@ impl Store for SqliteStore {
     async fn create_family(&self, f: NewFamily) -> Result<(), StoreError> {
         self.run(move |c| {
             let tx = writes(c)?;
-            tx.prepare_cached("INSERT INTO families (id, user_id, created_ms, absolute_exp_ms, idle_exp_ms, current_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?.execute(
-                params![f.family_id, f.user_id, f.now_ms, f.absolute_exp_ms, f.idle_exp_ms, &f.token_hash.0[..]],
+            tx.prepare_cached("INSERT INTO families (id, user_id, created_ms, absolute_exp_ms, idle_exp_ms, current_hash, dpop_jkt) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?.execute(
+                params![f.family_id, f.user_id, f.now_ms, f.absolute_exp_ms, f.idle_exp_ms, &f.token_hash.0[..], f.dpop_jkt],
             )?;
             tx.prepare_cached("INSERT INTO refresh_tokens (hash, family_id, created_ms) VALUES (?1, ?2, ?3)")?.execute(
                 params![&f.token_hash.0[..], f.family_id, f.now_ms],
@@ -447,6 +449,17 @@ impl Store for SqliteStore {
                 |r| Ok(FamilyRef { family_id: r.get(0)?, user_id: r.get(1)?, absolute_exp_ms: r.get(2)? }),
             )
             .optional()?)
+        })
+        .await
+    }
+
+    async fn family_jkt(&self, token: &TokenHash) -> Result<Option<String>, StoreError> {
+        let h = *token;
+        self.run(move |c| {
+            Ok(c.prepare_cached("SELECT f.dpop_jkt FROM refresh_tokens t JOIN families f ON f.id = t.family_id WHERE t.hash = ?1")?
+                .query_row([&h.0[..]], |r| r.get::<_, Option<String>>(0))
+                .optional()?
+                .flatten())
         })
         .await
     }
@@ -723,6 +736,19 @@ fn enable_incremental_vacuum(conn: &Connection) -> Result<(), StoreError> {
 fn revoke(tx: &Connection, family: FamilyRef, now_ms: i64) -> Result<RotateOutcome, StoreError> {
     revoke_family(tx, &family.family_id, now_ms)?;
     Ok(RotateOutcome::Reuse(family))
+}
+
+/// Databases created before DPoP lack `families.dpop_jkt`: added (NULL, unbound) on open.
+fn add_dpop_jkt_column(conn: &Connection) -> Result<(), StoreError> {
+    let has: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('families') WHERE name = 'dpop_jkt'",
+        [],
+        |r| r.get(0),
+    )?;
+    if has == 0 {
+        conn.execute_batch("ALTER TABLE families ADD COLUMN dpop_jkt TEXT")?;
+    }
+    Ok(())
 }
 
 /// Marks the family revoked (the first revocation's time is kept).
