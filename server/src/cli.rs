@@ -417,10 +417,12 @@ impl Cli {
         if c.access_tokens == AccessTokens::Opaque
             && c.dpop.mode == crate::dpop::http::DpopMode::Required
         {
-            return Err("--dpop required needs JWT access tokens: opaque tokens (--access-tokens \
+            return Err(
+                "--dpop required needs JWT access tokens: opaque tokens (--access-tokens \
                         opaque) cannot carry a key binding; use --access-tokens checked or \
                         stateless, or --dpop optional"
-                .into());
+                    .into(),
+            );
         }
         Ok(c)
     }

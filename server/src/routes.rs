@@ -202,10 +202,15 @@ async fn introspect(
     let answer = match st.service.introspect(&token).await {
         Ok(Some(c)) => IntrospectionResponse {
             active: true,
-            token_type: Some(if c.cnf_jkt.is_some() { "DPoP" } else { "Bearer" }.to_owned()),
-            cnf: c
-                .cnf_jkt
-                .map(|jkt| serde_json::json!({ "jkt": jkt })),
+            token_type: Some(
+                if c.cnf_jkt.is_some() {
+                    "DPoP"
+                } else {
+                    "Bearer"
+                }
+                .to_owned(),
+            ),
+            cnf: c.cnf_jkt.map(|jkt| serde_json::json!({ "jkt": jkt })),
             iss: Some(c.iss),
             aud: Some(c.aud),
             sub: Some(c.sub),
