@@ -305,7 +305,8 @@ async fn dpop_from_data_dir(
     }
     if config.dpop.replay.is_none() && config.dpop.mode != dpop::http::DpopMode::Off {
         if let StoreKind::Redis(url) = &config.store {
-            let cache = dpop::RedisReplayCache::connect(url, &config.redis_prefix)
+            let client = tls::redis_client(url, config.redis_ca_file.as_deref())?;
+            let cache = dpop::RedisReplayCache::connect_client(client, &config.redis_prefix)
                 .await
                 .map_err(|e| StartupError::Dpop(e.to_string()))?;
             config.dpop.replay = Some(Arc::new(cache));

@@ -156,8 +156,17 @@ impl RedisReplayCache {
     /// # Errors
     /// A bad URL, or Redis is unreachable.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, ReplayError> {
+        Self::connect_client(redis::Client::open(url)?, prefix).await
+    }
+
+    /// As [`Self::connect`], with a client built elsewhere: the server passes the one it
+    /// builds for its store, so `rediss://` with `--redis-ca-file` trusts the same CA.
+    ///
+    /// # Errors
+    /// Redis is unreachable or refuses `PING`.
+    pub async fn connect_client(client: redis::Client, prefix: &str) -> Result<Self, ReplayError> {
         let cache = Self {
-            client: redis::Client::open(url)?,
+            client,
             conn: RwLock::new(None),
             prefix: prefix.to_owned(),
         };
