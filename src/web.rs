@@ -28,6 +28,7 @@ pub mod dpop;
 #[cfg(not(feature = "dpop"))]
 #[path = "web/dpop_off.rs"]
 pub mod dpop;
+use dpop::KeyOp;
 
 use crate::session::{
     AuthCall, Env, Event, Failure, Grant, Hint, Reply, Secret, Session, Step, Task,
@@ -376,11 +377,8 @@ impl Env for WebEnv {
             let dpop_failed = |e: JsValue| Error::Network(e);
             // D1: a login makes a new key when DPoP is on; a refresh or logout uses the key
             // the tabs share (another tab's login may have replaced it).
-            if kind == 1 && dpop.on() {
-                dpop.new_key().await.map_err(dpop_failed)?;
-            } else if kind != 1 {
-                dpop.load().await.map_err(dpop_failed)?;
-            }
+            let op = if kind == 1 { KeyOp::Login } else { KeyOp::Load };
+            dpop.key(op).await.map_err(dpop_failed)?;
             // At most one retry for a nonce and one for a new key (a login to a server that
             // demands DPoP, then its nonce): three sends at most.
             let mut nonce_retried = false;
@@ -392,7 +390,8 @@ impl Env for WebEnv {
                     .credentials(RequestCredentials::Include)
                     .cache(RequestCache::NoStore)
                     .redirect(RequestRedirect::Error);
-                if let Some(p) = dpop.proof("POST", &url, None).await.map_err(dpop_failed)? {
+                let proof = dpop.proof("POST", &url, None);
+                if let Some(p) = proof.await.map_err(dpop_failed)? {
                     builder = builder.header(DPOP_HEADER, &p);
                 }
                 let request = match &body {
@@ -423,7 +422,7 @@ impl Env for WebEnv {
                         }
                         if kind == 1 && !dpop.on() {
                             // The server demands DPoP: from now on this client binds sessions.
-                            dpop.new_key().await.map_err(dpop_failed)?;
+                            dpop.key(KeyOp::New).await.map_err(dpop_failed)?;
                             continue;
                         }
                     }
@@ -445,7 +444,7 @@ impl Env for WebEnv {
             let refused = error.as_deref() == Some(proto::ErrorCode::AccessDenied.as_str());
             if kind == 2 && matches!(status, 200..=299) {
                 // D1: the session is over; its key goes with it.
-                dpop.forget().await;
+                let _ = dpop.key(KeyOp::Forget).await;
             }
             match (kind, status) {
                 // "No session": the refresh carried no cookie (docs/PROTOCOL.md).

@@ -444,6 +444,11 @@ async fn d1_d2_a_proof_verifies_with_the_stored_key_and_the_private_key_is_not_e
     .expect("proof");
     let proof = out.get(0).as_string().unwrap();
     let pair = out.get(1);
+    assert_eq!(
+        out.get(2),
+        JsValue::TRUE,
+        "a page that loads the stored key signs under the same header (a reload keeps the key)"
+    );
     let private: web_sys::CryptoKey = get(&pair, "privateKey").unchecked_into();
     let public: web_sys::CryptoKey = get(&pair, "publicKey").unchecked_into();
     assert!(

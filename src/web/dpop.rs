@@ -10,11 +10,20 @@
 //! * DPoP is on once a key exists or the server asks for it (a login refused with a `DPoP`
 //!   challenge is made again, once, with a new key). Against a server that ignores DPoP no key
 //!   is ever made and nothing changes.
+//!
+//! Size (BENCHMARKS.md §0c): everything here is reached through two boxed futures,
+//! [`Dpop::key`] and [`Dpop::proof`]. Boxed, their state machines are compiled once and called
+//! through a pointer; as plain `async fn`s they were inlined into every auth call and request
+//! that awaits them. IndexedDB requests settle into a `Promise` whose `resolve`/`reject` are
+//! the request's own handlers (no Rust closure per request), and base64url comes from the
+//! platform's `btoa` (the `base64` crate's encoder is 2.8 KB of `.wasm`; its decoder, which
+//! `claims()` needs, stays).
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use js_sys::{Array, Object, Promise, Reflect, Uint8Array};
+use js_sys::{Array, Promise, Reflect, Uint8Array};
 use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
@@ -26,12 +35,28 @@ const DB: &str = "authfetch-dpop";
 const STORE: &str = "keys";
 const SLOT: &str = "current";
 
+/// A boxed future: one compiled state machine whatever awaits it.
+type Boxed<T> = Pin<Box<dyn Future<Output = Result<T, JsValue>>>>;
+
 /// One loaded key: the private `CryptoKey` (non-extractable) and the proof header it signs
-/// under (with the public `jwk`).
+/// under (with the public `jwk`), already base64url.
 #[derive(Clone)]
 pub struct Key {
     private: CryptoKey,
     header_b64: String,
+}
+
+/// What [`Dpop::key`] does with the key before an auth call.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum KeyOp {
+    /// Load the key the tabs share (before a refresh or logout; `None` without one).
+    Load,
+    /// Make a new key when DPoP is on (before a login).
+    Login,
+    /// Make a new key (the server demanded DPoP of a login).
+    New,
+    /// Delete the key (after a logout): the next session starts with a new one.
+    Forget,
 }
 
 /// The page's DPoP state.
@@ -47,12 +72,8 @@ pub struct Dpop {
     nonces: RefCell<Vec<(String, String)>>,
 }
 
-fn crypto() -> Result<web_sys::Crypto, JsValue> {
-    super::global().crypto()
-}
-
 fn subtle() -> Result<web_sys::SubtleCrypto, JsValue> {
-    Ok(crypto()?.subtle())
+    Ok(super::global().crypto()?.subtle())
 }
 
 /// `scheme://host[:port]` of an absolute URL: up to the first `/` after the `//`. (Bytes and
@@ -88,50 +109,35 @@ fn plain(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
 }
 
-/// Waits for an `IDBRequest` to succeed (its result) or fail.
+/// base64url without padding (RFC 4648 §5) of a Latin-1 "binary string" (every char below
+/// U+0100), by the platform's `btoa`: standard base64, then `+/` → `-_` and `=` dropped.
+fn b64(binary: &str) -> Result<String, JsValue> {
+    Ok(super::global()
+        .btoa(binary)?
+        .chars()
+        .filter(|&c| c != '=')
+        .map(|c| match c {
+            '+' => '-',
+            '/' => '_',
+            c => c,
+        })
+        .collect())
+}
+
+/// base64url of bytes (a signature, a digest): each byte as the char of that code point.
+fn b64_bytes(bytes: &[u8]) -> Result<String, JsValue> {
+    b64(&bytes.iter().map(|&b| char::from(b)).collect::<String>())
+}
+
+/// Settles when an `IDBRequest` succeeds (with its result) or fails. The promise's `resolve`
+/// and `reject` are the request's handlers themselves.
 async fn idb(req: &IdbRequest) -> Result<JsValue, JsValue> {
-    let p = Promise::new(&mut |resolve, reject| {
-        let r = req.clone();
-        let ok = Closure::once_into_js(move || {
-            let _ = resolve.call1(&JsValue::NULL, &r.result().unwrap_or(JsValue::UNDEFINED));
-        });
-        let err = Closure::once_into_js(move || {
-            let _ = reject.call0(&JsValue::NULL);
-        });
-        req.set_onsuccess(Some(ok.unchecked_ref()));
-        req.set_onerror(Some(err.unchecked_ref()));
-    });
-    JsFuture::from(p).await
-}
-
-async fn open_db() -> Result<IdbDatabase, JsValue> {
-    let factory = super::global()
-        .indexed_db()?
-        .ok_or_else(|| JsValue::from_str("no IndexedDB"))?;
-    let req = factory.open_with_u32(DB, 1)?;
-    let up = Closure::once_into_js({
-        let req = req.clone();
-        move || {
-            if let Ok(db) = req.result() {
-                let _ = db
-                    .unchecked_into::<IdbDatabase>()
-                    .create_object_store(STORE);
-            }
-        }
-    });
-    req.set_onupgradeneeded(Some(up.unchecked_ref()));
-    Ok(idb(&req).await?.unchecked_into())
-}
-
-async fn store_op(
-    mode: IdbTransactionMode,
-    op: impl FnOnce(&web_sys::IdbObjectStore) -> Result<IdbRequest, JsValue>,
-) -> Result<JsValue, JsValue> {
-    let db = open_db().await?;
-    let tx = db.transaction_with_str_and_mode(STORE, mode)?;
-    let r = idb(&op(&tx.object_store(STORE)?)?).await;
-    db.close();
-    r
+    JsFuture::from(Promise::new(&mut |resolve, reject| {
+        req.set_onsuccess(Some(&resolve));
+        req.set_onerror(Some(&reject));
+    }))
+    .await?;
+    req.result()
 }
 
 impl Dpop {
@@ -155,60 +161,6 @@ impl Dpop {
         self.on.get()
     }
 
-    /// The server asked for DPoP.
-    pub fn turn_on(&self) {
-        self.on.set(true);
-    }
-
-    /// Loads the shared key from IndexedDB (`None` without one).
-    ///
-    /// # Errors
-    /// IndexedDB or WebCrypto failed.
-    pub async fn load(&self) -> Result<Option<Key>, JsValue> {
-        let pair = store_op(IdbTransactionMode::Readonly, |s| {
-            s.get(&JsValue::from_str(SLOT))
-        })
-        .await?;
-        if !pair.is_object() {
-            *self.key.borrow_mut() = None;
-            return Ok(None);
-        }
-        let key = key_from_pair(&pair).await?;
-        self.on.set(true);
-        *self.key.borrow_mut() = Some(key.clone());
-        Ok(Some(key))
-    }
-
-    /// Makes a new non-extractable key pair, stores it (replacing any) and forgets the nonces.
-    ///
-    /// # Errors
-    /// WebCrypto or IndexedDB failed.
-    pub async fn new_key(&self) -> Result<Key, JsValue> {
-        let params = EcKeyGenParams::new("ECDSA", "P-256");
-        let usages = Array::of2(&JsValue::from_str("sign"), &JsValue::from_str("verify"));
-        let pair =
-            JsFuture::from(subtle()?.generate_key_with_object(&params, false, &usages)?).await?;
-        store_op(IdbTransactionMode::Readwrite, |s| {
-            s.put_with_key(&pair, &JsValue::from_str(SLOT))
-        })
-        .await?;
-        let key = key_from_pair(&pair).await?;
-        self.on.set(true);
-        self.nonces.borrow_mut().clear();
-        *self.key.borrow_mut() = Some(key.clone());
-        Ok(key)
-    }
-
-    /// Deletes the key (logout): the next session starts with a new one.
-    pub async fn forget(&self) {
-        *self.key.borrow_mut() = None;
-        self.bound.set(false);
-        let _ = store_op(IdbTransactionMode::Readwrite, |s| {
-            s.delete(&JsValue::from_str(SLOT))
-        })
-        .await;
-    }
-
     /// Remembers a `DPoP-Nonce` a response from `url` carried.
     pub fn remember_nonce(&self, url: &str, nonce: Option<String>) {
         let Some(n) = nonce.filter(|n| plain(n)) else {
@@ -222,91 +174,166 @@ impl Dpop {
         }
     }
 
+    /// Loads, makes or deletes the key (see [`KeyOp`]). One IndexedDB round trip: open, one
+    /// request, close.
+    ///
+    /// # Errors
+    /// IndexedDB or WebCrypto failed.
+    pub fn key(self: &Rc<Self>, op: KeyOp) -> Boxed<()> {
+        let this = Rc::clone(self);
+        Box::pin(async move { this.key_op(op).await })
+    }
+
+    async fn key_op(&self, op: KeyOp) -> Result<(), JsValue> {
+        let op = match op {
+            KeyOp::Login if !self.on.get() => return Ok(()),
+            KeyOp::Login => KeyOp::New,
+            op => op,
+        };
+        if op == KeyOp::Forget {
+            *self.key.borrow_mut() = None;
+            self.bound.set(false);
+        }
+        let slot = JsValue::from_str(SLOT);
+        let made = if op == KeyOp::New {
+            let params = EcKeyGenParams::new("ECDSA", "P-256");
+            let usages = Array::of2(&JsValue::from_str("sign"), &JsValue::from_str("verify"));
+            // `extractable: false` applies to the private key; the public one always exports.
+            JsFuture::from(subtle()?.generate_key_with_object(&params, false, &usages)?).await?
+        } else {
+            JsValue::UNDEFINED
+        };
+        let open = super::global()
+            .indexed_db()?
+            .ok_or_else(|| JsValue::from_str("no IndexedDB"))?
+            .open_with_u32(DB, 1)?;
+        let upgrade = Closure::once_into_js({
+            let open = open.clone();
+            move || {
+                if let Ok(db) = open.result() {
+                    let _ = db
+                        .unchecked_into::<IdbDatabase>()
+                        .create_object_store(STORE);
+                }
+            }
+        });
+        open.set_onupgradeneeded(Some(upgrade.unchecked_ref()));
+        let db: IdbDatabase = idb(&open).await?.unchecked_into();
+        let mode = if op == KeyOp::Load {
+            IdbTransactionMode::Readonly
+        } else {
+            IdbTransactionMode::Readwrite
+        };
+        let store = db
+            .transaction_with_str_and_mode(STORE, mode)?
+            .object_store(STORE)?;
+        let req = match op {
+            KeyOp::Load => store.get(&slot),
+            KeyOp::Forget => store.delete(&slot),
+            _ => store.put_with_key(&made, &slot),
+        };
+        let got = match req {
+            Ok(req) => idb(&req).await,
+            Err(e) => Err(e),
+        };
+        db.close();
+        let pair = match op {
+            KeyOp::Load => got?,
+            KeyOp::Forget => return Ok(()),
+            _ => got.map(|_| made)?,
+        };
+        if !pair.is_object() {
+            *self.key.borrow_mut() = None;
+            return Ok(());
+        }
+        let key = key_from_pair(&pair).await?;
+        self.on.set(true);
+        if op == KeyOp::New {
+            self.nonces.borrow_mut().clear();
+        }
+        *self.key.borrow_mut() = Some(key);
+        Ok(())
+    }
+
     /// A proof by the current key for `htm url`, with `ath` of `token` and the origin's nonce.
     /// `None` without a key.
     ///
     /// # Errors
-    /// WebCrypto failed.
-    pub async fn proof(
-        &self,
-        htm: &str,
-        url: &str,
-        token: Option<&str>,
-    ) -> Result<Option<String>, JsValue> {
+    /// WebCrypto failed, or the URL cannot go into a proof.
+    pub fn proof(&self, htm: &str, url: &str, token: Option<&str>) -> Boxed<Option<String>> {
         let Some(key) = self.key.borrow().clone() else {
-            return Ok(None);
+            return Box::pin(std::future::ready(Ok(None)));
         };
-        let nonce = {
-            let origin = origin_of(url);
-            self.nonces
-                .borrow()
-                .iter()
-                .find(|(o, _)| o == origin)
-                .map(|(_, n)| n.clone())
-        };
-        let ath = match token {
-            Some(t) => Some(URL_SAFE_NO_PAD.encode(digest(t.as_bytes()).await?)),
-            None => None,
-        };
-        proof(&key, htm, url, ath.as_deref(), nonce.as_deref())
-            .await
-            .map(Some)
+        let origin = origin_of(url);
+        let nonce = self
+            .nonces
+            .borrow()
+            .iter()
+            .find(|(o, _)| o == origin)
+            .map(|(_, n)| n.clone());
+        let (htm, url, token) = (
+            String::from(htm),
+            String::from(url),
+            token.map(String::from),
+        );
+        Box::pin(async move { sign(&key, &htm, &url, token, nonce).await.map(Some) })
     }
-}
-
-async fn digest(data: &[u8]) -> Result<Vec<u8>, JsValue> {
-    let buf = JsFuture::from(subtle()?.digest_with_str_and_u8_array("SHA-256", data)?).await?;
-    Ok(Uint8Array::new(&buf).to_vec())
 }
 
 /// The proof header for a pair: `{"typ":"dpop+jwt","alg":"ES256","jwk":{crv,kty,x,y}}`, the
 /// public key exported as a JWK (the public half is always exportable; the private is not).
 async fn key_from_pair(pair: &JsValue) -> Result<Key, JsValue> {
-    let private: CryptoKey = Reflect::get(pair, &"privateKey".into())?.dyn_into()?;
-    let public: CryptoKey = Reflect::get(pair, &"publicKey".into())?.dyn_into()?;
-    let jwk: Object = JsFuture::from(subtle()?.export_key("jwk", &public)?)
-        .await?
-        .unchecked_into();
-    let coord = |name: &str| -> Result<String, JsValue> {
-        Reflect::get(&jwk, &name.into())?
+    let get = |o: &JsValue, name: &str| Reflect::get(o, &JsValue::from_str(name));
+    let private: CryptoKey = get(pair, "privateKey")?.dyn_into()?;
+    let public: CryptoKey = get(pair, "publicKey")?.dyn_into()?;
+    let jwk: JsValue = JsFuture::from(subtle()?.export_key("jwk", &public)?).await?;
+    let mut coords = [String::new(), String::new()];
+    for (slot, name) in coords.iter_mut().zip(["x", "y"]) {
+        *slot = get(&jwk, name)?
             .as_string()
             .filter(|v| plain(v))
-            .ok_or_else(|| JsValue::from_str("bad jwk"))
-    };
-    let (x, y) = (coord("x")?, coord("y")?);
+            .ok_or_else(|| JsValue::from_str("bad jwk"))?;
+    }
     // Concatenation, not `format!`: `core::fmt` would cost the package kilobytes.
     let header = concat(&[
         r#"{"typ":"dpop+jwt","alg":"ES256","jwk":{"crv":"P-256","kty":"EC","x":""#,
-        &x,
+        &coords[0],
         r#"","y":""#,
-        &y,
+        &coords[1],
         r#""}}"#,
     ]);
     Ok(Key {
         private,
-        header_b64: URL_SAFE_NO_PAD.encode(header),
+        header_b64: b64(&header)?,
     })
 }
 
-/// Signs a proof (D2): random 128-bit `jti`, `iat` now in whole seconds, `htu` without query
-/// and fragment. Every string spliced into the JSON is a URL serialized by the platform or
-/// base64url, so none needs escaping (a `"` or `\\` in a serialized URL's path is
-/// percent-encoded).
-async fn proof(
+/// Signs a proof (D2): `jti` a random UUID (122 random bits), `iat` now in whole seconds, `htu`
+/// without query and fragment, `ath` the base64url SHA-256 of the token. Every string spliced
+/// into the JSON is a URL serialized by the platform or base64url, so none needs escaping (a
+/// `"` or `\\` in a serialized URL's path is percent-encoded).
+async fn sign(
     key: &Key,
     htm: &str,
     url: &str,
-    ath: Option<&str>,
-    nonce: Option<&str>,
+    token: Option<String>,
+    nonce: Option<String>,
 ) -> Result<String, JsValue> {
-    let mut jti = [0u8; 16];
-    crypto()?.get_random_values_with_u8_array(&mut jti)?;
-    let iat = decimal((js_sys::Date::now() / 1000.0) as u64);
     let htu = htu_of(url);
-    if htu.bytes().any(|c| c == b'"' || c == b'\\') || !plain(htm) {
+    if htu.bytes().any(|c| c == b'"' || c == b'\\' || c >= 0x80) || !plain(htm) {
         return Err(JsValue::from_str("unusable URL for a DPoP proof"));
     }
-    let jti = URL_SAFE_NO_PAD.encode(jti);
+    let ath = match token {
+        Some(t) => {
+            let d = subtle()?.digest_with_str_and_u8_array("SHA-256", t.as_bytes())?;
+            Some(b64_bytes(
+                &Uint8Array::new(&JsFuture::from(d).await?).to_vec(),
+            )?)
+        }
+        None => None,
+    };
+    let jti = super::global().crypto()?.random_uuid();
+    let iat = decimal((js_sys::Date::now() / 1000.0) as u64);
     let mut payload = concat(&[
         r#"{"jti":""#,
         &jti,
@@ -320,12 +347,12 @@ async fn proof(
     for (name, v) in [(r#","ath":""#, ath), (r#","nonce":""#, nonce)] {
         if let Some(v) = v {
             payload.push_str(name);
-            payload.push_str(v);
+            payload.push_str(&v);
             payload.push('"');
         }
     }
     payload.push('}');
-    let input = concat(&[&key.header_b64, ".", &URL_SAFE_NO_PAD.encode(payload)]);
+    let input = concat(&[&key.header_b64, ".", &b64(&payload)?]);
     let params = EcdsaParams::new("ECDSA", &JsValue::from_str("SHA-256"));
     // WebCrypto's ECDSA signature is already the JWS form: r ‖ s, 64 bytes.
     let sig = JsFuture::from(subtle()?.sign_with_object_and_u8_array(
@@ -334,7 +361,7 @@ async fn proof(
         input.as_bytes(),
     )?)
     .await?;
-    let sig = URL_SAFE_NO_PAD.encode(Uint8Array::new(&sig).to_vec());
+    let sig = b64_bytes(&Uint8Array::new(&sig).to_vec())?;
     Ok(concat(&[&input, ".", &sig]))
 }
 
@@ -350,30 +377,45 @@ fn concat(parts: &[&str]) -> String {
 fn decimal(mut n: u64) -> String {
     let mut digits = Vec::new();
     loop {
-        digits.push(b'0' + (n % 10) as u8);
+        digits.push(char::from(b'0' + (n % 10) as u8));
         n /= 10;
         if n == 0 {
             break;
         }
     }
-    digits.reverse();
-    String::from_utf8(digits).unwrap_or_default()
+    digits.iter().rev().collect()
 }
 
 /// For the browser test: a proof by the stored key and that key's `CryptoKeyPair` (to check the
 /// signature with WebCrypto and that the private key is not extractable).
 #[doc(hidden)]
 pub async fn test_proof(htm: &str, url: &str, token: Option<String>) -> Result<Array, JsValue> {
-    let d = Dpop::default();
-    d.new_key().await?;
+    let d = Rc::new(Dpop::default());
+    d.key(KeyOp::New).await?;
     let p = d
         .proof(htm, url, token.as_deref())
         .await?
         .unwrap_or_default();
-    let pair = store_op(IdbTransactionMode::Readonly, |s| {
-        s.get(&JsValue::from_str(SLOT))
-    })
+    // The pair as stored: read it back the way a reload does, then from IndexedDB itself.
+    let loaded = Rc::new(Dpop::default());
+    loaded.key(KeyOp::Load).await?;
+    let same = loaded.key.borrow().as_ref().map(|k| k.header_b64.clone())
+        == d.key.borrow().as_ref().map(|k| k.header_b64.clone());
+    let open = super::global()
+        .indexed_db()?
+        .ok_or_else(|| JsValue::from_str("no IndexedDB"))?
+        .open_with_u32(DB, 1)?;
+    let db: IdbDatabase = idb(&open).await?.unchecked_into();
+    let pair = idb(&db
+        .transaction_with_str(STORE)?
+        .object_store(STORE)?
+        .get(&JsValue::from_str(SLOT))?)
     .await?;
-    d.forget().await;
-    Ok(Array::of2(&JsValue::from_str(&p), &pair))
+    db.close();
+    d.key(KeyOp::Forget).await?;
+    Ok(Array::of3(
+        &JsValue::from_str(&p),
+        &pair,
+        &JsValue::from_bool(same),
+    ))
 }

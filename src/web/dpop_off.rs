@@ -2,10 +2,21 @@
 //! `dpop.rs`, doing nothing, so `web.rs` has one code path and the shipped package keeps its
 //! size. Every request goes as before: no key, no proof, `Bearer`.
 
+use std::rc::Rc;
 use wasm_bindgen::JsValue;
 
-/// Never constructed: there is no key.
-pub enum Key {}
+/// What `Dpop::key` would do with the key (nothing here).
+#[derive(Clone, Copy)]
+pub enum KeyOp {
+    /// Load the shared key.
+    Load,
+    /// Make a key if DPoP is on.
+    Login,
+    /// Make a key.
+    New,
+    /// Delete the key.
+    Forget,
+}
 
 /// No DPoP state.
 #[derive(Default)]
@@ -27,16 +38,10 @@ impl Dpop {
     pub fn on(&self) -> bool {
         false
     }
-    /// No key to load.
-    pub async fn load(&self) -> Result<Option<Key>, JsValue> {
-        Ok(None)
+    /// No key to load, make or delete.
+    pub async fn key(self: &Rc<Self>, _op: KeyOp) -> Result<(), JsValue> {
+        Ok(())
     }
-    /// No key can be made.
-    pub async fn new_key(&self) -> Result<Key, JsValue> {
-        Err(JsValue::UNDEFINED)
-    }
-    /// Nothing to forget.
-    pub async fn forget(&self) {}
     /// Nonces are not kept.
     pub fn remember_nonce(&self, _url: &str, _nonce: Option<String>) {}
     /// No proof.
