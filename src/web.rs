@@ -375,12 +375,11 @@ impl Env for WebEnv {
         async move {
             let body = body?;
             let dpop_failed = |e: JsValue| Error::Network(e);
-            // D1: a login makes a new key when DPoP is on; a refresh or logout uses the key
-            // the tabs share (another tab's login may have replaced it).
-            let op = if kind == 1 { KeyOp::Login } else { KeyOp::Load };
+            // D1: a login makes a new key; a refresh or logout uses the key the tabs share
+            // (another tab's login may have replaced it).
+            let op = if kind == 1 { KeyOp::New } else { KeyOp::Load };
             dpop.key(op).await.map_err(dpop_failed)?;
-            // At most one retry for a nonce and one for a new key (a login to a server that
-            // demands DPoP, then its nonce): three sends at most.
+            // At most one retry, for a nonce: two sends at most.
             let mut nonce_retried = false;
             let (status, body) = loop {
                 // The cookie and the CSRF header only, never a bearer (K3). No redirects: an
@@ -411,20 +410,10 @@ impl Env for WebEnv {
                 if cfg!(feature = "dpop") {
                     dpop.remember_nonce(&url, raw.headers().get(DPOP_NONCE_HEADER).ok().flatten());
                     let challenge = raw.headers().get("www-authenticate").ok().flatten();
-                    if status == 401 && challenge.as_deref().is_some_and(|h| h.starts_with("DPoP"))
-                    {
-                        if !nonce_retried
-                            && crate::session::wants_nonce(status, challenge.as_deref())
-                        {
-                            // D5: once more with the nonce just remembered.
-                            nonce_retried = true;
-                            continue;
-                        }
-                        if kind == 1 && !dpop.on() {
-                            // The server demands DPoP: from now on this client binds sessions.
-                            dpop.key(KeyOp::New).await.map_err(dpop_failed)?;
-                            continue;
-                        }
+                    if !nonce_retried && crate::session::wants_nonce(status, challenge.as_deref()) {
+                        // D5: once more with the nonce just remembered.
+                        nonce_retried = true;
+                        continue;
                     }
                 }
                 // Any body that is not a JSON object reads as `{}`: its fields are then missing.

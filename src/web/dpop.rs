@@ -7,9 +7,10 @@
 //!   a new login makes a new key, logout deletes it.
 //! * The key is read from IndexedDB before every refresh and login answer is used: tabs share
 //!   it (they share the cookie's family), and a login in another tab replaces it.
-//! * DPoP is on once a key exists or the server asks for it (a login refused with a `DPoP`
-//!   challenge is made again, once, with a new key). Against a server that ignores DPoP no key
-//!   is ever made and nothing changes.
+//! * Every login makes a key and sends a proof: an app that imports this build (the package's
+//!   `authfetch/dpop` entry) has chosen DPoP. A server that does not bind (`--dpop off`, or a
+//!   server without DPoP) answers with a `Bearer` token, and the client then sends bearer
+//!   requests as the default build does.
 //!
 //! Size (BENCHMARKS.md §0c): everything here is reached through two boxed futures,
 //! [`Dpop::key`] and [`Dpop::proof`]. Boxed, their state machines are compiled once and called
@@ -51,9 +52,7 @@ pub struct Key {
 pub enum KeyOp {
     /// Load the key the tabs share (before a refresh or logout; `None` without one).
     Load,
-    /// Make a new key when DPoP is on (before a login).
-    Login,
-    /// Make a new key (the server demanded DPoP of a login).
+    /// Make a new key (before a login).
     New,
     /// Delete the key (after a logout): the next session starts with a new one.
     Forget,
@@ -64,8 +63,6 @@ pub enum KeyOp {
 pub struct Dpop {
     /// The key the held token is bound to (loaded or made by the last login/refresh).
     key: RefCell<Option<Key>>,
-    /// The server has asked for DPoP, or a key was found: logins make keys.
-    on: Cell<bool>,
     /// The held token was issued as `token_type: DPoP`.
     bound: Cell<bool>,
     /// The last `DPoP-Nonce` per origin.
@@ -156,11 +153,6 @@ impl Dpop {
         self.bound.set(bound);
     }
 
-    /// Whether logins make keys (a key exists, or the server asked).
-    pub fn on(&self) -> bool {
-        self.on.get()
-    }
-
     /// Remembers a `DPoP-Nonce` a response from `url` carried.
     pub fn remember_nonce(&self, url: &str, nonce: Option<String>) {
         let Some(n) = nonce.filter(|n| plain(n)) else {
@@ -185,11 +177,6 @@ impl Dpop {
     }
 
     async fn key_op(&self, op: KeyOp) -> Result<(), JsValue> {
-        let op = match op {
-            KeyOp::Login if !self.on.get() => return Ok(()),
-            KeyOp::Login => KeyOp::New,
-            op => op,
-        };
         if op == KeyOp::Forget {
             *self.key.borrow_mut() = None;
             self.bound.set(false);
@@ -247,7 +234,6 @@ impl Dpop {
             return Ok(());
         }
         let key = key_from_pair(&pair).await?;
-        self.on.set(true);
         if op == KeyOp::New {
             self.nonces.borrow_mut().clear();
         }

@@ -1,6 +1,7 @@
 //! DPoP compiled out (the default build, without the `dpop` feature): the same surface as
 //! `dpop.rs`, doing nothing, so `web.rs` has one code path and the shipped package keeps its
-//! size. Every request goes as before: no key, no proof, `Bearer`.
+//! size. Every request goes as before: no key, no proof, `Bearer`. Against a server that
+//! demands DPoP (`--dpop required`) this build's logins are refused like any 401 login.
 
 use std::rc::Rc;
 use wasm_bindgen::JsValue;
@@ -10,8 +11,6 @@ use wasm_bindgen::JsValue;
 pub enum KeyOp {
     /// Load the shared key.
     Load,
-    /// Make a key if DPoP is on.
-    Login,
     /// Make a key.
     New,
     /// Delete the key.
@@ -33,11 +32,6 @@ impl Dpop {
     }
     /// Nothing to record.
     pub fn set_bound(&self, _bound: bool) {}
-    /// Never on: against a server that demands DPoP (`--dpop required`) this build's logins are
-    /// refused like any 401 login.
-    pub fn on(&self) -> bool {
-        false
-    }
     /// No key to load, make or delete.
     pub async fn key(self: &Rc<Self>, _op: KeyOp) -> Result<(), JsValue> {
         Ok(())

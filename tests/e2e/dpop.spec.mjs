@@ -1,29 +1,27 @@
 // DPoP end to end (issue 12; D1–D5): the real server in `--dpop required --dpop-nonce`, the demo
-// app (www/) on the client built with the `dpop` cargo feature (target/pkg-dpop, built here by
-// scripts/build-pkg.sh; the shipped pkg/ does not enable it yet, BENCHMARKS.md §0c).
+// app (www/) on the package's DPoP entry (`authfetch/dpop`: pkg/dpop/, built by
+// scripts/build-pkg.sh with the `dpop` cargo feature), served as the demo's /pkg/.
 //
 // The demo works across reload, expiry, five tabs and logout; a script injected into the page
 // takes every token it can see (and calls /auth/refresh itself) and hands them to this Node
 // process, which replays them against /api/me as Bearer, as DPoP with a proof from its own key,
 // and with a proof captured from a real request: 401 every time.
 import { test, expect, ROOT, startServer } from './fixtures.mjs';
-import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import * as jose from 'jose';
 import { webcrypto } from 'node:crypto';
 
-const PKG = join(ROOT, 'target', 'pkg-dpop');
+const PKG = join(ROOT, 'pkg', 'dpop');
 const ARGS = ['--access-ttl', '3s', '--grace', '10s', '--demo', '--debug-stats', '--dpop', 'required', '--dpop-nonce'];
 
 test.describe.configure({ mode: 'serial', timeout: 120_000 });
 
 let server;
 test.beforeAll(async () => {
-  execFileSync('bash', ['scripts/build-pkg.sh'], {
-    cwd: ROOT,
-    stdio: 'inherit',
-    env: { ...process.env, AUTHFETCH_PKG_FEATURES: 'dpop', AUTHFETCH_PKG_OUT: 'target/pkg-dpop' },
-  });
+  if (!existsSync(join(PKG, 'authfetch_bg.wasm'))) {
+    throw new Error('pkg/dpop/ is not built: run `bash scripts/build-pkg.sh` first');
+  }
   server = await startServer(ARGS, { pkg: PKG });
 });
 test.afterAll(async () => server?.stop());

@@ -186,11 +186,13 @@ test('vite example in development: `vite` serves the installed package with its 
 test('the tarball carries README, licences, types and an exports map for browsers, bundlers and Node', () => {
   const list = run('tar', ['-tzf', TARBALL()], ROOT).trim().split('\n').sort();
   expect(list).toEqual(['package/LICENSE-APACHE', 'package/LICENSE-MIT', 'package/README.md', 'package/authfetch_bg.wasm',
-    'package/index.d.ts', 'package/index.js', 'package/package.json']);
+    'package/dpop/authfetch_bg.wasm', 'package/dpop/index.js', 'package/index.d.ts', 'package/index.js',
+    'package/package.json']);
   const manifest = JSON.parse(run('tar', ['-xzOf', TARBALL(), 'package/package.json'], ROOT));
   expect(manifest.type).toBe('module');
   expect(manifest.types).toBe('./index.d.ts');
   expect(manifest.exports['.']).toEqual({ types: './index.d.ts', import: './index.js', default: './index.js' });
+  expect(manifest.exports['./dpop']).toEqual({ types: './index.d.ts', import: './dpop/index.js', default: './dpop/index.js' });
   expect(manifest.license).toBe('MIT OR Apache-2.0');
 });
 
@@ -211,6 +213,13 @@ test('importing (and calling) the package in Node (server-side rendering) does n
     'isAuthenticated', 'claims', 'expiresIn', 'onAuthStateChange', 'onRequest', 'AuthFetchError']) {
     expect(report.functions, `export ${name}`).toContain(name);
   }
+  // The DPoP entry, as an installed package resolves it: the same API, its own .wasm.
+  const entries = JSON.parse(run('node', ['--input-type=module', '-e',
+    "const [a, b] = await Promise.all([import('authfetch'), import('authfetch/dpop')]);" +
+    "console.log(JSON.stringify([Object.keys(a).sort(), Object.keys(b).sort(), import.meta.resolve('authfetch/dpop')]))"],
+  dir, 30_000));
+  expect(entries[1]).toEqual(entries[0]);
+  expect(entries[2]).toMatch(/node_modules\/authfetch\/dpop\/index\.js$/);
 });
 
 test('the Node guard itself catches a network call (so the test above can fail)', () => {

@@ -21,7 +21,7 @@ export const DEFAULT_ARGS = ['--access-ttl', '3s', '--grace', '10s', '--demo', '
  * @param {string[]} args extra arguments
  * @param {{dataDir?: string, listen?: string, pkg?: string}} opts reuse a data directory (restart
  *   tests); a fixed `listen` address when the URL must be known before start (OIDC redirect
- *   URIs); another package directory to serve at /pkg/ (the DPoP build)
+ *   URIs); another package directory to serve at /pkg/ (the DPoP entry, pkg/dpop)
  */
 export async function startServer(args = DEFAULT_ARGS, opts = {}) {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'authfetch-e2e-'));
