@@ -448,7 +448,7 @@ impl TokenService {
     /// name derived from the provider and a hint (`google:ada@example.com`; on a clash, a
     /// random suffix) and an unusable password (the Argon2id hash of a random secret nobody
     /// holds, see `unusable_hash`), so the password endpoint works for them only after
-    /// `user passwd`.
+    /// `user passwd`. With `dpop_jkt` the family is bound to that DPoP key.
     ///
     /// # Errors
     /// [`AppError::RateLimited`] (counted with password logins per IP); storage failures.
@@ -457,6 +457,7 @@ impl TokenService {
         identity: &crate::oidc::Identity,
         ip: &str,
         previous: Option<RefreshToken>,
+        dpop_jkt: Option<String>,
     ) -> Result<Issued, AppError> {
         let now = self.clock.now_ms();
         self.limit(&self.login_ip, "login_ip", ip, now).await?;
@@ -496,8 +497,10 @@ impl TokenService {
         }
         let user = user.ok_or_else(|| AppError::Internal("no free user name".into()))?;
         tracing::info!(target: AUDIT, event = "oidc_login", user = %user.id, provider = %identity.provider, %ip);
-        // A provider's redirect is a top-level navigation: it carries no DPoP proof.
-        self.start_family(&user, ip, previous, now, None).await
+        // A provider's redirect is a top-level navigation: it carries no DPoP proof. The key
+        // the browser named at the start (`dpop_jkt`, sealed in the transaction) binds the
+        // family; the first refresh must prove it.
+        self.start_family(&user, ip, previous, now, dpop_jkt).await
     }
 
     /// A new family (S3) for an authenticated user: revokes the family of a refresh cookie the

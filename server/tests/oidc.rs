@@ -110,6 +110,7 @@ fn txn(t: &TestApp, provider: &str, state: &str, exp_ms: i64) -> String {
         verifier: "v".repeat(43),
         return_to: "/".into(),
         exp_ms,
+        dpop_jkt: None,
     })
 }
 
@@ -240,6 +241,7 @@ async fn transaction_missing_forged_expired_other_provider_or_replayed() {
         verifier: "v".into(),
         return_to: "/".into(),
         exp_ms: now + 60_000,
+        dpop_jkt: None,
     });
     assert_page(
         t.send(get_req(cb, Some(&forged))).await,

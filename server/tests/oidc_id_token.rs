@@ -122,3 +122,87 @@ async fn a_provider_key_rotation_is_followed_with_one_refetch() {
     assert_eq!(sign_in(&p, &t, "k2", "ada").await, ada);
     assert_eq!(p.fake.jwks_fetches.load(Ordering::SeqCst), fetches + 1);
 }
+
+/// RFC 9449 §10 `dpop_jkt`: a sign-in started with the thumbprint of the browser's DPoP key
+/// starts a family bound to that key (sealed in the transaction cookie, so the provider's
+/// redirect needs no proof): its refresh without a proof is refused with nothing rotated. A
+/// malformed thumbprint is refused at the start; with `--dpop required` a start without one is
+/// refused (its family could never be refreshed).
+#[tokio::test]
+async fn a_sign_in_started_with_a_dpop_key_is_bound_to_that_key() {
+    use authfetch_server::dpop::http::DpopMode;
+    use authfetch_server::secret::RefreshToken;
+    let p = provider().await;
+    p.add_key("k1");
+    let jkt = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs";
+    for required in [false, true] {
+        let t = app_with(&p, move |c| {
+            if required {
+                c.dpop.mode = DpopMode::Required;
+            }
+        })
+        .await;
+        let s = start_with(&t, &format!("&dpop_jkt={jkt}")).await;
+        p.answer(es256(&p.key("k1"), "k1", &claims(&p, &t, "ada", &s.nonce)));
+        let r = callback(&t, &s).await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        let refresh = cookie_value(&r).expect("a refresh cookie");
+        let family = t
+            .state
+            .service
+            .family_jkt(&RefreshToken::parse(&refresh).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(family.as_deref(), Some(jkt), "required: {required}");
+        let r = t.refresh(&refresh).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(json(r).await["error"], "invalid_dpop_proof");
+        // Nothing rotated: the cookie is still the family's live token.
+        assert!(t
+            .state
+            .service
+            .family_jkt(&RefreshToken::parse(&refresh).unwrap())
+            .await
+            .unwrap()
+            .is_some());
+
+        for (query, code) in [
+            ("&dpop_jkt=short", "invalid_dpop_key"),
+            (
+                &*format!("&dpop_jkt={}", "=".repeat(43)),
+                "invalid_dpop_key",
+            ),
+            (&*format!("&dpop_jkt={jkt}x"), "invalid_dpop_key"),
+        ] {
+            let r = t
+                .send(
+                    axum::http::Request::get(format!("/auth/oidc/idp/start?return_to=%2F{query}"))
+                        .body(axum::body::Body::empty())
+                        .unwrap(),
+                )
+                .await;
+            assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{query}");
+            assert!(
+                String::from_utf8_lossy(&body_bytes(r).await).contains(code),
+                "{query}"
+            );
+        }
+        let r = t
+            .send(
+                axum::http::Request::get("/auth/oidc/idp/start?return_to=%2F")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        if required {
+            assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+            assert!(String::from_utf8_lossy(&body_bytes(r).await).contains("dpop_required"));
+        } else {
+            assert_eq!(
+                r.status(),
+                StatusCode::SEE_OTHER,
+                "optional: unbound sign-ins still start"
+            );
+        }
+    }
+}

@@ -90,6 +90,13 @@ pub struct DpopCheck {
     clock: Arc<dyn Clock>,
 }
 
+impl DpopCheck {
+    /// `--dpop required`: every new family must be bound to a key.
+    pub fn required(&self) -> bool {
+        self.mode == DpopMode::Required
+    }
+}
+
 impl std::fmt::Debug for DpopCheck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DpopCheck")

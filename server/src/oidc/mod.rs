@@ -551,6 +551,7 @@ impl Oidc {
         &self,
         name: &str,
         return_to: Option<&str>,
+        dpop_jkt: Option<String>,
         now_ms: i64,
     ) -> Result<Started, OidcError> {
         let p = self.provider(name)?;
@@ -580,6 +581,7 @@ impl Oidc {
             verifier: verifier.secret().clone(),
             return_to,
             exp_ms: now_ms.saturating_add(crate::clock::ms(TXN_TTL)),
+            dpop_jkt,
         };
         Ok(Started {
             authorize_url,

@@ -62,6 +62,16 @@ async fn providers(State(st): State<AppState>) -> Response {
 pub struct StartParams {
     /// Same-origin relative path to land on after sign-in (default `/`).
     pub return_to: Option<String>,
+    /// RFC 9449 §10: the thumbprint of the DPoP key the new session is to be bound to (the
+    /// `authfetch/dpop` client sends it). Required with `--dpop required`.
+    pub dpop_jkt: Option<String>,
+}
+
+/// A JWK SHA-256 thumbprint as RFC 7638 writes it: 43 base64url characters (32 bytes).
+fn is_jkt(s: &str) -> bool {
+    s.len() == 43
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 async fn start(
@@ -76,8 +86,28 @@ async fn start(
             "The sign-in link is malformed.",
         );
     };
+    if q.dpop_jkt.as_deref().is_some_and(|j| !is_jkt(j)) {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "invalid_dpop_key",
+            "The sign-in link names a malformed DPoP key.",
+        );
+    }
+    if q.dpop_jkt.is_none() && st.service.dpop().is_some_and(|d| d.required()) {
+        // An unbound family would be refused at its first refresh: say so now.
+        return page(
+            StatusCode::BAD_REQUEST,
+            "dpop_required",
+            "This server binds every session to a DPoP key: sign in from an app on the \
+             authfetch/dpop client.",
+        );
+    }
     let now = st.service.clock().now_ms();
-    match st.oidc.start(&name, q.return_to.as_deref(), now).await {
+    match st
+        .oidc
+        .start(&name, q.return_to.as_deref(), q.dpop_jkt, now)
+        .await
+    {
         Ok(s) => {
             let cookie = format!(
                 "{TXN_COOKIE}={}; Secure; HttpOnly; SameSite=Lax; Path=/; Max-Age={}",
@@ -133,7 +163,11 @@ async fn callback(
     // family is replaced as at a password login (S3).
     let previous =
         cookie(&headers, authfetch_protocol::REFRESH_COOKIE).and_then(|v| RefreshToken::parse(&v));
-    match st.service.login_identity(&identity, &ip, previous).await {
+    match st
+        .service
+        .login_identity(&identity, &ip, previous, t.dpop_jkt.clone())
+        .await
+    {
         Ok(issued) => {
             let Ok(location) = HeaderValue::from_str(&t.return_to) else {
                 return page(StatusCode::BAD_REQUEST, "invalid_return_to", "");

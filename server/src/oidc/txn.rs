@@ -52,6 +52,11 @@ pub struct Transaction {
     pub return_to: String,
     /// Expiry, Unix milliseconds.
     pub exp_ms: i64,
+    /// The DPoP key thumbprint (RFC 7638) the browser asked the session to be bound to, as
+    /// RFC 9449 §10's `dpop_jkt`: a provider's redirect is a top-level navigation and can carry
+    /// no proof, so the key is named at the start and proven at the first refresh.
+    #[serde(default)]
+    pub dpop_jkt: Option<String>,
 }
 
 impl std::fmt::Debug for Transaction {
@@ -61,6 +66,7 @@ impl std::fmt::Debug for Transaction {
             .field("provider", &self.provider)
             .field("return_to", &self.return_to)
             .field("exp_ms", &self.exp_ms)
+            .field("dpop_jkt", &self.dpop_jkt)
             .finish_non_exhaustive()
     }
 }
@@ -272,6 +278,7 @@ mod tests {
             verifier: "ve".into(),
             return_to: "/app".into(),
             exp_ms,
+            dpop_jkt: None,
         }
     }
 
@@ -335,6 +342,11 @@ mod tests {
             },
             Transaction {
                 return_to: "//evil".into(),
+                ..t.clone()
+            },
+            // An attacker's own DPoP key swapped in for the browser's.
+            Transaction {
+                dpop_jkt: Some("A".repeat(43)),
                 ..t.clone()
             },
         ] {

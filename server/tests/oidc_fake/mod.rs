@@ -134,8 +134,14 @@ pub fn hs256(secret: &str, claims: &serde_json::Value) -> String {
 }
 
 pub async fn app(p: &Provider) -> TestApp {
+    app_with(p, |_| {}).await
+}
+
+/// [`app`] with more configuration.
+pub async fn app_with(p: &Provider, more: impl FnOnce(&mut authfetch_server::Config)) -> TestApp {
     let issuer = p.issuer.clone();
     TestApp::with(move |c| {
+        more(c);
         c.oidc = OidcConfig {
             public_url: "http://localhost:3000".into(),
             providers: vec![ProviderConfig {
@@ -159,9 +165,14 @@ pub struct Started {
 }
 
 pub async fn start(t: &TestApp) -> Started {
+    start_with(t, "").await
+}
+
+/// [`start`] with more of the start route's query (`&dpop_jkt=…`).
+pub async fn start_with(t: &TestApp, more_query: &str) -> Started {
     let r = t
         .send(
-            Request::get("/auth/oidc/idp/start?return_to=%2Fapp")
+            Request::get(format!("/auth/oidc/idp/start?return_to=%2Fapp{more_query}"))
                 .body(Body::empty())
                 .unwrap(),
         )
