@@ -168,6 +168,8 @@ export declare function createAuthClient(options?: AuthFetchOptions): AuthClient
  * "Sign in with …": navigates to the server's `/auth/oidc/{name}/start`. The server runs the
  * OpenID Connect flow and sends the browser back to `returnTo` (default: this page; it must be on
  * this origin) with a session, which {@link ready} then finds. Throws `ERR_INVALID_CONFIG` for a
- * bad name or a `returnTo` on another origin, `ERR_UNSUPPORTED` outside a browser page.
+ * bad name or a `returnTo` on another origin, `ERR_UNSUPPORTED` outside a browser page. Resolves
+ * once the navigation has started; from `authfetch/dpop` it first makes the session's DPoP key
+ * (rejects with `ERR_UNSUPPORTED` when the browser cannot keep one, and stays on the page).
  */
-export declare function loginWithProvider(name: string, options?: { returnTo?: string | URL }): void;
+export declare function loginWithProvider(name: string, options?: { returnTo?: string | URL }): Promise<void>;

@@ -7,6 +7,9 @@
 // functions exist, the getters say "signed out" and the async calls settle without touching the
 // network.
 import init, { Client } from './authfetch.js';
+// The DPoP entry's extra export (`dpopNewKey`), read through the namespace: the default build's
+// glue has no such export, and AUTHFETCH_DPOP (an esbuild define, false there) drops its use.
+import * as glue from './authfetch.js';
 import { makeLoginWithProvider } from './provider.js';
 
 /** Human-readable text per code; callers branch on `code`, never on this text. */
@@ -251,5 +254,10 @@ export const {
   authFetch, login, logout, logoutEverywhere, ready, isAuthenticated, claims, expiresIn,
   onAuthStateChange, onRequest,
 } = main.api;
-// "Sign in with …" (OpenID Connect, server-side): plain navigation, see provider.js.
-export const loginWithProvider = makeLoginWithProvider(AuthFetchError);
+// "Sign in with …" (OpenID Connect, server-side): plain navigation, see provider.js. The DPoP
+// entry binds the session it starts to a new key, made first.
+export const loginWithProvider = makeLoginWithProvider(AuthFetchError, AUTHFETCH_DPOP
+  ? () => loadWasm().then(() => glue.dpopNewKey()).catch((cause) => {
+    throw cause instanceof AuthFetchError ? cause : new AuthFetchError('ERR_UNSUPPORTED', cause);
+  })
+  : undefined);

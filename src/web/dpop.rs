@@ -47,6 +47,9 @@ pub struct Key {
     header_b64: String,
 }
 
+/// The proof header up to its `jwk` member, which is RFC 7638's canonical form of the key.
+const HEADER_PREFIX: &str = r#"{"typ":"dpop+jwt","alg":"ES256","jwk":"#;
+
 /// What [`Dpop::key`] does with the key before an auth call.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum KeyOp {
@@ -280,14 +283,16 @@ async fn key_from_pair(pair: &JsValue) -> Result<Key, JsValue> {
             .filter(|v| plain(v))
             .ok_or_else(|| JsValue::from_str("bad jwk"))?;
     }
-    // Concatenation, not `format!`: `core::fmt` would cost the package kilobytes.
-    let header = concat(&[
-        r#"{"typ":"dpop+jwt","alg":"ES256","jwk":{"crv":"P-256","kty":"EC","x":""#,
+    // Concatenation, not `format!`: `core::fmt` would cost the package kilobytes. The members
+    // in RFC 7638's order, so the same text is the header's `jwk` and the thumbprint's input.
+    let jwk = concat(&[
+        r#"{"crv":"P-256","kty":"EC","x":""#,
         &coords[0],
         r#"","y":""#,
         &coords[1],
-        r#""}}"#,
+        r#""}"#,
     ]);
+    let header = concat(&[HEADER_PREFIX, &jwk, "}"]);
     Ok(Key {
         private,
         header_b64: b64(&header)?,
@@ -310,12 +315,7 @@ async fn sign(
         return Err(JsValue::from_str("unusable URL for a DPoP proof"));
     }
     let ath = match token {
-        Some(t) => {
-            let d = subtle()?.digest_with_str_and_u8_array("SHA-256", t.as_bytes())?;
-            Some(b64_bytes(
-                &Uint8Array::new(&JsFuture::from(d).await?).to_vec(),
-            )?)
-        }
+        Some(t) => Some(sha256_b64(&t).await?),
         None => None,
     };
     let jti = super::global().crypto()?.random_uuid();
@@ -349,6 +349,36 @@ async fn sign(
     .await?;
     let sig = b64_bytes(&Uint8Array::new(&sig).to_vec())?;
     Ok(concat(&[&input, ".", &sig]))
+}
+
+/// base64url(SHA-256(`text`)): a proof's `ath`, a key's thumbprint (RFC 7638).
+async fn sha256_b64(text: &str) -> Result<String, JsValue> {
+    let d = subtle()?.digest_with_str_and_u8_array("SHA-256", text.as_bytes())?;
+    b64_bytes(&Uint8Array::new(&JsFuture::from(d).await?).to_vec())
+}
+
+/// `dpopNewKey()` (the `authfetch/dpop` entry's `loginWithProvider`): makes and stores a new
+/// key, as a login does, and resolves its RFC 7638 thumbprint. A provider's redirect cannot
+/// carry a proof, so the sign-in names the key (`dpop_jkt`, RFC 9449 §10) and the session it
+/// starts is bound to it; the first refresh proves it.
+#[wasm_bindgen(js_name = dpopNewKey)]
+pub fn dpop_new_key() -> Promise {
+    super::promise(async {
+        let d = Rc::new(Dpop::default());
+        d.key(KeyOp::New).await?;
+        // The canonical JWK is the header's `jwk` member: decode the header, drop its prefix
+        // and its closing brace (no second copy of the key's text kept in every `Key`).
+        let header = d.key.borrow().as_ref().map(|k| k.header_b64.clone());
+        let jwk = header
+            .and_then(|h| crate::jwt::base64url_decode(&h))
+            .and_then(|h| String::from_utf8(h).ok())
+            .and_then(|h| {
+                let end = h.len().checked_sub(1)?;
+                h.get(HEADER_PREFIX.len()..end).map(String::from)
+            })
+            .ok_or_else(|| JsValue::from_str("no key"))?;
+        Ok(JsValue::from_str(&sha256_b64(&jwk).await?))
+    })
 }
 
 fn concat(parts: &[&str]) -> String {

@@ -2,7 +2,7 @@
 // 127.0.0.1 (tests/oidc/provider.mjs), the app on localhost, so the two are cross-site and a
 // SameSite mistake on the transaction or refresh cookie would break the flow here. The browser
 // is Debian's Chromium, driven through the provider's own login and consent pages.
-import { test as base, expect, startServer, DEFAULT_ARGS, freePort } from './fixtures.mjs';
+import { test as base, expect, startServer, DEFAULT_ARGS, freePort, ROOT } from './fixtures.mjs';
 import { startProvider } from '../oidc/provider.mjs';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -18,7 +18,9 @@ const RT_COOKIE = '__Host-authfetch_rt';
  * authfetch server (restartable on the same port and data directory).
  */
 const test = base.extend({
-  oidc: async ({}, use) => {
+  // `true`: the server in `--dpop required` and the demo on the package's DPoP entry (pkg/dpop).
+  dpop: [false, { option: true }],
+  oidc: async ({ dpop }, use) => {
     const dir = mkdtempSync(join(tmpdir(), 'authfetch-oidc-'));
     const appPort = await freePort();
     const app = `http://localhost:${appPort}`;
@@ -33,9 +35,11 @@ const test = base.extend({
         client_secret_file: 'client-secret', scopes: ['email', 'profile'],
       }],
     }));
-    const args = [...DEFAULT_ARGS, '--oidc-config', join(dir, 'oidc.json'), '--oidc-allow-insecure-issuer'];
+    const args = [...DEFAULT_ARGS, '--oidc-config', join(dir, 'oidc.json'), '--oidc-allow-insecure-issuer',
+      ...(dpop ? ['--dpop', 'required'] : [])];
     const dataDir = join(dir, 'data');
-    const start = () => startServer(args, { listen: `127.0.0.1:${appPort}`, dataDir });
+    const pkg = dpop ? join(ROOT, 'pkg', 'dpop') : undefined;
+    const start = () => startServer(args, { listen: `127.0.0.1:${appPort}`, dataDir, pkg });
     let server = await start();
     const ctx = {
       app,
@@ -258,4 +262,48 @@ test('a return path to another origin is refused, by the server and by loginWith
   await atProvider(page, 'ada');
   await page.waitForURL(`${oidc.app}/?after=signin#here`);
   await expect(page.getByTestId('state')).toHaveText('signed in');
+});
+
+test.describe('with DPoP required', () => {
+  test.use({ dpop: true });
+
+  test('a provider sign-in from the DPoP entry starts a session bound to its key; without one the server refuses to start', async ({ browser, oidc }) => {
+    const ctx = await browser.newContext();
+    const page = await ctx.newPage();
+    const sent = [];
+    page.on('request', (r) => {
+      if (r.url().includes('/auth/oidc/test/start')) sent.push({ start: r.url() });
+      if (r.url().endsWith('/api/me')) sent.push({ authorization: r.headers().authorization, dpop: r.headers().dpop });
+    });
+    const first = await signIn(page, oidc, 'ada');
+    expect(first.status).toBe(200);
+    expect(first.body.username).toBe('test:ada');
+    // The start named the key (RFC 9449 §10); every API call went as DPoP with a proof.
+    const start = new URL(sent.find((s) => s.start).start);
+    expect(start.searchParams.get('dpop_jkt')).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    const calls = sent.filter((s) => 'authorization' in s);
+    expect(calls.length).toBeGreaterThan(0);
+    for (const c of calls) {
+      expect(c.authorization).toMatch(/^DPoP /);
+      expect(c.dpop.split('.')).toHaveLength(3);
+    }
+    // The refresh cookie alone (an injected script's own /auth/refresh) is refused: the family is
+    // bound to the key the page named, which signs nothing for that script.
+    const own = await page.evaluate(async () => {
+      const r = await fetch('/auth/refresh', { method: 'POST', headers: { 'x-authfetch': '1' }, credentials: 'include' });
+      return { status: r.status, body: await r.text() };
+    });
+    expect(own.status).toBe(401);
+    expect(own.body).toContain('invalid_dpop_proof');
+    // A reload keeps the session (the key is read back from IndexedDB, the refresh proves it).
+    await openApp(page, `${oidc.app}/`);
+    await expect(page.getByTestId('state')).toHaveText('signed in');
+    expect((await me(page)).status).toBe(200);
+
+    // A start that names no key (the default entry, or a hand-made link) is refused at once.
+    const other = await (await browser.newContext()).newPage();
+    await other.goto(`${oidc.app}/auth/oidc/test/start?return_to=%2F`);
+    await expect(errorCode(other)).toHaveText('dpop_required');
+    await ctx.close();
+  });
 });
