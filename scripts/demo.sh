@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Builds everything the demo needs (idempotently) and starts it: the authfetch server on its
-# embedded SQLite store, serving the demo page (www/) and the npm package (pkg/) under a strict CSP,
+# embedded SQLite store with `--dpop required`, serving the demo page (www/) on the package's DPoP
+# entry (pkg/dpop/: every session bound to a non-extractable WebCrypto key) under a strict CSP,
 # and beside it a local OpenID Provider (tests/oidc/provider.mjs: panva's oidc-provider on
 # 127.0.0.1:9010, any login name and password) behind the page's "Sign in with Local OIDC" button.
 #
 #   bash scripts/demo.sh                       # http://localhost:8080
 #   AUTHFETCH_LISTEN=127.0.0.1:9000 bash scripts/demo.sh
 #   AUTHFETCH_DEMO_OIDC=0 bash scripts/demo.sh # no local provider
+#   AUTHFETCH_DEMO_DPOP=0 bash scripts/demo.sh # the default entry (pkg/), bearer tokens, the
+#                                              # server's default `--dpop optional`
 #   AUTHFETCH_OIDC_CONFIG=oidc.json bash scripts/demo.sh  # your providers instead (e.g. Google:
 #                                              # see "Sign in with Google" in README.md)
 #
@@ -51,8 +54,11 @@ JSON
   echo "demo: local OpenID Provider on http://127.0.0.1:$provider_port (any name and password); open $app"
 fi
 
+dpop_args=(--pkg pkg/dpop --dpop required)
+[ "${AUTHFETCH_DEMO_DPOP:-1}" != 0 ] || dpop_args=(--pkg pkg)
+
 # Not exec: the local provider is stopped when the server exits.
 target/release/authfetch-server \
   --listen "$listen" \
   --data-dir "$data_dir" \
-  --www www --pkg pkg --demo --debug-stats "${oidc_args[@]}" "$@"
+  --www www "${dpop_args[@]}" --demo --debug-stats "${oidc_args[@]}" "$@"
