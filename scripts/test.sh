@@ -22,8 +22,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo clippy (client crate for wasm32, warnings denied)"
 cargo clippy -p authfetch --target wasm32-unknown-unknown --all-targets -- -D warnings
-# The DPoP client is behind the off-by-default `dpop` feature (too large to ship yet): linted
-# and tested here too, so that it does not rot while it waits.
+# The package's DPoP entry (`authfetch/dpop`) is this crate with the `dpop` feature.
 cargo clippy -p authfetch --target wasm32-unknown-unknown --all-targets --features dpop -- -D warnings
 
 step "dependency policy: one crypto stack (ring) in the server"
@@ -43,7 +42,7 @@ CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
 CHROMEDRIVER=/usr/bin/chromedriver \
   cargo test -p authfetch --target wasm32-unknown-unknown --features dpop
 
-step "npm package build + size budget"
+step "npm package build (both entries) + size budgets"
 bash scripts/build-pkg.sh --check-size
 
 step "end-to-end: real server on loopback + Playwright driving /usr/bin/chromium"
