@@ -315,6 +315,13 @@ function theftStep(id, done, current, note) {
 
 function renderTheft() {
   const signedIn = isAuthenticated();
+  // A DPoP-bound session (its token carries `cnf.jkt`): a copied cookie is refused outright, so
+  // the reuse walk-through does not apply; the card says what happens instead.
+  const bound = signedIn && Boolean(claims()?.cnf?.jkt);
+  $('theft-dpop').hidden = !bound;
+  $('theft-steps').hidden = bound;
+  $('theft-try').hidden = bound;
+  $('theft-status').hidden = bound;
   const { revoked } = theft;
   const started = theft.startedAt > 0;
   const rotated = theft.rotatedAt > 0;
@@ -351,11 +358,13 @@ function theftEvent(type) {
 }
 
 function wireTheft() {
-  $('curl-snippet').textContent = [
+  const curl = [
     `curl -i -X POST ${location.origin}/auth/refresh \\`,
     "  -H 'x-authfetch: 1' \\",
     `  -H 'cookie: __Host-authfetch_rt=${COPIED_PLACEHOLDER}'`,
   ].join('\n');
+  $('curl-snippet').textContent = curl;
+  $('curl-snippet-dpop').textContent = curl;
   $('theft-start').addEventListener('click', () => {
     theft.startedAt = Date.now();
     theft.rotatedAt = 0;

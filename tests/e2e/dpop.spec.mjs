@@ -103,6 +103,21 @@ test('the demo works bound to a non-extractable key across reload, expiry, five 
   const stats = await server.stats();
   expect(stats.reuse_detected).toBe(0);
 
+  // The demo's stolen-cookie card: for a bound session it says a copied cookie is refused
+  // outright (the reuse walk-through is for bearer sessions), and so it is: replayed as its
+  // curl line does, from outside the browser, the current cookie gets 401 invalid_dpop_proof,
+  // nothing is revoked, and the page goes on.
+  await expect(page.getByTestId('theft-dpop')).toBeVisible();
+  await expect(page.locator('#theft-steps')).toBeHidden();
+  const rt = (await context.cookies(server.url)).find((c) => c.name === '__Host-authfetch_rt');
+  const replay = await fetch(`${server.url}/auth/refresh`, {
+    method: 'POST', headers: { 'x-authfetch': '1', cookie: `__Host-authfetch_rt=${rt.value}` },
+  });
+  expect(replay.status).toBe(401);
+  expect((await replay.json()).error).toBe('invalid_dpop_proof');
+  await callMe(page);
+  expect((await server.stats()).reuse_detected).toBe(0);
+
   // Logout: every tab follows, the key is gone.
   await page.getByRole('button', { name: 'Log out', exact: true }).click();
   for (const t of tabs) await expect(t.getByTestId('state')).toHaveText('signed out');
