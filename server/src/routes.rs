@@ -554,6 +554,54 @@ async fn login(
     Ok(r)
 }
 
+/// Whether [`family_proof`] checks the proof of a request whose cookie names no bound family
+/// (an unbound or unknown family, or no cookie).
+#[derive(Clone, Copy, Debug)]
+enum Unbound {
+    /// Check it anyway: a refresh, where the proof decides the binding of the new access token
+    /// and `--dpop required` refuses a bearer refresh.
+    Check,
+    /// Let it through unchecked (no proof is used up): a logout, which only a bound family
+    /// guards with its key.
+    Skip,
+}
+
+/// The DPoP check of an `/auth/*` request that presents the refresh cookie `cookie`: its
+/// family's key, if any, then the request's proof against it ([`auth_endpoint`]). `Ok(jkt)`:
+/// go on, bound to `jkt` (`None`: bearer); `Err`: the answer to send, nothing touched yet and
+/// the cookie kept.
+///
+/// The key is a store read of its own, one more round trip per refresh, rather than something
+/// [`Store::rotate`](crate::store::Store::rotate) returns or checks while it holds the family
+/// row. Inside `rotate` the check would run after the refresh has been counted against the
+/// per-address rate limit (which must come before any rotation), so a refresh refused for its
+/// proof would start to use up that limit; and it would need the mode, the proof's key and
+/// the order of the rules (a stale cookie of a bound family without a proof is refused, not
+/// revoked as reuse) passed into both stores, the SQLite transaction and the Lua script.
+/// Logout and logout-everywhere would still read the key first. A family's key is set at
+/// creation and never changes, so reading it first cannot race with the rotation.
+async fn family_proof(
+    st: &AppState,
+    headers: &HeaderMap,
+    uri: &Uri,
+    cookie: Option<&RefreshToken>,
+    unbound: Unbound,
+) -> Result<Option<String>, Response> {
+    let bound = match cookie {
+        Some(t) => st
+            .service
+            .family_jkt(t)
+            .await
+            .map_err(IntoResponse::into_response)?,
+        None => None,
+    };
+    if bound.is_none() && matches!(unbound, Unbound::Skip) {
+        return Ok(None);
+    }
+    let dpop = st.service.dpop().map(AsRef::as_ref);
+    auth_endpoint(dpop, headers, uri, Binding::Family(bound.as_deref())).await
+}
+
 async fn refresh(
     State(st): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -578,18 +626,11 @@ async fn refresh(
     };
     // A refused proof answers before anything is rotated, and keeps the cookie: the page's
     // own client still needs it (an injected script must not be able to log the user out).
-    let dpop = st.service.dpop().map(AsRef::as_ref);
-    let bound = match &presented {
-        Some(t) => match st.service.family_jkt(t).await {
-            Ok(j) => j,
-            Err(e) => return e.into_response(),
-        },
-        None => None,
-    };
-    let jkt = match auth_endpoint(dpop, &headers, &uri, Binding::Family(bound.as_deref())).await {
+    let jkt = match family_proof(&st, &headers, &uri, presented.as_ref(), Unbound::Check).await {
         Ok(j) => j,
         Err(r) => return r,
     };
+    let dpop = st.service.dpop().map(AsRef::as_ref);
     match st.service.refresh_with_key(presented, &ip, jkt).await {
         Ok(issued) => {
             let mut r = token_response(issued);
@@ -614,19 +655,8 @@ async fn logout(
     }
     let cookie = CookieToken::from_headers(&headers).token();
     // A bound family is logged out only by its key: nothing is revoked or cleared otherwise.
-    if let Some(t) = &cookie {
-        let bound = match st.service.family_jkt(t).await {
-            Ok(j) => j,
-            Err(e) => return e.into_response(),
-        };
-        if bound.is_some() {
-            let dpop = st.service.dpop().map(AsRef::as_ref);
-            if let Err(r) =
-                auth_endpoint(dpop, &headers, &uri, Binding::Family(bound.as_deref())).await
-            {
-                return r;
-            }
-        }
+    if let Err(r) = family_proof(&st, &headers, &uri, cookie.as_ref(), Unbound::Skip).await {
+        return r;
     }
     let bearer = optional_bearer(&st, &headers).await;
     let r = match st.service.logout(cookie, bearer).await {
@@ -647,19 +677,8 @@ async fn logout_all(
     }
     let cookie = CookieToken::from_headers(&headers).token();
     // As for logout: a bound family's cookie acts only with a proof by its key.
-    if let Some(t) = &cookie {
-        let bound = match st.service.family_jkt(t).await {
-            Ok(j) => j,
-            Err(e) => return e.into_response(),
-        };
-        if bound.is_some() {
-            let dpop = st.service.dpop().map(AsRef::as_ref);
-            if let Err(r) =
-                auth_endpoint(dpop, &headers, &uri, Binding::Family(bound.as_deref())).await
-            {
-                return r;
-            }
-        }
+    if let Err(r) = family_proof(&st, &headers, &uri, cookie.as_ref(), Unbound::Skip).await {
+        return r;
     }
     let bearer = optional_bearer(&st, &headers).await;
     let r = match st.service.logout_all(cookie, bearer).await {

@@ -92,6 +92,8 @@ pub const INTROSPECTION_CACHE_TTL: Duration = Duration::from_secs(10);
 const MAX_INTROSPECTION_BYTES: usize = 16 * 1024;
 /// Largest accepted opaque token: ours are 43 characters; anything much longer is not ours.
 const MAX_OPAQUE_TOKEN_BYTES: usize = 512;
+/// The `Authorization` scheme of a bearer token (RFC 6750 §2.1).
+const BEARER_SCHEME: &str = "Bearer";
 /// Largest JWKS body accepted.
 const MAX_JWKS_BYTES: usize = 64 * 1024;
 /// Most keys taken from one JWKS.
@@ -556,7 +558,8 @@ impl Verifier {
     /// `Bearer <token>`; otherwise as [`Verifier::verify`].
     pub async fn verify_header(&self, value: Option<&[u8]>) -> Result<AccessClaims, VerifyError> {
         let value = value.ok_or(VerifyError::Missing)?;
-        let token = bearer_token(value).ok_or(JwtError::Malformed("not a Bearer authorization"))?;
+        let token = scheme_token(value, BEARER_SCHEME)
+            .ok_or(JwtError::Malformed("not a Bearer authorization"))?;
         let claims = self.verify(token).await?;
         if claims.cnf_jkt.is_some() {
             // A DPoP-bound token as Bearer: whoever sends it this way has no proof of the key.
@@ -656,14 +659,16 @@ impl Verifier {
     }
 }
 
-/// `Bearer <token>`: scheme case-insensitive, one or more spaces, token68 characters only.
+/// The token of an `Authorization` value `<scheme> <token>`: the scheme compared
+/// case-insensitively, one or more spaces, then a non-empty token68 (RFC 9110 §11.2: letters,
+/// digits, `-._~+/`, and `=`). Serves `Bearer` here and `DPoP` in [`crate::dpop::http`].
 /// Not `headers::Authorization<Bearer>`: it reads the first of several `Authorization` headers
 /// and ignores the rest, and accepts any visible characters in the token, so both checks would
 /// stay here beside it; what it would replace is the `split_once` below.
-fn bearer_token(v: &[u8]) -> Option<&str> {
+pub fn scheme_token<'a>(v: &'a [u8], scheme: &str) -> Option<&'a str> {
     let s = std::str::from_utf8(v).ok()?;
-    let (scheme, rest) = s.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let (name, rest) = s.split_once(' ')?;
+    if !name.eq_ignore_ascii_case(scheme) {
         return None;
     }
     let t = rest.trim_start_matches(' ');
@@ -1196,5 +1201,86 @@ where
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scheme_token;
+    use crate::dpop::DPOP_SCHEME;
+
+    const BEARER: &str = super::BEARER_SCHEME;
+
+    #[test]
+    fn scheme_token_takes_the_token_after_its_scheme() {
+        assert_eq!(
+            scheme_token(b"Bearer abc.def-_~+/", BEARER),
+            Some("abc.def-_~+/")
+        );
+        assert_eq!(scheme_token(b"DPoP abc.def", DPOP_SCHEME), Some("abc.def"));
+    }
+
+    #[test]
+    fn scheme_token_compares_the_scheme_case_insensitively() {
+        for v in ["bearer t", "BEARER t", "bEaReR t"] {
+            assert_eq!(scheme_token(v.as_bytes(), BEARER), Some("t"), "{v}");
+        }
+        for v in ["dpop t", "DPOP t", "dPoP t"] {
+            assert_eq!(scheme_token(v.as_bytes(), DPOP_SCHEME), Some("t"), "{v}");
+        }
+    }
+
+    #[test]
+    fn scheme_token_takes_one_or_more_spaces_and_nothing_else_as_the_separator() {
+        assert_eq!(scheme_token(b"Bearer t", BEARER), Some("t"));
+        assert_eq!(scheme_token(b"Bearer   t", BEARER), Some("t"));
+        for v in [
+            "Bearer\tt",
+            "Bearert",
+            " Bearer t",
+            "Bearer t ",
+            "Bearer t u",
+        ] {
+            assert_eq!(scheme_token(v.as_bytes(), BEARER), None, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn scheme_token_accepts_the_token68_charset_with_trailing_equals_signs() {
+        let all = "AZaz09-._~+/";
+        assert_eq!(
+            scheme_token(format!("DPoP {all}").as_bytes(), DPOP_SCHEME),
+            Some(all)
+        );
+        assert_eq!(scheme_token(b"Bearer dG9rZW4=", BEARER), Some("dG9rZW4="));
+        assert_eq!(scheme_token(b"Bearer dG9rZQ==", BEARER), Some("dG9rZQ=="));
+        // Outside token68: refused, not cut short.
+        for bad in ["a,b", "a;b", "a\"b", "a:b", "a@b", "a%b", "a(b)", "é"] {
+            let v = format!("Bearer {bad}");
+            assert_eq!(scheme_token(v.as_bytes(), BEARER), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn scheme_token_refuses_an_empty_token() {
+        for v in ["Bearer", "Bearer ", "Bearer    ", ""] {
+            assert_eq!(scheme_token(v.as_bytes(), BEARER), None, "{v:?}");
+        }
+        assert_eq!(scheme_token(b"DPoP ", DPOP_SCHEME), None);
+    }
+
+    #[test]
+    fn scheme_token_refuses_another_scheme() {
+        assert_eq!(scheme_token(b"DPoP t", BEARER), None);
+        assert_eq!(scheme_token(b"Bearer t", DPOP_SCHEME), None);
+        assert_eq!(scheme_token(b"Basic dTpw", BEARER), None);
+        assert_eq!(scheme_token(b"Bearerx t", BEARER), None);
+        assert_eq!(scheme_token(b"Bear t", BEARER), None);
+    }
+
+    #[test]
+    fn scheme_token_refuses_bytes_that_are_not_utf8() {
+        assert_eq!(scheme_token(b"Bearer \xff\xfe", BEARER), None);
+        assert_eq!(scheme_token(b"\xffBearer t", BEARER), None);
     }
 }

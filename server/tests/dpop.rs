@@ -90,6 +90,28 @@ impl Es256 {
         self.proof_with(|_, _| {})
     }
 
+    /// A proof for the request `htm htu` at `iat`, with `ath` of `token` and `nonce` if given.
+    fn request_proof(
+        &self,
+        htm: &str,
+        htu: &str,
+        iat: i64,
+        token: Option<&str>,
+        nonce: Option<&str>,
+    ) -> String {
+        self.proof_with(|_, c| {
+            c.insert("htm".into(), json!(htm));
+            c.insert("htu".into(), json!(htu));
+            c.insert("iat".into(), json!(iat));
+            if let Some(t) = token {
+                c.insert("ath".into(), json!(ath(t)));
+            }
+            if let Some(n) = nonce {
+                c.insert("nonce".into(), json!(n));
+            }
+        })
+    }
+
     fn thumbprint(&self) -> String {
         let j = self.jwk();
         authfetch_server::dpop::thumbprint_of_members(&[
@@ -995,7 +1017,7 @@ mod wired {
     use common::{auth_post, cookie_header, cookie_value, error_code, json, TestApp, ORIGIN};
 
     /// A proof for `htm path` at the app's clock, with `ath` of `token` and `nonce` if given.
-    fn proof_for(
+    pub(super) fn proof_for(
         key: &Es256,
         app: &TestApp,
         htm: &str,
@@ -1003,20 +1025,10 @@ mod wired {
         token: Option<&str>,
         nonce: Option<&str>,
     ) -> String {
-        key.proof_with(|_, c| {
-            c.insert("htm".into(), json!(htm));
-            c.insert("htu".into(), json!(format!("{ORIGIN}{path}")));
-            c.insert("iat".into(), json!(app.now_s()));
-            if let Some(t) = token {
-                c.insert("ath".into(), json!(ath(t)));
-            }
-            if let Some(n) = nonce {
-                c.insert("nonce".into(), json!(n));
-            }
-        })
+        key.request_proof(htm, &format!("{ORIGIN}{path}"), app.now_s(), token, nonce)
     }
 
-    async fn login(app: &TestApp, proof: Option<&str>) -> Response<Body> {
+    pub(super) async fn login(app: &TestApp, proof: Option<&str>) -> Response<Body> {
         let mut b = auth_post(authfetch_protocol::LOGIN_PATH)
             .header(header::CONTENT_TYPE, "application/json");
         if let Some(p) = proof {
@@ -1058,6 +1070,12 @@ mod wired {
             b = b.header("dpop", p);
         }
         app.send(b.body(Body::empty()).unwrap()).await
+    }
+
+    /// `POST path` with the cookie and a fresh proof by `key` for exactly that request.
+    async fn post_by(app: &TestApp, key: &Es256, path: &str, cookie: &str) -> Response<Body> {
+        let p = proof_for(key, app, "POST", path, None, None);
+        post(app, path, cookie, Some(&p)).await
     }
 
     async fn me(app: &TestApp, authorization: &str, proof: Option<&str>) -> Response<Body> {
@@ -1136,12 +1154,8 @@ mod wired {
         }
         // iat 61 s off either way (the token itself lives 60 s here, so the clock stays put).
         for off in [-61, 61] {
-            let p = key.proof_with(|_, c| {
-                c.insert("htm".into(), json!("GET"));
-                c.insert("htu".into(), json!(format!("{ORIGIN}/api/me")));
-                c.insert("iat".into(), json!(app.now_s() + off));
-                c.insert("ath".into(), json!(ath(&s.access)));
-            });
+            let me_url = format!("{ORIGIN}/api/me");
+            let p = key.request_proof("GET", &me_url, app.now_s() + off, Some(&s.access), None);
             refused(me(&app, &dpop, Some(&p)).await, "invalid_dpop_proof").await;
         }
         // A good proof works once; the same proof again is a replay.
@@ -1171,9 +1185,8 @@ mod wired {
             "invalid_dpop_proof",
         )
         .await;
-        let p = proof_for(&thief, &app, "POST", refresh, None, None);
         refused(
-            post(&app, refresh, &s.cookie, Some(&p)).await,
+            post_by(&app, &thief, refresh, &s.cookie).await,
             "invalid_dpop_proof",
         )
         .await;
@@ -1189,8 +1202,7 @@ mod wired {
             (Some(0), Some(0))
         );
         // The right key: rotated, still bound.
-        let p = proof_for(&key, &app, "POST", refresh, None, None);
-        let r = post(&app, refresh, &s.cookie, Some(&p)).await;
+        let r = post_by(&app, &key, refresh, &s.cookie).await;
         assert_eq!(r.status(), StatusCode::OK);
         let next = cookie_value(&r).unwrap();
         let body = json(r).await;
@@ -1205,9 +1217,8 @@ mod wired {
         );
         // And the successor goes on with the key, not without it.
         refused(post(&app, refresh, &next, None).await, "invalid_dpop_proof").await;
-        let p = proof_for(&key, &app, "POST", refresh, None, None);
         assert_eq!(
-            post(&app, refresh, &next, Some(&p)).await.status(),
+            post_by(&app, &key, refresh, &next).await.status(),
             StatusCode::OK
         );
     }
@@ -1221,9 +1232,8 @@ mod wired {
         // Logout everywhere by the cookie alone is refused like logout.
         let all = authfetch_protocol::LOGOUT_ALL_PATH;
         refused(post(&app, all, &s.cookie, None).await, "invalid_dpop_proof").await;
-        let p = proof_for(&Es256::new(), &app, "POST", all, None, None);
         refused(
-            post(&app, all, &s.cookie, Some(&p)).await,
+            post_by(&app, &Es256::new(), all, &s.cookie).await,
             "invalid_dpop_proof",
         )
         .await;
@@ -1233,25 +1243,21 @@ mod wired {
             "invalid_dpop_proof",
         )
         .await;
-        let p = proof_for(&Es256::new(), &app, "POST", logout, None, None);
         refused(
-            post(&app, logout, &s.cookie, Some(&p)).await,
+            post_by(&app, &Es256::new(), logout, &s.cookie).await,
             "invalid_dpop_proof",
         )
         .await;
         // Nothing was revoked: the family still refreshes, with its key.
         let refresh = authfetch_protocol::REFRESH_PATH;
-        let p = proof_for(&key, &app, "POST", refresh, None, None);
-        let r = post(&app, refresh, &s.cookie, Some(&p)).await;
+        let r = post_by(&app, &key, refresh, &s.cookie).await;
         assert_eq!(r.status(), StatusCode::OK);
         let next = cookie_value(&r).unwrap();
-        let p = proof_for(&key, &app, "POST", logout, None, None);
         assert_eq!(
-            post(&app, logout, &next, Some(&p)).await.status(),
+            post_by(&app, &key, logout, &next).await.status(),
             StatusCode::NO_CONTENT
         );
-        let p = proof_for(&key, &app, "POST", refresh, None, None);
-        let r = post(&app, refresh, &next, Some(&p)).await;
+        let r = post_by(&app, &key, refresh, &next).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(error_code(r).await, "invalid_grant");
     }
@@ -1447,12 +1453,13 @@ mod wired {
                     .status()
             }
         };
-        let p = key.proof_with(|_, c| {
-            c.insert("htm".into(), json!("GET"));
-            c.insert("htu".into(), json!("https://api.example/api/me"));
-            c.insert("iat".into(), json!(app.now_s()));
-            c.insert("ath".into(), json!(ath(&s.access)));
-        });
+        let p = key.request_proof(
+            "GET",
+            "https://api.example/api/me",
+            app.now_s(),
+            Some(&s.access),
+            None,
+        );
         assert_eq!(call(bearer.clone(), None).await, StatusCode::UNAUTHORIZED);
         let dpop = format!("DPoP {}", s.access);
         assert_eq!(call(dpop.clone(), None).await, StatusCode::UNAUTHORIZED);
@@ -1471,27 +1478,10 @@ mod wired {
 #[tokio::test]
 async fn interop_a_node_jose_verifier_accepts_a_bound_token_with_its_proof_only() {
     use authfetch_server::dpop::http::DpopMode;
-    use axum::body::Body;
     let app = common::TestApp::with(|c| c.dpop.mode = DpopMode::Required).await;
     let key = Es256::new();
-    let login_proof = key.proof_with(|_, c| {
-        c.insert(
-            "htu".into(),
-            json!(format!("{}/auth/login", common::ORIGIN)),
-        );
-        c.insert("iat".into(), json!(app.now_s()));
-    });
-    let r = app
-        .send(
-            common::auth_post(authfetch_protocol::LOGIN_PATH)
-                .header("content-type", "application/json")
-                .header("dpop", login_proof)
-                .body(Body::from(
-                    json!({"username": "alice", "password": "alice-password"}).to_string(),
-                ))
-                .unwrap(),
-        )
-        .await;
+    let login_proof = wired::proof_for(&key, &app, "POST", "/auth/login", None, None);
+    let r = wired::login(&app, Some(&login_proof)).await;
     let access = common::json(r).await["access_token"]
         .as_str()
         .unwrap()
@@ -1504,18 +1494,9 @@ async fn interop_a_node_jose_verifier_accepts_a_bound_token_with_its_proof_only(
     .unwrap();
     let url = "https://api.example/api/me?x=1";
     let proof_by = |k: &Es256, htm: &str| {
-        k.proof_with(|_, c| {
-            c.insert("htm".into(), json!(htm));
-            c.insert("htu".into(), json!("https://api.example/api/me"));
-            // jose checks iat against the real clock.
-            c.insert(
-                "iat".into(),
-                json!(authfetch_server::clock::Clock::now_secs(
-                    &authfetch_server::clock::SystemClock
-                )),
-            );
-            c.insert("ath".into(), json!(ath(&access)));
-        })
+        // jose checks iat against the real clock.
+        let now = authfetch_server::clock::Clock::now_secs(&authfetch_server::clock::SystemClock);
+        k.request_proof(htm, "https://api.example/api/me", now, Some(&access), None)
     };
     let run = |authorization: String, proof: Option<String>| {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");

@@ -9,7 +9,7 @@
 mod common;
 
 use authfetch_protocol::{CSRF_HEADER, LOGIN_PATH, LOGOUT_ALL_PATH, LOGOUT_PATH};
-use authfetch_server::config::{AccessTokens, IntrospectionSecret, StoreKind};
+use authfetch_server::config::{AccessTokens, IntrospectionSecret};
 use authfetch_server::jwt::JwtError;
 use authfetch_server::routes::INTROSPECT_PATH;
 use authfetch_server::verify::{Verifier, VerifierConfig, VerifyError};
@@ -21,8 +21,7 @@ const SECRET: &str = "resource-server-secret-0123456789abcdef";
 
 /// A test app served on 127.0.0.1 (manual clock), and its Redis if any.
 struct Live {
-    t: TestApp,
-    _redis: Option<RedisServer>,
+    app: Fixture,
     base: String,
     http: reqwest::Client,
     server: tokio::task::JoinHandle<Result<(), std::io::Error>>,
@@ -34,24 +33,8 @@ impl Drop for Live {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Sqlite,
-    Redis,
-}
-
 async fn live(b: Backend, mode: AccessTokens, secret: bool, name: &str) -> Live {
-    let redis = match b {
-        Backend::Sqlite => None,
-        Backend::Redis => Some(RedisServer::start()),
-    };
-    let url = redis.as_ref().map(|r| r.url.clone());
-    let prefix = unique_prefix(name);
-    let t = TestApp::with(move |c| {
-        if let Some(url) = url {
-            c.store = StoreKind::Redis(url);
-            c.redis_prefix = prefix;
-        }
+    let app = fixture(b, name, |c| {
         c.access_tokens = mode;
         if secret {
             c.introspection_secret = Some(IntrospectionSecret::new(SECRET.into()).unwrap());
@@ -60,10 +43,9 @@ async fn live(b: Backend, mode: AccessTokens, secret: bool, name: &str) -> Live 
     .await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(axum::serve(listener, t.router.clone()).into_future());
+    let server = tokio::spawn(axum::serve(listener, app.router.clone()).into_future());
     Live {
-        t,
-        _redis: redis,
+        app,
         base: format!("http://{addr}"),
         http: http_client(),
         server,
@@ -151,7 +133,7 @@ impl Live {
     }
 
     fn access_ttl(&self) -> Duration {
-        self.t.config.access_ttl
+        self.app.config.access_ttl
     }
 }
 
@@ -220,9 +202,9 @@ async fn logout_reaches_an_outstanding_token_as_the_mode_documents(b: Backend, m
                 200,
                 "stateless: still accepted after logout"
             );
-            l.t.advance(l.access_ttl() - Duration::from_secs(2));
+            l.app.advance(l.access_ttl() - Duration::from_secs(2));
             assert_eq!(l.me(&s.access).await, 200, "stateless: accepted until exp");
-            l.t.advance(Duration::from_secs(2));
+            l.app.advance(Duration::from_secs(2));
             assert_eq!(l.me(&s.access).await, 401, "stateless: refused from exp on");
         }
         _ => assert_eq!(l.me(&s.access).await, 401, "{mode:?}: refused at once"),
@@ -252,7 +234,7 @@ async fn logout_everywhere_reaches_an_outstanding_token_as_the_mode_documents(
                 "stateless: accepted until exp"
             );
             assert_eq!(l.me(&laptop.access).await, 200);
-            l.t.advance(l.access_ttl());
+            l.app.advance(l.access_ttl());
             assert_eq!(l.me(&phone.access).await, 401);
             assert_eq!(l.me(&laptop.access).await, 401);
         }
@@ -290,7 +272,7 @@ async fn introspection_is_exact_in_every_mode(b: Backend, mode: AccessTokens) {
         assert_eq!(body["iss"], "authfetch");
         assert_eq!(body["aud"], serde_json::json!(["authfetch-api"]));
         assert!(body["sub"].as_str().is_some_and(|s| !s.is_empty()));
-        assert!(body["exp"].as_i64().unwrap() > l.t.now_s());
+        assert!(body["exp"].as_i64().unwrap() > l.app.now_s());
     }
     // Anything that is not a live token: exactly {"active": false}, no reason.
     let mut altered = s.access.clone().into_bytes();
@@ -566,7 +548,7 @@ async fn opaque_tokens_are_stored_only_as_their_sha256() {
         let hash = sha2::Sha256::digest(&raw);
         let blob: Vec<u8> = match b {
             Backend::Sqlite => {
-                let db = l.t.dir.path().join("authfetch.sqlite3");
+                let db = l.app.dir.path().join("authfetch.sqlite3");
                 let c = rusqlite::Connection::open_with_flags(
                     &db,
                     rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
@@ -585,12 +567,12 @@ async fn opaque_tokens_are_stored_only_as_their_sha256() {
                 all
             }
             Backend::Redis => {
-                let url = l._redis.as_ref().unwrap().url.clone();
+                let url = l.app.redis.as_ref().unwrap().url.clone();
                 let client = ::redis::Client::open(url.as_str()).unwrap();
                 let mut c = client.get_multiplexed_async_connection().await.unwrap();
                 let key = format!(
                     "{}at:{}",
-                    l.t.config.redis_prefix,
+                    l.app.config.redis_prefix,
                     authfetch_server::secret::hex(&hash)
                 );
                 let ttl: i64 = ::redis::cmd("PTTL")

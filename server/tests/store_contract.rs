@@ -19,43 +19,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Sqlite,
-    Redis,
-}
-
-/// A test app on the chosen backend; the Redis server (if any) lives as long as the fixture.
-struct Fixture {
-    t: TestApp,
-    redis: Option<RedisServer>,
-}
-
-impl std::ops::Deref for Fixture {
-    type Target = TestApp;
-    fn deref(&self) -> &TestApp {
-        &self.t
-    }
-}
-
-async fn fixture(b: Backend, name: &str, f: impl FnOnce(&mut Config)) -> Fixture {
-    let redis = match b {
-        Backend::Sqlite => None,
-        Backend::Redis => Some(RedisServer::start()),
-    };
-    let url = redis.as_ref().map(|r| r.url.clone());
-    let prefix = unique_prefix(name);
-    let t = TestApp::with(move |c| {
-        if let Some(url) = url {
-            c.store = StoreKind::Redis(url);
-            c.redis_prefix = prefix;
-        }
-        f(c);
-    })
-    .await;
-    Fixture { t, redis }
-}
-
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod sqlite {

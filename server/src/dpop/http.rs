@@ -19,7 +19,7 @@ use super::{
 use crate::clock::Clock;
 use crate::error::AppError;
 use crate::jwt::{Alg, JwtError};
-use crate::verify::{AccessClaims, Verifier, VerifyError};
+use crate::verify::{scheme_token, AccessClaims, Verifier, VerifyError};
 
 /// The algorithms proofs may use: ES256, what WebCrypto gives every browser.
 pub const PROOF_ALGS: [Alg; 1] = [Alg::Es256];
@@ -258,8 +258,7 @@ impl DpopCheck {
             (v, None) => v,
             (_, Some(_)) => return Err(VerifyError::Ambiguous.into_response()),
         };
-        let dpop_token = value.and_then(|v| dpop_token(v.as_bytes()));
-        let Some(token) = dpop_token else {
+        let Some(token) = value.and_then(|v| scheme_token(v.as_bytes(), DPOP_SCHEME)) else {
             if self.mode == DpopMode::Required {
                 // The challenge tells a client that only DPoP is accepted here.
                 return Err(self.reject(DpopReject::Token(value.is_some())));
@@ -346,26 +345,11 @@ pub fn add_nonce(check: Option<&DpopCheck>, resp: &mut Response) {
     }
 }
 
-/// `DPoP <token>`: scheme case-insensitive, token68 characters only (as `Bearer` is parsed).
-pub fn dpop_token(v: &[u8]) -> Option<&str> {
-    let s = std::str::from_utf8(v).ok()?;
-    let (scheme, rest) = s.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case(DPOP_SCHEME) {
-        return None;
-    }
-    let t = rest.trim_start_matches(' ');
-    let ok = !t.is_empty()
-        && t.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'+' | b'/' | b'=')
-        });
-    ok.then_some(t)
-}
-
 /// The token of a single `Authorization: DPoP` header, if that is what the request carries.
 pub fn dpop_authorization(headers: &HeaderMap) -> Option<&str> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     match (values.next(), values.next()) {
-        (Some(v), None) => dpop_token(v.as_bytes()),
+        (Some(v), None) => scheme_token(v.as_bytes(), DPOP_SCHEME),
         _ => None,
     }
 }

@@ -8,23 +8,17 @@
 //! use" (A2: nothing makes room by forgetting what it must remember).
 
 use async_trait::async_trait;
-use redis::aio::MultiplexedConnection;
-use redis::AsyncConnectionConfig;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
-use std::time::Duration;
-use tokio::sync::RwLock;
 
 use super::proof::VerifiedProof;
 use crate::secret::hex;
+use crate::store::redis::LazyConnection;
 
 /// Default bound of [`MemoryReplayCache`]: 100,000 proofs (about 10 MB). With the default
 /// ±60 s window a proof is remembered for at most 121 s, so this sustains some 800 proofs per
 /// second before the cache refuses new ones.
 pub const DEFAULT_REPLAY_CAPACITY: usize = 100_000;
-
-/// Connection and response timeout for Redis, as the Redis store uses.
-const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The cache could not decide; the caller answers 500/503, never accepts the proof.
 #[derive(Debug, thiserror::Error)]
@@ -134,9 +128,9 @@ impl ReplayCache for MemoryReplayCache {
 
 /// A cache on Redis, shared by every instance that uses the same Redis and prefix.
 pub struct RedisReplayCache {
-    client: redis::Client,
-    /// One multiplexed connection; replaced after a connection-level error.
-    conn: RwLock<Option<MultiplexedConnection>>,
+    /// One multiplexed connection (as the Redis store's); replaced after a connection-level
+    /// error.
+    conn: LazyConnection,
     prefix: String,
 }
 
@@ -166,46 +160,11 @@ impl RedisReplayCache {
     /// Redis is unreachable or refuses `PING`.
     pub async fn connect_client(client: redis::Client, prefix: &str) -> Result<Self, ReplayError> {
         let cache = Self {
-            client,
-            conn: RwLock::new(None),
+            conn: LazyConnection::new(client),
             prefix: prefix.to_owned(),
         };
-        let mut c = cache.con().await?;
-        let r: Result<String, _> = redis::cmd("PING").query_async(&mut c).await;
-        cache.reset_on_error(r).await?;
+        cache.conn.ping().await?;
         Ok(cache)
-    }
-
-    async fn con(&self) -> Result<MultiplexedConnection, ReplayError> {
-        if let Some(c) = self.conn.read().await.as_ref() {
-            return Ok(c.clone());
-        }
-        let mut slot = self.conn.write().await;
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
-        }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT));
-        let c = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
-        *slot = Some(c.clone());
-        Ok(c)
-    }
-
-    /// Drops the connection after a connection-level failure, so the next call reconnects.
-    async fn reset_on_error<T>(&self, r: Result<T, redis::RedisError>) -> Result<T, ReplayError> {
-        match r {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
-                    *self.conn.write().await = None;
-                }
-                Err(e.into())
-            }
-        }
     }
 
     fn key(&self, proof: &VerifiedProof) -> String {
@@ -216,7 +175,7 @@ impl RedisReplayCache {
 #[async_trait]
 impl ReplayCache for RedisReplayCache {
     async fn first_use(&self, proof: &VerifiedProof, now_ms: i64) -> Result<bool, ReplayError> {
-        let mut c = self.con().await?;
+        let mut c = self.conn.get().await?;
         // SET NX: set only if absent, atomically in Redis; PX: Redis forgets it by itself.
         let r: Result<Option<String>, _> = redis::cmd("SET")
             .arg(self.key(proof))
@@ -226,7 +185,7 @@ impl ReplayCache for RedisReplayCache {
             .arg(ttl_ms(proof, now_ms))
             .query_async(&mut c)
             .await;
-        Ok(self.reset_on_error(r).await?.is_some())
+        Ok(self.conn.reset_on_error(r).await?.is_some())
     }
 }
 

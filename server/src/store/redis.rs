@@ -320,6 +320,69 @@ impl Scripts {
     }
 }
 
+/// One multiplexed connection to a Redis, opened on first use and shared by every call, and
+/// dropped after a connection-level failure so that the next call reconnects instead of
+/// failing forever. [`RedisStore`] and the DPoP replay cache
+/// ([`RedisReplayCache`](crate::dpop::RedisReplayCache)) each hold one, on the client they
+/// were given (for `rediss://`, the one `crate::tls::redis_client` built with the configured
+/// CA).
+pub(crate) struct LazyConnection {
+    client: redis::Client,
+    conn: RwLock<Option<MultiplexedConnection>>,
+}
+
+impl LazyConnection {
+    /// Nothing is connected until the first [`LazyConnection::get`].
+    pub(crate) fn new(client: redis::Client) -> Self {
+        Self {
+            client,
+            conn: RwLock::new(None),
+        }
+    }
+
+    /// The shared connection, opened now (with [`TIMEOUT`] to connect and per command) if
+    /// there is none.
+    pub(crate) async fn get(&self) -> Result<MultiplexedConnection, RedisError> {
+        if let Some(c) = self.conn.read().await.as_ref() {
+            return Ok(c.clone());
+        }
+        let mut slot = self.conn.write().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(TIMEOUT))
+            .set_response_timeout(Some(TIMEOUT));
+        let c = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    /// `r`, the answer to a command on [`LazyConnection::get`]'s connection; after a
+    /// connection-level failure the connection is dropped first, so the next call reconnects.
+    pub(crate) async fn reset_on_error<T>(
+        &self,
+        r: Result<T, RedisError>,
+    ) -> Result<T, RedisError> {
+        if let Err(e) = &r {
+            if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                *self.conn.write().await = None;
+            }
+        }
+        r
+    }
+
+    /// Redis's answer to `PING` (`PONG`), to check the connection at start-up.
+    pub(crate) async fn ping(&self) -> Result<String, RedisError> {
+        let mut c = self.get().await?;
+        let r = redis::cmd("PING").query_async(&mut c).await;
+        self.reset_on_error(r).await
+    }
+}
+
 /// What a Redis keeps of acknowledged writes when Redis itself restarts
 /// ([`RedisStore::durability`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -337,9 +400,8 @@ pub enum Durability {
 
 /// Redis implementation of [`Store`].
 pub struct RedisStore {
-    client: redis::Client,
     /// One multiplexed connection shared by all requests; replaced after a connection error.
-    conn: RwLock<Option<MultiplexedConnection>>,
+    conn: LazyConnection,
     prefix: String,
     scripts: Scripts,
 }
@@ -419,16 +481,11 @@ impl RedisStore {
         prefix: &str,
     ) -> Result<RedisStore, StoreError> {
         let store = RedisStore {
-            client,
-            conn: RwLock::new(None),
+            conn: LazyConnection::new(client),
             prefix: prefix.to_owned(),
             scripts: Scripts::new(),
         };
-        let mut c = store.con().await?;
-        let pong: String = store
-            .reset_on_error(redis::cmd("PING").query_async(&mut c).await)
-            .await?;
-        if pong != "PONG" {
+        if store.conn.ping().await? != "PONG" {
             return Err(StoreError::Corrupt("unexpected PING reply"));
         }
         Ok(store)
@@ -441,7 +498,7 @@ impl RedisStore {
     /// # Errors
     /// Redis is unreachable, or answers neither command.
     pub async fn durability(&self) -> Result<Durability, StoreError> {
-        let mut c = self.con().await?;
+        let mut c = self.conn.get().await?;
         let config: Result<Vec<String>, RedisError> = redis::cmd("CONFIG")
             .arg("GET")
             .arg("append*")
@@ -466,6 +523,7 @@ impl RedisStore {
             }
         }
         let info: String = self
+            .conn
             .reset_on_error(
                 redis::cmd("INFO")
                     .arg("persistence")
@@ -484,46 +542,13 @@ impl RedisStore {
         })
     }
 
-    async fn con(&self) -> Result<MultiplexedConnection, StoreError> {
-        if let Some(c) = self.conn.read().await.as_ref() {
-            return Ok(c.clone());
-        }
-        let mut slot = self.conn.write().await;
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
-        }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT));
-        let c = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
-        *slot = Some(c.clone());
-        Ok(c)
-    }
-
-    /// Drops the shared connection after a connection-level failure, so the next call
-    /// reconnects instead of failing forever.
-    async fn reset_on_error<T>(&self, r: Result<T, RedisError>) -> Result<T, StoreError> {
-        match r {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
-                    *self.conn.write().await = None;
-                }
-                Err(e.into())
-            }
-        }
-    }
-
     async fn invoke<T: redis::FromRedisValue>(
         &self,
         inv: redis::ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
-        let mut c = self.con().await?;
+        let mut c = self.conn.get().await?;
         let r = inv.invoke_async(&mut c).await;
-        self.reset_on_error(r).await
+        Ok(self.conn.reset_on_error(r).await?)
     }
 
     fn key(&self, kind: &str, id: &str) -> String {
@@ -728,7 +753,7 @@ impl Store for RedisStore {
 
     async fn put_opaque(&self, hash: &TokenHash, rec: &OpaqueRecord) -> Result<(), StoreError> {
         let key = self.key("at", &hex(&hash.0));
-        let mut c = self.con().await?;
+        let mut c = self.conn.get().await?;
         let r: Result<(), RedisError> = redis::pipe()
             .atomic()
             .hset_multiple(
@@ -748,7 +773,7 @@ impl Store for RedisStore {
             .ignore()
             .query_async(&mut c)
             .await;
-        self.reset_on_error(r).await
+        Ok(self.conn.reset_on_error(r).await?)
     }
 
     async fn live_opaque(

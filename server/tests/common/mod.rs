@@ -6,7 +6,7 @@ pub mod process;
 
 use authfetch_protocol::{CSRF_HEADER, REFRESH_COOKIE};
 use authfetch_server::clock::{Clock, ManualClock};
-use authfetch_server::config::{Limit, PasswordParams, RateLimits};
+use authfetch_server::config::{Limit, PasswordParams, RateLimits, StoreKind};
 use authfetch_server::secret::Password;
 use authfetch_server::{app, open_with_clock, AppState, Config};
 use axum::body::Body;
@@ -349,6 +349,46 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The store a test runs on.
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Sqlite,
+    Redis,
+}
+
+/// A test app on the chosen backend; the Redis server (if any) lives as long as the fixture.
+pub struct Fixture {
+    pub t: TestApp,
+    pub redis: Option<RedisServer>,
+}
+
+impl std::ops::Deref for Fixture {
+    type Target = TestApp;
+    fn deref(&self) -> &TestApp {
+        &self.t
+    }
+}
+
+/// A [`TestApp`] on `b`: for Redis, on a private `redis-server` under a key prefix unique to
+/// this test (`name`). `f` then adjusts the configuration.
+pub async fn fixture(b: Backend, name: &str, f: impl FnOnce(&mut Config)) -> Fixture {
+    let redis = match b {
+        Backend::Sqlite => None,
+        Backend::Redis => Some(RedisServer::start()),
+    };
+    let url = redis.as_ref().map(|r| r.url.clone());
+    let prefix = unique_prefix(name);
+    let t = TestApp::with(move |c| {
+        if let Some(url) = url {
+            c.store = StoreKind::Redis(url);
+            c.redis_prefix = prefix;
+        }
+        f(c);
+    })
+    .await;
+    Fixture { t, redis }
 }
 
 /// A unique Redis key prefix per test.

@@ -238,18 +238,52 @@ impl SqliteStore {
         T: Send + 'static,
         F: Fn(&Connection) -> Result<T, StoreError> + Send + Sync + 'static,
     {
+        match self.read_here(&f) {
+            Some(answer) => answer,
+            None => self.read_elsewhere(f).await,
+        }
+    }
+
+    /// The first half of [`SqliteStore::read`], for a read whose closure borrows (and so can
+    /// run without copying anything): `f` on a read-only connection on the caller's thread,
+    /// never waiting for a lock there. `None` when it has to go to
+    /// [`SqliteStore::read_elsewhere`]: the file is locked, or the store is in memory.
+    fn read_here<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Option<Result<T, StoreError>> {
+        match self.readers.as_ref()?.with(false, f) {
+            Err(e) if is_busy(&e) => None,
+            answer => Some(answer),
+        }
+    }
+
+    /// The second half of [`SqliteStore::read`]: `f` on a read-only connection in the blocking
+    /// pool, where it may wait for a lock, or, for an in-memory store, on the writer's.
+    async fn read_elsewhere<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
         let Some(readers) = &self.readers else {
             return self.run(move |c| f(c)).await;
         };
-        match readers.with(false, &f) {
-            Err(e) if is_busy(&e) => {}
-            answer => return answer,
-        }
         let readers = Arc::clone(readers);
-        tokio::task::spawn_blocking(move || readers.with(true, &f))
+        tokio::task::spawn_blocking(move || readers.with(true, f))
             .await
             .map_err(|_| StoreError::Task)?
     }
+}
+
+/// Makes the reads that follow on `c` see one state: a read transaction of their own on a
+/// read-only connection; none on the writer's, whose calls already run inside their batch's
+/// transaction (where `BEGIN` would fail).
+fn snapshot(c: &Connection) -> Result<Option<rusqlite::Transaction<'_>>, StoreError> {
+    Ok(if c.is_autocommit() {
+        Some(c.unchecked_transaction()?)
+    } else {
+        None
+    })
 }
 
 fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
@@ -512,41 +546,18 @@ impl Store for SqliteStore {
     }
 
     async fn is_access_revoked(&self, q: AccessCheck<'_>, now_ms: i64) -> Result<bool, StoreError> {
-        if let Some(readers) = &self.readers {
-            // Every authenticated request asks this: answered on the caller's thread from a
-            // read-only connection (WAL readers never wait for the writer), without the two
-            // thread switches of a trip through the writer's channel. That thread is an async
-            // worker, so the read must never wait for a lock there: if the file is locked
-            // (another process, a WAL recovery) the check moves to the blocking pool and waits
-            // there.
-            let read = move |c: &Connection, q: &AccessCheck<'_>| {
-                let _snapshot = c.unchecked_transaction()?; // the three reads see one state
-                access_revoked(c, q, now_ms)
-            };
-            match readers.with(false, |c| read(c, &q)) {
-                Err(e) if is_busy(&e) => {}
-                answer => return answer,
-            }
-            let readers = Arc::clone(readers);
-            let (iss, jti, sub, sid, iat) = (
-                q.iss.to_owned(),
-                q.jti.to_owned(),
-                q.sub.to_owned(),
-                q.sid.map(str::to_owned),
-                q.iat,
-            );
-            return tokio::task::spawn_blocking(move || {
-                let q = AccessCheck {
-                    iss: &iss,
-                    jti: &jti,
-                    sub: &sub,
-                    sid: sid.as_deref(),
-                    iat,
-                };
-                readers.with(true, |c| read(c, &q))
-            })
-            .await
-            .map_err(|_| StoreError::Task)?;
+        // Every authenticated request asks this: answered on the caller's thread from a
+        // read-only connection (WAL readers never wait for the writer), without the two thread
+        // switches of a trip through the writer's channel, and with the claims borrowed. That
+        // thread is an async worker, so the read must never wait for a lock there: if the file
+        // is locked (another process, a WAL recovery) the check moves to the blocking pool and
+        // waits there; only then, or for an in-memory store, are the claims copied.
+        let read = move |c: &Connection, q: &AccessCheck<'_>| {
+            let _snapshot = snapshot(c)?; // the three reads see one state
+            access_revoked(c, q, now_ms)
+        };
+        if let Some(answer) = self.read_here(|c| read(c, &q)) {
+            return answer;
         }
         let (iss, jti, sub, sid, iat) = (
             q.iss.to_owned(),
@@ -555,7 +566,7 @@ impl Store for SqliteStore {
             q.sid.map(str::to_owned),
             q.iat,
         );
-        self.run(move |c| {
+        self.read_elsewhere(move |c| {
             let q = AccessCheck {
                 iss: &iss,
                 jti: &jti,
@@ -563,7 +574,7 @@ impl Store for SqliteStore {
                 sid: sid.as_deref(),
                 iat,
             };
-            access_revoked(c, &q, now_ms)
+            read(c, &q)
         })
         .await
     }
@@ -588,7 +599,7 @@ impl Store for SqliteStore {
     ) -> Result<Option<OpaqueRecord>, StoreError> {
         let h = hash.0;
         let read = move |c: &Connection, iss: &str| -> Result<Option<OpaqueRecord>, StoreError> {
-            let _snapshot = c.unchecked_transaction()?; // the record and its revocation state
+            let _snapshot = snapshot(c)?; // the record and its revocation state
             let rec = c
                 .prepare_cached(
                     "SELECT sub, sid, jti, iat_s, exp_ms FROM access_tokens WHERE hash = ?1",
@@ -622,20 +633,12 @@ impl Store for SqliteStore {
             };
             Ok((!access_revoked(c, &q, now_ms)?).then_some(rec))
         };
-        if let Some(readers) = &self.readers {
-            // As is_access_revoked: on the caller's thread, never waiting for a lock there.
-            match readers.with(false, |c| read(c, iss)) {
-                Err(e) if is_busy(&e) => {}
-                answer => return answer,
-            }
-            let readers = Arc::clone(readers);
-            let iss = iss.to_owned();
-            return tokio::task::spawn_blocking(move || readers.with(true, |c| read(c, &iss)))
-                .await
-                .map_err(|_| StoreError::Task)?;
+        // As is_access_revoked: on the caller's thread, never waiting for a lock there.
+        if let Some(answer) = self.read_here(|c| read(c, iss)) {
+            return answer;
         }
         let iss = iss.to_owned();
-        self.run(move |c| read(c, &iss)).await
+        self.read_elsewhere(move |c| read(c, &iss)).await
     }
 
     async fn user_for_identity(
@@ -908,6 +911,48 @@ mod tests {
         // A reader cannot write, whatever it is handed.
         let err = readers.with(false, |c| Ok(c.execute("DELETE FROM users", [])?));
         assert!(matches!(err, Err(StoreError::Sqlite(_))), "{err:?}");
+    }
+
+    /// An opaque token's record and its revocation state, on both kinds of store: the file
+    /// store reads them on a read-only connection in a read transaction of its own, the
+    /// in-memory one on the writer's connection inside its batch's transaction.
+    #[tokio::test]
+    async fn live_opaque_answers_on_a_file_and_on_an_in_memory_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = SqliteStore::open(dir.path()).unwrap();
+        let memory = SqliteStore::in_memory().unwrap();
+        for store in [&file, &memory] {
+            let user = store.create_user("a", "h", 0).await.unwrap();
+            let family = NewFamily {
+                family_id: "f".into(),
+                user_id: user.id.clone(),
+                token_hash: TokenHash([1; 32]),
+                now_ms: 0,
+                absolute_exp_ms: 10_000_000,
+                idle_exp_ms: 10_000_000,
+                dpop_jkt: None,
+            };
+            store.create_family(family).await.unwrap();
+            let rec = OpaqueRecord {
+                sub: user.id,
+                sid: "f".into(),
+                jti: "j".into(),
+                iat: 100,
+                exp: 1_000,
+            };
+            let h = TokenHash([2; 32]);
+            store.put_opaque(&h, &rec).await.unwrap();
+            assert_eq!(store.live_opaque(&h, "i", 0).await.unwrap(), Some(rec));
+            assert_eq!(
+                store
+                    .live_opaque(&TokenHash([3; 32]), "i", 0)
+                    .await
+                    .unwrap(),
+                None
+            );
+            store.deny_jti("i", "j", 2_000_000).await.unwrap();
+            assert_eq!(store.live_opaque(&h, "i", 0).await.unwrap(), None);
+        }
     }
 
     /// The access check runs on the caller's thread (an async worker) with a busy timeout of
