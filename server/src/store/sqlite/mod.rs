@@ -489,7 +489,10 @@ impl Store for SqliteStore {
 
     async fn family_jkt(&self, token: &TokenHash) -> Result<Option<String>, StoreError> {
         let h = *token;
-        self.run(move |c| {
+        // Every refresh and logout asks (bound or not): a read, on the readers' path like
+        // `user_by_id`. A family's key is written once, when the family is created and before
+        // its cookie is sent, so a reader's snapshot cannot miss it.
+        self.read(move |c| {
             Ok(c.prepare_cached("SELECT f.dpop_jkt FROM refresh_tokens t JOIN families f ON f.id = t.family_id WHERE t.hash = ?1")?
                 .query_row([&h.0[..]], |r| r.get::<_, Option<String>>(0))
                 .optional()?
