@@ -19,6 +19,8 @@ export function fake_reset(opts) {
   state.refreshStatus = o.refreshStatus || 200;
   // Every auth endpoint answers as the server's CSRF guard does to an origin it does not allow.
   state.refuseOrigin = !!o.refuseOrigin;
+  // Logins without a DPoP proof answered as `--dpop required` does.
+  state.requireDpop = !!o.requireDpop;
   state.gate = o.refreshGate ? new Promise((r) => { state.release = r; }) : null;
 }
 fake_reset();
@@ -62,6 +64,10 @@ async function fake(input, init) {
   if (url.startsWith('http://127.0.0.2:9/')) return respond(200, { other: true });
   if (state.refuseOrigin && path.startsWith('/auth/')) {
     return respond(403, { error: 'access_denied', error_description: 'origin' });
+  }
+  if (state.requireDpop && path === '/auth/login' && !req.headers.get('dpop')) {
+    return respond(401, { error: 'invalid_dpop_proof', error_description: 'proof required' },
+      { 'www-authenticate': 'DPoP error="invalid_dpop_proof", algs="ES256"' });
   }
   if (path === '/auth/login') {
     const { username, password } = JSON.parse(new TextDecoder().decode(bytes));

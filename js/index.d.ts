@@ -3,7 +3,7 @@
 // `cargo test`).
 
 /** Stable machine-readable codes of {@link AuthFetchError}. */
-export type AuthFetchErrorCode = 'ERR_INVALID_CREDENTIALS' | 'ERR_SESSION_EXPIRED' | 'ERR_SIGNED_OUT' | 'ERR_REFRESH_FAILED' | 'ERR_REFRESH_BACKOFF' | 'ERR_NETWORK' | 'ERR_RATE_LIMITED' | 'ERR_INVALID_RESPONSE' | 'ERR_ORIGIN_REFUSED' | 'ERR_INVALID_CONFIG' | 'ERR_ALREADY_STARTED' | 'ERR_UNSUPPORTED';
+export type AuthFetchErrorCode = 'ERR_INVALID_CREDENTIALS' | 'ERR_SESSION_EXPIRED' | 'ERR_SIGNED_OUT' | 'ERR_REFRESH_FAILED' | 'ERR_REFRESH_BACKOFF' | 'ERR_NETWORK' | 'ERR_RATE_LIMITED' | 'ERR_INVALID_RESPONSE' | 'ERR_ORIGIN_REFUSED' | 'ERR_DPOP_REQUIRED' | 'ERR_INVALID_CONFIG' | 'ERR_ALREADY_STARTED' | 'ERR_UNSUPPORTED';
 
 /**
  * Every auth failure is one of these: a real `Error` with `name === 'AuthFetchError'` and a

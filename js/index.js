@@ -23,6 +23,7 @@ const MESSAGES = {
   ERR_RATE_LIMITED: 'rate-limited by the auth server',
   ERR_INVALID_RESPONSE: 'invalid response from the auth server',
   ERR_ORIGIN_REFUSED: 'the auth server does not allow this origin: add it with --allowed-origin',
+  ERR_DPOP_REQUIRED: 'the auth server requires DPoP: import from "authfetch/dpop"',
   ERR_INVALID_CONFIG: 'invalid authfetch options',
   ERR_ALREADY_STARTED: 'configure() must come before the first use',
   ERR_UNSUPPORTED: 'needs a browser, with WebAssembly allowed by the CSP',

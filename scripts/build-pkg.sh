@@ -15,8 +15,9 @@
 #   bash scripts/build-pkg.sh --check-size   # … and fail when an entry exceeds its budget
 #
 # Size budgets: the files a browser downloads for one entry — its .js and its .wasm — each
-# compressed with `gzip -9` on its own, summed. Default entry ≤ 40,900 bytes (40 KB, decimal, +
-# 900 B that the DPoP-ready auth call costs); DPoP entry ≤ 49,600 bytes. The target is 30 KB
+# compressed with `gzip -9` on its own, summed. Default entry ≤ 41,000 bytes (40 KB, decimal, +
+# 900 B that the DPoP-ready auth call costs, + 100 B for ERR_DPOP_REQUIRED); DPoP entry ≤ 49,700
+# bytes. The target is 30 KB
 # (+3 KB for DPoP) and the goal 22 KB; BENCHMARKS.md §0 and §0c say what each crate and the DPoP
 # code cost and why the card's crates on stable Rust land here. Summing individually gzipped
 # files is what a browser fetching them one by one pays. The .d.ts and package.json are not
@@ -24,8 +25,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BUDGET=40900      # bytes, default entry: 40 KB decimal (BENCHMARKS.md §0: why not 30 KB) + 900 B (the use_dpop_nonce retry and the auth-call loop; §0c)
-DPOP_BUDGET=49600 # bytes, DPoP entry: the default's + the key, IndexedDB and proofs (§0c: why not +3 KB)
+BUDGET=41000      # bytes, default entry: 40 KB decimal (BENCHMARKS.md §0: why not 30 KB) + 900 B (the use_dpop_nonce retry and the auth-call loop; §0c) + 100 B (ERR_DPOP_REQUIRED)
+DPOP_BUDGET=49700 # bytes, DPoP entry: the default's + the key, IndexedDB and proofs (§0c: why not +3 KB)
 check_size=0
 for arg in "$@"; do
   case "$arg" in

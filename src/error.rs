@@ -46,6 +46,10 @@ pub enum Error {
     /// The auth server refused the page's origin (`403 access_denied`, CSRF rules X4/X5): a
     /// deployment mistake, not a user's. The server's `--allowed-origin` must list the origin.
     OriginRefused,
+    /// A login from the default entry was refused for want of a DPoP proof (`401
+    /// invalid_dpop_proof`: the server runs `--dpop required`): a deployment mistake, not a
+    /// wrong password. The app must import `authfetch/dpop`.
+    DpopRequired,
     /// The options passed to `configure`/`createAuthClient` are not valid.
     InvalidConfig,
     /// `configure` was called after the default client had started.
@@ -69,6 +73,7 @@ impl Error {
             Error::RateLimited,
             Error::InvalidResponse,
             Error::OriginRefused,
+            Error::DpopRequired,
             Error::InvalidConfig,
             Error::AlreadyStarted,
             Error::Unsupported,
@@ -88,6 +93,7 @@ impl Error {
             Error::RateLimited => "ERR_RATE_LIMITED",
             Error::InvalidResponse => "ERR_INVALID_RESPONSE",
             Error::OriginRefused => "ERR_ORIGIN_REFUSED",
+            Error::DpopRequired => "ERR_DPOP_REQUIRED",
             Error::InvalidConfig => "ERR_INVALID_CONFIG",
             Error::AlreadyStarted => "ERR_ALREADY_STARTED",
             Error::Unsupported => "ERR_UNSUPPORTED",
@@ -108,6 +114,7 @@ impl Error {
             Error::OriginRefused => {
                 "the auth server does not allow this origin: add it with --allowed-origin"
             }
+            Error::DpopRequired => "the auth server requires DPoP: import from \"authfetch/dpop\"",
             Error::InvalidConfig => "invalid authfetch options",
             Error::AlreadyStarted => "configure() must come before the first use",
             Error::Unsupported => "needs a browser, with WebAssembly allowed by the CSP",

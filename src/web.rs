@@ -431,6 +431,11 @@ impl Env for WebEnv {
             // The CSRF guard's answer to an origin it does not allow (X4/X5): a deployment
             // mistake that the developer must be able to tell from a broken server.
             let refused = error.as_deref() == Some(proto::ErrorCode::AccessDenied.as_str());
+            // A server in `--dpop required` refusing a login without a proof: without the
+            // `dpop` feature this build can never send one, which is the app's mistake (it
+            // imports `authfetch`, not `authfetch/dpop`), not a wrong password.
+            let needs_dpop =
+                !cfg!(feature = "dpop") && error.as_deref() == Some(proto::INVALID_DPOP_PROOF);
             if kind == 2 && matches!(status, 200..=299) {
                 // D1: the session is over; its key goes with it.
                 let _ = dpop.key(KeyOp::Forget).await;
@@ -440,6 +445,7 @@ impl Env for WebEnv {
                 (0, 204) => Ok(None),
                 (2, 200..=299 | 401) => Ok(None),
                 (_, 403) if refused => Err(Error::OriginRefused),
+                (1, 401) if needs_dpop => Err(Error::DpopRequired),
                 (0 | 1, 200) => grant(&body, &dpop).map(Some).ok_or(Error::InvalidResponse),
                 (_, 429) => Err(Error::RateLimited),
                 (0, 400 | 401) if invalid_grant || status == 401 => Err(Error::SessionExpired),

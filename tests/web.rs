@@ -25,7 +25,8 @@ wasm_bindgen_test_configure!(run_in_browser);
 
 #[wasm_bindgen(module = "/js/_test_fake.js")]
 extern "C" {
-    /// Resets the fake server; `opts`: `{refreshStatus, refreshGate, refuseOrigin, keep}`.
+    /// Resets the fake server; `opts`: `{refreshStatus, refreshGate, refuseOrigin, requireDpop,
+    /// keep}`.
     fn fake_reset(opts: &JsValue);
     /// Whether any request reached the fake since the last reset.
     fn fake_installed() -> bool;
@@ -371,6 +372,28 @@ async fn no_session_204_is_a_quiet_start_and_a_refused_origin_has_its_own_code()
         .expect_err("origin refused");
     assert_eq!(text(&err, "code"), "ERR_ORIGIN_REFUSED");
     assert!(!c.is_authenticated());
+}
+
+/// A server in `--dpop required` refuses a login without a proof (`401 invalid_dpop_proof`):
+/// the default build says `ERR_DPOP_REQUIRED` (import `authfetch/dpop`), not "wrong password";
+/// the DPoP build sends a proof, so the same server signs it in.
+#[wasm_bindgen_test]
+async fn a_login_refused_for_want_of_dpop_says_so() {
+    let opts = Object::new();
+    Reflect::set(&opts, &"requireDpop".into(), &JsValue::TRUE).unwrap();
+    fake_reset(&opts);
+    let (events, traces) = (recorder(), recorder());
+    let c = client(&events, &traces);
+    let login = wait(c.login("alice".into(), "alice-password".into())).await;
+    if cfg!(feature = "dpop") {
+        login.expect("the DPoP build sends a proof");
+        assert!(c.is_authenticated());
+        let _ = wait(c.logout(false)).await;
+    } else {
+        let err = login.expect_err("refused for want of a proof");
+        assert_eq!(text(&err, "code"), "ERR_DPOP_REQUIRED");
+        assert!(!c.is_authenticated());
+    }
 }
 
 #[wasm_bindgen_test]

@@ -41,6 +41,11 @@ pub const REFRESH_COOKIE: &str = "__Host-authfetch_rt";
 
 /// `token_type` of every [`TokenResponse`].
 pub const TOKEN_TYPE: &str = "Bearer";
+
+/// RFC 9449's error code for a missing or invalid DPoP proof (a `401`, with a `DPoP` challenge):
+/// the server's answer, and what the default (proof-less) client entry reads as "this server
+/// requires DPoP".
+pub const INVALID_DPOP_PROOF: &str = "invalid_dpop_proof";
 /// JWT `typ` header of access tokens (RFC 9068).
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 

@@ -180,3 +180,24 @@ test('tokens and proofs taken by an injected script are refused outside the page
   await callMe(page);
   await expect(page.getByTestId('state')).toHaveText('signed in');
 });
+
+test('the default entry against --dpop required: the login says ERR_DPOP_REQUIRED, not a wrong password', async ({ context }) => {
+  const plain = await startServer(ARGS); // serves pkg/ (the default entry) as /pkg/
+  try {
+    const page = await context.newPage();
+    await page.goto(`${plain.url}/`);
+    await expect(page.locator('body[data-ready="true"]')).toBeAttached();
+    const code = await page.evaluate(async () => {
+      const { login } = await import('/pkg/index.js');
+      try {
+        await login({ username: 'alice', password: 'alice-password' });
+        return 'signed in';
+      } catch (e) {
+        return e.code;
+      }
+    });
+    expect(code).toBe('ERR_DPOP_REQUIRED');
+  } finally {
+    await plain.stop();
+  }
+});

@@ -55,8 +55,8 @@ pub const DPOP_HEADER: &str = "dpop";
 pub const DPOP_NONCE_HEADER: &str = "dpop-nonce";
 /// The authorization scheme of a bound token (`Authorization: DPoP <token>`, RFC 9449 §7.1).
 pub const DPOP_SCHEME: &str = "DPoP";
-/// RFC 9449 error code: the proof is missing or invalid.
-pub const INVALID_DPOP_PROOF: &str = "invalid_dpop_proof";
+/// RFC 9449 error code: the proof is missing or invalid (spelled in the shared wire types).
+pub use authfetch_protocol::INVALID_DPOP_PROOF;
 /// RFC 9449 error code: the proof lacks the server's current nonce.
 pub const USE_DPOP_NONCE: &str = "use_dpop_nonce";
 /// The `typ` of a proof (RFC 9449 §4.2).
