@@ -174,7 +174,9 @@ function logRequest(trace) {
     el('span', 'time', clock()),
     el('span', 'method', trace.method || 'GET'),
     el('span', 'url', path),
-    trace.bearer ? el('span', 'badge', 'bearer') : el('span', 'badge badge-muted', 'no bearer'),
+    // A token bound to the page's key (`cnf.jkt`) went as `Authorization: DPoP` with a proof.
+    trace.bearer ? el('span', 'badge', claims()?.cnf?.jkt ? 'DPoP' : 'bearer')
+      : el('span', 'badge badge-muted', 'no bearer'),
     steps,
   );
   item.dataset.steps = list.join(' ');

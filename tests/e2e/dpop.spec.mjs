@@ -76,6 +76,7 @@ test('the demo works bound to a non-extractable key across reload, expiry, five 
   await signIn(page);
   expect(await keyInIndexedDb(page)).toEqual({ extractable: false, type: 'private' });
   await callMe(page);
+  await expect(page.locator('#request-log li').first()).toContainText('DPoP');
   expect(headers.at(-1).authorization).toMatch(/^DPoP /);
   expect(headers.at(-1).dpop.split('.')).toHaveLength(3);
 
