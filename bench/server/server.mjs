@@ -222,6 +222,10 @@ const SCENARIOS = [
   { name: 'refresh', mode: 'refresh', extra: ['--clients', String(CLIENTS), '--requests', '5000000', '--duration', String(DURATION), '--login-concurrency', '2'] },
   { name: 'bearer', mode: 'bearer', extra: ['--clients', String(CLIENTS), '--requests', '5000000', '--duration', String(DURATION), '--path', '/api/me'] },
   { name: 'login', mode: 'login', extra: ['--clients', '4', '--requests', '2000', '--duration', String(DURATION)] },
+  // The same two loads as a DPoP client (bench/loadgen --dpop: bound logins, a proof per request;
+  // BENCHMARKS.md §0c). authfetch-server only: the Node reference has no DPoP.
+  { name: 'refresh-dpop', mode: 'refresh', only: 'authfetch', extra: ['--dpop', '--clients', String(CLIENTS), '--requests', '5000000', '--duration', String(DURATION), '--login-concurrency', '2'] },
+  { name: 'bearer-dpop', mode: 'bearer', only: 'authfetch', extra: ['--dpop', '--clients', String(CLIENTS), '--requests', '5000000', '--duration', String(DURATION), '--path', '/api/me'] },
   // The ceiling of this HTTP stack + load generator on these two cores: a static route with no
   // crypto and no store (GET /.well-known/jwks.json, served from memory). authfetch-server only.
   { name: 'floor (GET jwks.json)', mode: 'bearer', only: 'authfetch', extra: ['--clients', String(CLIENTS), '--requests', '5000000', '--duration', String(DURATION), '--path', '/.well-known/jwks.json'] },

@@ -9,6 +9,12 @@
 //!   (ES256 verification on the server).
 //! * `login`   — every client loops `POST /auth/login` (Argon2id-bound on the server).
 //!
+//! `--dpop` makes `refresh` and `bearer` a DPoP client (RFC 9449, the rules of docs/PROTOCOL.md
+//! "DPoP"): one P-256 key per run (ring, ES256), a proof on the login (so the family is bound),
+//! on every refresh and on every resource request (`Authorization: DPoP <token>`, `ath`), each
+//! with a fresh `jti` and `iat`; a `use_dpop_nonce` answer is retried once with the server's
+//! `DPoP-Nonce`, and every `DPoP-Nonce` the server sends is used from then on.
+//!
 //! Every run is bounded by a request count *and* a wall-clock cap, and only talks to the
 //! address given (the benchmarks pass 127.0.0.1). The result is one JSON object on stdout:
 //! requests, ok, errors by status, req/s, p50/p90/p99/max latency in microseconds.
@@ -17,6 +23,7 @@
 //! authfetch-loadgen refresh --addr 127.0.0.1:8080 --clients 64 --requests 200000 --duration 10
 //! authfetch-loadgen bearer  --addr 127.0.0.1:8080 --clients 64 --path /api/me
 //! authfetch-loadgen login   --addr 127.0.0.1:8080 --clients 4 --requests 200 --duration 10
+//! authfetch-loadgen bearer  --addr 127.0.0.1:8080 --clients 64 --dpop
 //! ```
 
 use std::collections::BTreeMap;
@@ -31,6 +38,9 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+
+mod dpop;
+use dpop::Dpop;
 
 const COOKIE: &str = "__Host-authfetch_rt";
 
@@ -47,13 +57,14 @@ struct Args {
     threads: usize,
     login_concurrency: usize,
     setup_timeout: Duration,
+    dpop: bool,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: authfetch-loadgen refresh|bearer|login --addr 127.0.0.1:PORT [--clients N] \
          [--requests N] [--duration SECS] [--warmup SECS] [--users u:p,u:p] [--path /api/me] \
-         [--threads N] [--login-concurrency N] [--setup-timeout SECS]"
+         [--threads N] [--login-concurrency N] [--setup-timeout SECS] [--dpop]"
     );
     std::process::exit(2)
 }
@@ -76,8 +87,13 @@ fn parse_args() -> Args {
         threads: 1,
         login_concurrency: 2,
         setup_timeout: Duration::from_secs(180),
+        dpop: false,
     };
     while let Some(k) = it.next() {
+        if k == "--dpop" {
+            a.dpop = true;
+            continue;
+        }
         let v = it.next().unwrap_or_else(|| usage());
         match k.as_str() {
             "--addr" => a.addr = v.parse().unwrap_or_else(|_| usage()),
@@ -113,6 +129,10 @@ fn parse_args() -> Args {
         );
         std::process::exit(2)
     }
+    if a.dpop && a.mode == "login" {
+        eprintln!("authfetch-loadgen: --dpop is for the refresh and bearer modes");
+        std::process::exit(2)
+    }
     a.clients = a.clients.max(1);
     a.threads = a.threads.max(1);
     a.login_concurrency = a.login_concurrency.max(1);
@@ -139,6 +159,10 @@ struct Reply {
     status: u16,
     cookie: Option<String>,
     body: Bytes,
+    /// The server's `DPoP-Nonce`, if it sent one (base64url, as the server makes them).
+    dpop_nonce: Option<String>,
+    /// A `401` whose challenge is `use_dpop_nonce`: send again with `dpop_nonce`.
+    use_dpop_nonce: bool,
 }
 
 async fn send(sender: &mut Sender, req: Request<Full<Bytes>>) -> Result<Reply, String> {
@@ -157,6 +181,21 @@ async fn send(sender: &mut Sender, req: Request<Full<Bytes>>) -> Result<Reply, S
             }
         }
     }
+    let dpop_nonce = res
+        .headers()
+        .get("dpop-nonce")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map(str::to_string);
+    let use_dpop_nonce = status == 401
+        && res
+            .headers()
+            .get_all(hyper::header::WWW_AUTHENTICATE)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|s| s.contains("use_dpop_nonce")));
     let body = res
         .into_body()
         .collect()
@@ -167,7 +206,31 @@ async fn send(sender: &mut Sender, req: Request<Full<Bytes>>) -> Result<Reply, S
         status,
         cookie,
         body,
+        dpop_nonce,
+        use_dpop_nonce,
     })
+}
+
+/// Sends `make(nonce)`; adopts any `DPoP-Nonce` the answer carries, and on `use_dpop_nonce`
+/// sends once more with it (one request as far as the counts go). Without DPoP, `make` ignores
+/// the nonce and no answer asks for one.
+async fn send_dpop(
+    sender: &mut Sender,
+    nonce: &mut Option<String>,
+    make: impl Fn(Option<&str>) -> Request<Full<Bytes>>,
+) -> Result<Reply, String> {
+    let mut retried = false;
+    loop {
+        let r = send(sender, make(nonce.as_deref())).await?;
+        if r.dpop_nonce.is_some() {
+            nonce.clone_from(&r.dpop_nonce);
+        }
+        if r.use_dpop_nonce && r.dpop_nonce.is_some() && !retried {
+            retried = true;
+            continue;
+        }
+        return Ok(r);
+    }
 }
 
 fn host(a: &Args) -> String {
@@ -180,45 +243,65 @@ fn origin(a: &Args) -> String {
     format!("http://{}", a.addr)
 }
 
-fn login_req(a: &Args, user: &(String, String)) -> Request<Full<Bytes>> {
+/// The proof for a `POST` to an auth endpoint, when running as a DPoP client.
+fn auth_proof(dpop: Option<&Dpop>, path: &str, nonce: Option<&str>) -> Option<String> {
+    dpop.map(|d| d.proof("POST", path, None, nonce))
+}
+
+/// A same-origin `POST` to an auth endpoint, with its proof if any.
+fn auth_post(a: &Args, path: &str, proof: Option<String>) -> hyper::http::request::Builder {
+    let b = Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header("host", host(a))
+        .header("origin", origin(a))
+        .header("sec-fetch-site", "same-origin")
+        .header("x-authfetch", "1");
+    match proof {
+        Some(p) => b.header("dpop", p),
+        None => b,
+    }
+}
+
+fn login_req(a: &Args, user: &(String, String), proof: Option<String>) -> Request<Full<Bytes>> {
     let body = format!(
         "{{\"username\":{},\"password\":{}}}",
         json_str(&user.0),
         json_str(&user.1)
     );
-    Request::builder()
-        .method(Method::POST)
-        .uri("/auth/login")
-        .header("host", host(a))
-        .header("origin", origin(a))
-        .header("sec-fetch-site", "same-origin")
+    auth_post(a, "/auth/login", proof)
         .header("content-type", "application/json")
-        .header("x-authfetch", "1")
         .body(Full::new(Bytes::from(body)))
         .unwrap()
 }
 
-fn refresh_req(a: &Args, cookie: &str) -> Request<Full<Bytes>> {
-    Request::builder()
-        .method(Method::POST)
-        .uri("/auth/refresh")
-        .header("host", host(a))
-        .header("origin", origin(a))
-        .header("sec-fetch-site", "same-origin")
-        .header("x-authfetch", "1")
+fn refresh_req(a: &Args, cookie: &str, proof: Option<String>) -> Request<Full<Bytes>> {
+    auth_post(a, "/auth/refresh", proof)
         .header("cookie", format!("{COOKIE}={cookie}"))
         .body(Full::new(Bytes::new()))
         .unwrap()
 }
 
-fn bearer_req(a: &Args, token: &str) -> Request<Full<Bytes>> {
-    Request::builder()
+/// `GET <path>` with the token: `Bearer`, or `DPoP` with a proof (`ath` = `ath`) when running as
+/// a DPoP client.
+fn bearer_req(
+    a: &Args,
+    token: &str,
+    dpop: Option<(&Dpop, &str)>,
+    nonce: Option<&str>,
+) -> Request<Full<Bytes>> {
+    let b = Request::builder()
         .method(Method::GET)
         .uri(a.path.as_str())
-        .header("host", host(a))
-        .header("authorization", format!("Bearer {token}"))
-        .body(Full::new(Bytes::new()))
-        .unwrap()
+        .header("host", host(a));
+    match dpop {
+        Some((d, ath)) => b
+            .header("authorization", format!("DPoP {token}"))
+            .header("dpop", d.proof("GET", &a.path, Some(ath), nonce)),
+        None => b.header("authorization", format!("Bearer {token}")),
+    }
+    .body(Full::new(Bytes::new()))
+    .unwrap()
 }
 
 fn json_str(s: &str) -> String {
@@ -246,12 +329,15 @@ fn access_token(body: &[u8]) -> Option<String> {
     Some(rest[..rest.find('"')?].to_string())
 }
 
-/// Logs in (retrying on 429 / transport errors until `deadline`), returning (cookie, token).
+/// Logs in (retrying on 429 / transport errors until `deadline`), returning (cookie, token);
+/// with a proof when running as a DPoP client, so the family is bound to its key.
 async fn login(
     a: &Args,
     user: &(String, String),
+    dpop: Option<&Dpop>,
     deadline: Instant,
 ) -> Result<(String, String), String> {
+    let mut nonce = None;
     let mut last = String::new();
     while Instant::now() < deadline {
         let mut s = match connect(a.addr).await {
@@ -262,7 +348,8 @@ async fn login(
                 continue;
             }
         };
-        match send(&mut s, login_req(a, user)).await {
+        let make = |n: Option<&str>| login_req(a, user, auth_proof(dpop, "/auth/login", n));
+        match send_dpop(&mut s, &mut nonce, make).await {
             Ok(r) if r.status == 200 => {
                 let tok = access_token(&r.body).ok_or("login: no access_token in body")?;
                 let ck = r.cookie.ok_or("login: no refresh cookie")?;
@@ -336,9 +423,14 @@ async fn run_client(
     idx: usize,
     mut cookie: String,
     token: Arc<String>,
+    dpop: Option<Arc<Dpop>>,
 ) -> ClientResult {
     let mut r = ClientResult::default();
     let mut sender = None;
+    let dpop = dpop.as_deref();
+    let ath = dpop.map(|_| dpop::ath(&token));
+    let bound = dpop.zip(ath.as_deref());
+    let mut nonce = None;
     while let Some(measured) = sh.take() {
         if sender.is_none() {
             match connect(a.addr).await {
@@ -353,13 +445,13 @@ async fn run_client(
             }
         }
         let s = sender.as_mut().unwrap();
-        let req = match a.mode.as_str() {
-            "refresh" => refresh_req(&a, &cookie),
-            "bearer" => bearer_req(&a, &token),
-            _ => login_req(&a, &a.users[idx % a.users.len()]),
+        let make = |n: Option<&str>| match a.mode.as_str() {
+            "refresh" => refresh_req(&a, &cookie, auth_proof(dpop, "/auth/refresh", n)),
+            "bearer" => bearer_req(&a, &token, bound, n),
+            _ => login_req(&a, &a.users[idx % a.users.len()], None),
         };
         let t0 = Instant::now();
-        let res = send(s, req).await;
+        let res = send_dpop(s, &mut nonce, make).await;
         let dt = t0.elapsed();
         match res {
             Ok(rep) => {
@@ -413,6 +505,10 @@ async fn amain(a: Args) -> Result<String, String> {
     let setup_deadline = setup_start + a.setup_timeout;
     let mut cookies = vec![String::new(); a.clients];
     let mut token = String::new();
+    let dpop = match a.dpop {
+        true => Some(Arc::new(Dpop::new(origin(&a))?)),
+        false => None,
+    };
     match a.mode.as_str() {
         "refresh" => {
             // Each virtual client logs in once: its own family. A few logins at a time, since
@@ -422,9 +518,11 @@ async fn amain(a: Args) -> Result<String, String> {
             for i in 0..a.clients {
                 let a = a.clone();
                 let sem = sem.clone();
+                let dpop = dpop.clone();
                 js.push(tokio::spawn(async move {
                     let _p = sem.acquire().await.unwrap();
-                    login(&a, &a.users[i % a.users.len()], setup_deadline).await
+                    let user = &a.users[i % a.users.len()];
+                    login(&a, user, dpop.as_deref(), setup_deadline).await
                 }));
             }
             for (i, j) in js.into_iter().enumerate() {
@@ -433,7 +531,7 @@ async fn amain(a: Args) -> Result<String, String> {
             }
         }
         "bearer" => {
-            let (_, t) = login(&a, &a.users[0], setup_deadline).await?;
+            let (_, t) = login(&a, &a.users[0], dpop.as_deref(), setup_deadline).await?;
             token = t;
         }
         _ => {}
@@ -459,6 +557,7 @@ async fn amain(a: Args) -> Result<String, String> {
             i,
             c,
             token.clone(),
+            dpop.clone(),
         )));
     }
     let mut lat = Vec::new();
@@ -486,10 +585,11 @@ async fn amain(a: Args) -> Result<String, String> {
         .collect::<Vec<_>>()
         .join(",");
     Ok(format!(
-        "{{\"mode\":\"{}\",\"clients\":{},\"threads\":{},\"setup_s\":{:.3},\"elapsed_s\":{:.3},\
+        "{{\"mode\":\"{}\",\"dpop\":{},\"clients\":{},\"threads\":{},\"setup_s\":{:.3},\"elapsed_s\":{:.3},\
          \"sent_total\":{},\"load_s\":{:.3},\"requests\":{},\"ok\":{},\"errors\":{},\"dead_clients\":{},\"rps\":{:.1},\
          \"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"max_us\":{},\"statuses\":{{{}}}}}",
         a.mode,
+        a.dpop,
         a.clients,
         a.threads,
         setup_s,
