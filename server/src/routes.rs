@@ -650,20 +650,7 @@ async fn logout(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Err(e) = body_or_error(body) {
-        return e.into_response();
-    }
-    let cookie = CookieToken::from_headers(&headers).token();
-    // A bound family is logged out only by its key: nothing is revoked or cleared otherwise.
-    if let Err(r) = family_proof(&st, &headers, &uri, cookie.as_ref(), Unbound::Skip).await {
-        return r;
-    }
-    let bearer = optional_bearer(&st, &headers).await;
-    let r = match st.service.logout(cookie, bearer).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => e.into_response(),
-    };
-    with_cookie(r, clear_cookie())
+    end_session(&st, &uri, &headers, body, false).await
 }
 
 async fn logout_all(
@@ -672,16 +659,33 @@ async fn logout_all(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    end_session(&st, &uri, &headers, body, true).await
+}
+
+/// `POST /auth/logout` and, with `everywhere`, `/auth/logout-all`: the same checks, then the
+/// service ends this session (or every session of the user), and the cookie is cleared.
+async fn end_session(
+    st: &AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    everywhere: bool,
+) -> Response {
     if let Err(e) = body_or_error(body) {
         return e.into_response();
     }
-    let cookie = CookieToken::from_headers(&headers).token();
-    // As for logout: a bound family's cookie acts only with a proof by its key.
-    if let Err(r) = family_proof(&st, &headers, &uri, cookie.as_ref(), Unbound::Skip).await {
+    let cookie = CookieToken::from_headers(headers).token();
+    // A bound family is logged out only by its key: nothing is revoked or cleared otherwise.
+    if let Err(r) = family_proof(st, headers, uri, cookie.as_ref(), Unbound::Skip).await {
         return r;
     }
-    let bearer = optional_bearer(&st, &headers).await;
-    let r = match st.service.logout_all(cookie, bearer).await {
+    let bearer = optional_bearer(st, headers).await;
+    let done = if everywhere {
+        st.service.logout_all(cookie, bearer).await
+    } else {
+        st.service.logout(cookie, bearer).await
+    };
+    let r = match done {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => e.into_response(),
     };
