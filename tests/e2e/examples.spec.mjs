@@ -9,7 +9,7 @@
 import { test, expect, ROOT, SERVER_BIN, TARBALL, freePort } from './fixtures.mjs';
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -144,6 +144,33 @@ for (const [name, wasmPath] of [
     }
   });
 }
+
+test('vite example on the DPoP entry (authfetch/dpop) against --dpop required: the bundle carries its .wasm, and every API call is bound', async ({ page }) => {
+  const dir = join(EXAMPLES, 'vite');
+  install(dir);
+  // The example as an app that imports 'authfetch/dpop' would be: the same source, built with an
+  // alias (a config of its own, outside the example, which the README quotes word for word).
+  const tmp = mkdtempSync(join(tmpdir(), 'authfetch-vite-dpop-'));
+  let server;
+  try {
+    writeFileSync(join(tmp, 'vite.config.mjs'),
+      "export default { build: { target: 'es2022' }, resolve: { alias: [{ find: /^authfetch$/, replacement: 'authfetch/dpop' }] } };\n");
+    run(join(dir, 'node_modules', '.bin', 'vite'),
+      ['build', '--config', join(tmp, 'vite.config.mjs'), '--outDir', join(tmp, 'dist'), '--emptyOutDir', '--logLevel', 'warn'], dir);
+    const assets = readdirSync(join(tmp, 'dist', 'assets')).filter((f) => f.endsWith('.wasm'));
+    expect(assets).toHaveLength(1);
+    expect(readFileSync(join(tmp, 'dist', 'assets', assets[0]))).toEqual(readFileSync(join(PKG, 'dpop', 'authfetch_bg.wasm')));
+    server = await serve(join(tmp, 'dist'), ['--dpop', 'required']);
+    const schemes = [];
+    page.on('request', (r) => { if (r.url().endsWith('/api/me')) schemes.push(r.headers().authorization?.split(' ')[0]); });
+    await signInAndCallApi(page, `${server.url}/`);
+    expect(schemes.length).toBeGreaterThan(0);
+    expect(new Set(schemes)).toEqual(new Set(['DPoP']));
+  } finally {
+    await server?.stop();
+    rmSync(tmp, { recursive: true, force: true });
+  }
+});
 
 test('vite example in development: `vite` serves the installed package with its .wasm and proxies to the server', async ({ page }) => {
   const dir = join(EXAMPLES, 'vite');
