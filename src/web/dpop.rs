@@ -39,16 +39,15 @@ const SLOT: &str = "current";
 /// A boxed future: one compiled state machine whatever awaits it.
 type Boxed<T> = Pin<Box<dyn Future<Output = Result<T, JsValue>>>>;
 
-/// One loaded key: the private `CryptoKey` (non-extractable) and the proof header it signs
-/// under (with the public `jwk`), already base64url.
+/// One loaded key: the private `CryptoKey` (non-extractable), its public JWK in RFC 7638's
+/// canonical form (what its thumbprint hashes), and the proof header it signs under (with that
+/// `jwk`), already base64url.
 #[derive(Clone)]
 pub struct Key {
     private: CryptoKey,
+    jwk: String,
     header_b64: String,
 }
-
-/// The proof header up to its `jwk` member, which is RFC 7638's canonical form of the key.
-const HEADER_PREFIX: &str = r#"{"typ":"dpop+jwt","alg":"ES256","jwk":"#;
 
 /// What [`Dpop::key`] does with the key before an auth call.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -292,10 +291,11 @@ async fn key_from_pair(pair: &JsValue) -> Result<Key, JsValue> {
         &coords[1],
         r#""}"#,
     ]);
-    let header = concat(&[HEADER_PREFIX, &jwk, "}"]);
+    let header = concat(&[r#"{"typ":"dpop+jwt","alg":"ES256","jwk":"#, &jwk, "}"]);
     Ok(Key {
         private,
         header_b64: b64(&header)?,
+        jwk,
     })
 }
 
@@ -366,17 +366,8 @@ pub fn dpop_new_key() -> Promise {
     super::promise(async {
         let d = Rc::new(Dpop::default());
         d.key(KeyOp::New).await?;
-        // The canonical JWK is the header's `jwk` member: decode the header, drop its prefix
-        // and its closing brace (no second copy of the key's text kept in every `Key`).
-        let header = d.key.borrow().as_ref().map(|k| k.header_b64.clone());
-        let jwk = header
-            .and_then(|h| crate::jwt::base64url_decode(&h))
-            .and_then(|h| String::from_utf8(h).ok())
-            .and_then(|h| {
-                let end = h.len().checked_sub(1)?;
-                h.get(HEADER_PREFIX.len()..end).map(String::from)
-            })
-            .ok_or_else(|| JsValue::from_str("no key"))?;
+        let jwk = d.key.borrow().as_ref().map(|k| k.jwk.clone());
+        let jwk = jwk.ok_or_else(|| JsValue::from_str("no key"))?;
         Ok(JsValue::from_str(&sha256_b64(&jwk).await?))
     })
 }
