@@ -4,7 +4,7 @@
 // API; it asks for the token, injects another user's valid token, posts sign-out messages and
 // hints of every shape; it reads every storage and walks the globals. It must obtain no token,
 // the app must keep calling the API as its own user in every tab, no tab may sign out while the
-// server session lives, and a real logout must still sign every tab out within about a second.
+// server session lives, and a real logout must still sign every tab out, each through its hint.
 //
 // The channel names are the one place where the test knows the package's internals: today's
 // package talks on 'authfetch' (and 'authfetch ' + the refresh URL for another auth server);
@@ -301,18 +301,25 @@ test('an injected script on the demo page obtains no token, cannot make the app 
   expect.soft(delta.reuse_detected - base.reuse_detected).toBe(0);
   expect.soft(delta.refresh_failed - base.refresh_failed).toBe(0);
 
-  // The server session is alive, so only a real logout ends it: in one tab, then every tab
-  // within about a second.
+  // The server session is alive, so only a real logout ends it: in one tab, then in every tab
+  // through the logout's hint. How each tab learnt of it is in the event it reports: the hint
+  // makes a tab check with the server and, refused, report `signed_out`; a tab that found the
+  // cookie dead on its own (its next scheduled refresh) would report `session_expired`. So the
+  // check is the event's type, not a wall-clock bound (a loaded CI machine once took 1,129 ms
+  // against a 1,000 ms bound); the delay is logged for the reader.
   const allIn = (await Promise.all(tabs.map(isAuthenticated))).every(Boolean);
   expect(allIn, 'every tab still signed in before the real logout (else the attack signed them out)').toBe(true);
   const clickedAt = await tabs[1].evaluate(() => Date.now());
   await tabs[1].getByRole('button', { name: 'Log out', exact: true }).click();
+  const heard = [];
   for (const [i, page] of tabs.entries()) {
-    await expect(page.getByTestId('state'), `tab${i + 1} signed out`).toHaveText('signed out', { timeout: 3000 });
-    const at = await page.evaluate(() => window.__observed.find((e) => ['signed_out', 'session_expired'].includes(e.type))?.at);
-    expect.soft(at - clickedAt, `tab${i + 1} heard of the logout`).toBeLessThanOrEqual(1000);
+    await expect(page.getByTestId('state'), `tab${i + 1} signed out`).toHaveText('signed out', { timeout: 10_000 });
+    const ended = await page.evaluate(() => window.__observed.find((e) => ['signed_out', 'session_expired'].includes(e.type)));
+    heard.push(ended && ended.at - clickedAt);
+    expect.soft(ended?.type, `tab${i + 1} learnt of the logout from its hint`).toBe('signed_out');
     expect.soft(await isAuthenticated(page)).toBe(false);
   }
+  console.log(`[injected] tabs signed out ${heard.map((ms) => `${ms} ms`).join(', ')} after the click`);
   expect.soft((await server.stats()).logout - base.logout).toBe(1);
   expect(problems).toEqual([]);
 });

