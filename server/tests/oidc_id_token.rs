@@ -173,6 +173,12 @@ async fn a_sign_in_started_with_a_dpop_key_is_bound_to_that_key() {
                 "invalid_dpop_key",
             ),
             (&*format!("&dpop_jkt={jkt}x"), "invalid_dpop_key"),
+            // 43 base64url characters, but not a canonical 32-byte value: the last character
+            // carries two bits past the 256 (`B` = 000001), which no SHA-256 thumbprint has.
+            (
+                &*format!("&dpop_jkt={}B", "A".repeat(42)),
+                "invalid_dpop_key",
+            ),
         ] {
             let r = t
                 .send(

@@ -67,11 +67,15 @@ pub struct StartParams {
     pub dpop_jkt: Option<String>,
 }
 
-/// A JWK SHA-256 thumbprint as RFC 7638 writes it: 43 base64url characters (32 bytes).
+/// A JWK SHA-256 thumbprint as RFC 7638 writes it: 32 bytes in canonical unpadded base64url
+/// (43 characters). The decoder refuses padding and non-zero trailing bits, so one thumbprint has
+/// exactly one spelling, the one the proof's key hashes to.
 fn is_jkt(s: &str) -> bool {
+    use base64::Engine as _;
     s.len() == 43
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(s)
+            .is_ok_and(|b| b.len() == 32)
 }
 
 async fn start(
