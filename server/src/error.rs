@@ -48,6 +48,10 @@ pub enum AppError {
     /// Too many requests. 429 `rate_limited` with `Retry-After`.
     #[error("rate limited for {0} s")]
     RateLimited(u64),
+    /// Busy for a known while (the DPoP replay cache is full). 503 `server_error` with
+    /// `Retry-After`; logged where it happens.
+    #[error("unavailable for {0} s")]
+    Unavailable(u64),
     /// Anything else. 500 `server_error`; the cause is logged, never sent.
     #[error("internal: {0}")]
     Internal(String),
@@ -67,7 +71,7 @@ impl AppError {
             AppError::MissingToken | AppError::InvalidToken(_) => ErrorCode::InvalidToken,
             AppError::InsufficientScope => ErrorCode::InsufficientScope,
             AppError::RateLimited(_) => ErrorCode::RateLimited,
-            AppError::Internal(_) => ErrorCode::ServerError,
+            AppError::Unavailable(_) | AppError::Internal(_) => ErrorCode::ServerError,
         }
     }
 
@@ -85,6 +89,7 @@ impl AppError {
             | AppError::AmbiguousAuthorization
             | AppError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             AppError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -104,6 +109,7 @@ impl AppError {
             AppError::InvalidToken(_) => "the access token is invalid, expired or revoked",
             AppError::InsufficientScope => "the access token does not allow this request",
             AppError::RateLimited(_) => "too many requests; retry later",
+            AppError::Unavailable(_) => "the server is busy; retry later",
             AppError::Internal(_) => "internal server error",
         }
     }
@@ -144,7 +150,7 @@ impl IntoResponse for AppError {
                     HeaderValue::from_static("Bearer error=\"insufficient_scope\""),
                 );
             }
-            AppError::RateLimited(secs) => {
+            AppError::RateLimited(secs) | AppError::Unavailable(secs) => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(*secs));
             }
             _ => {}

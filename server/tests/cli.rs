@@ -339,6 +339,11 @@ fn cli_rejects_bad_flags_with_a_message() {
             "--redis-url must start with",
         ),
         (&["--access-ttl", "0"][..], "at least 1s"),
+        (
+            &["--dpop-replay-capacity", "0"][..],
+            "--dpop-replay-capacity must be at least 1",
+        ),
+        (&["--dpop-replay-capacity", "lots"][..], "invalid value"),
         (&["--grace", "ten"][..], "invalid duration"),
         (&["--alg", "HS256"][..], "invalid value"),
     ] {

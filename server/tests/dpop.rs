@@ -1125,6 +1125,102 @@ mod wired {
         assert_eq!(json(r).await["username"], "alice");
     }
 
+    /// D5 under pressure: the replay cache is bounded, so what may take room in it matters. A
+    /// proof that authorizes nothing (another key's, for a bound token or family) is refused
+    /// before it is remembered; once the cache is full of live proofs, a new one is answered
+    /// `503` with `Retry-After` (the cache never forgets early, A2), and room comes back as
+    /// the remembered proofs expire.
+    #[tokio::test]
+    async fn d5_only_proofs_that_authorize_take_room_and_a_full_cache_answers_503() {
+        let cache = Arc::new(MemoryReplayCache::new(4));
+        let shared = Arc::clone(&cache);
+        let app = TestApp::with(move |c| {
+            c.dpop.mode = DpopMode::Optional;
+            c.dpop.replay = Some(shared);
+        })
+        .await;
+        let key = Es256::new();
+        let s = login_bound(&app, &key).await;
+        assert_eq!(cache.len(), 1, "the login's proof");
+        let dpop = format!("DPoP {}", s.access);
+        // A thief holding the token (or the cookie) but not the key: refused, and no room taken.
+        for _ in 0..8 {
+            let thief = Es256::new();
+            let p = proof_for(&thief, &app, "GET", "/api/me", Some(&s.access), None);
+            refused(me(&app, &dpop, Some(&p)).await, "invalid_dpop_proof").await;
+            refused(
+                post_by(&app, &thief, "/auth/refresh", &s.cookie).await,
+                "invalid_dpop_proof",
+            )
+            .await;
+        }
+        assert_eq!(cache.len(), 1, "refused proofs were remembered");
+        // The owner's proofs fill it.
+        for _ in 0..3 {
+            let p = proof_for(&key, &app, "GET", "/api/me", Some(&s.access), None);
+            assert_eq!(me(&app, &dpop, Some(&p)).await.status(), StatusCode::OK);
+        }
+        assert_eq!(cache.len(), 4);
+        // Full: a good new proof is neither accepted nor an error of the client's.
+        let p = proof_for(&key, &app, "GET", "/api/me", Some(&s.access), None);
+        let r = me(&app, &dpop, Some(&p)).await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let retry: u64 = r.headers()[header::RETRY_AFTER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        // The oldest proof is remembered until 60 s (the iat window) + 1 s after its iat.
+        assert!((1..=61).contains(&retry), "Retry-After {retry}");
+        assert_eq!(error_code(r).await, "server_error");
+        let refresh = post_by(&app, &key, "/auth/refresh", &s.cookie).await;
+        assert_eq!(refresh.status(), StatusCode::SERVICE_UNAVAILABLE);
+        // Nothing rotated and nothing revoked: once the proofs expire, the session goes on.
+        app.advance(Duration::from_secs(retry));
+        let refresh = post_by(&app, &key, "/auth/refresh", &s.cookie).await;
+        assert_eq!(refresh.status(), StatusCode::OK);
+        let access = json(refresh).await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let p = proof_for(&key, &app, "GET", "/api/me", Some(&access), None);
+        let r = me(&app, &format!("DPoP {access}"), Some(&p)).await;
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+
+    /// `--dpop-replay-capacity` reaches the cache the server makes for itself.
+    #[tokio::test]
+    async fn d5_the_replay_capacity_comes_from_the_command_line() {
+        use authfetch_server::cli::Cli;
+        use clap::Parser as _;
+        let parse = |args: &[&str]| {
+            let mut v = vec!["authfetch-server"];
+            v.extend_from_slice(args);
+            Cli::try_parse_from(v).unwrap().config()
+        };
+        assert_eq!(
+            parse(&[]).unwrap().dpop.replay_capacity,
+            authfetch_server::dpop::DEFAULT_REPLAY_CAPACITY
+        );
+        let c = parse(&["--dpop-replay-capacity", "2"]).unwrap();
+        assert_eq!(c.dpop.replay_capacity, 2);
+        let e = parse(&["--dpop-replay-capacity", "0"]).unwrap_err();
+        assert!(e.to_string().contains("at least 1"), "{e}");
+        let app = TestApp::with(|c| {
+            c.dpop.mode = DpopMode::Optional;
+            c.dpop.replay_capacity = 2;
+        })
+        .await;
+        let key = Es256::new();
+        let s = login_bound(&app, &key).await;
+        let dpop = format!("DPoP {}", s.access);
+        let p = proof_for(&key, &app, "GET", "/api/me", Some(&s.access), None);
+        assert_eq!(me(&app, &dpop, Some(&p)).await.status(), StatusCode::OK);
+        let p = proof_for(&key, &app, "GET", "/api/me", Some(&s.access), None);
+        let r = me(&app, &dpop, Some(&p)).await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
     #[tokio::test]
     async fn d4_a_bound_token_needs_dpop_and_a_proof_by_its_key_for_this_request() {
         let app = app(DpopMode::Optional).await;

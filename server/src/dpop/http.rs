@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use super::{
     proof_header, verify_proof, DpopError, Expect, Htu, MemoryReplayCache, NonceError, Nonces,
-    ReplayCache, VerifiedProof, DEFAULT_IAT_WINDOW, DEFAULT_NONCE_STEP, DPOP_NONCE_HEADER,
-    DPOP_SCHEME,
+    ReplayCache, ReplayError, VerifiedProof, DEFAULT_IAT_WINDOW, DEFAULT_NONCE_STEP,
+    DPOP_NONCE_HEADER, DPOP_SCHEME,
 };
 use crate::clock::Clock;
 use crate::error::AppError;
@@ -53,6 +53,8 @@ pub struct DpopConfig {
     /// Where proof `jti`s are remembered. `None`: in memory, or in Redis when the store is Redis
     /// (set by `open`).
     pub replay: Option<Arc<dyn ReplayCache>>,
+    /// The bound of the in-memory cache made when `replay` is `None`.
+    pub replay_capacity: usize,
 }
 
 impl std::fmt::Debug for DpopConfig {
@@ -63,6 +65,7 @@ impl std::fmt::Debug for DpopConfig {
             .field("iat_window", &self.iat_window)
             .field("nonce_secret", &self.nonce_secret.map(|_| "[redacted]"))
             .field("replay", &self.replay)
+            .field("replay_capacity", &self.replay_capacity)
             .finish()
     }
 }
@@ -75,6 +78,7 @@ impl Default for DpopConfig {
             iat_window: DEFAULT_IAT_WINDOW,
             nonce_secret: None,
             replay: None,
+            replay_capacity: super::DEFAULT_REPLAY_CAPACITY,
         }
     }
 }
@@ -139,7 +143,7 @@ impl DpopCheck {
         let replay = c
             .replay
             .clone()
-            .unwrap_or_else(|| Arc::new(MemoryReplayCache::default()));
+            .unwrap_or_else(|| Arc::new(MemoryReplayCache::new(c.replay_capacity)));
         Self {
             mode: c.mode,
             nonces: Nonces::with_secret(&secret),
@@ -192,13 +196,15 @@ impl DpopCheck {
         Htu::parse(&format!("{origin}{}", uri.path())).ok()
     }
 
-    /// Checks the request's proof, if any: `Ok(None)` without a `DPoP` header (or when DPoP is
-    /// off), the verified and first-used proof otherwise. `access_token` is the token the
-    /// request carries as `Authorization: DPoP`, whose hash the proof must hold in `ath`.
+    /// Verifies the request's proof, if any, without remembering it: `Ok(None)` without a
+    /// `DPoP` header (or when DPoP is off). `access_token` is the token the request carries as
+    /// `Authorization: DPoP`, whose hash the proof must hold in `ath`. The caller decides
+    /// whether the proof authorizes anything, then calls [`Self::remember`]: a proof that is
+    /// refused anyway (another key's) must not take room in a bounded replay cache.
     ///
     /// # Errors
-    /// The 401 (or 500 when the replay cache cannot answer) to send.
-    pub async fn proof(
+    /// The 401 to send.
+    fn verify(
         &self,
         headers: &HeaderMap,
         method: &Method,
@@ -223,10 +229,20 @@ impl DpopCheck {
         if self.require_nonce {
             expect = expect.require_nonce(&self.nonces);
         }
-        let verified = verify_proof(proof, &expect).map_err(DpopReject::Proof)?;
-        match self.replay.first_use(&verified, self.clock.now_ms()).await {
-            Ok(true) => Ok(Some(verified)),
+        verify_proof(proof, &expect)
+            .map(Some)
+            .map_err(DpopReject::Proof)
+    }
+
+    /// Records a verified proof's first use (D5): a replay is refused.
+    ///
+    /// # Errors
+    /// A replay (401), a full cache (503) or an unreachable one (500): never accepted.
+    async fn remember(&self, verified: &VerifiedProof) -> Result<(), DpopReject> {
+        match self.replay.first_use(verified, self.clock.now_ms()).await {
+            Ok(true) => Ok(()),
             Ok(false) => Err(DpopReject::Proof(DpopError::Replayed)),
+            Err(ReplayError::Full(secs)) => Err(DpopReject::Full(secs)),
             Err(e) => Err(DpopReject::Unavailable(e.to_string())),
         }
     }
@@ -279,15 +295,16 @@ impl DpopCheck {
             e => e.into_response(),
         })?;
         let proof = self
-            .proof(headers, method, uri, Some(token))
-            .await
+            .verify(headers, method, uri, Some(token))
             .map_err(|r| self.reject(r))?
             .ok_or_else(|| self.reject(DpopReject::Proof(DpopError::Missing)))?;
         match &claims.cnf_jkt {
-            Some(jkt) if *jkt == proof.jkt => Ok(claims),
+            Some(jkt) if *jkt == proof.jkt => {}
             // Another key's proof, or an unbound token presented as DPoP.
-            _ => Err(self.reject(DpopReject::Proof(DpopError::KeyMismatch))),
+            _ => return Err(self.reject(DpopReject::Proof(DpopError::KeyMismatch))),
         }
+        self.remember(&proof).await.map_err(|r| self.reject(r))?;
+        Ok(claims)
     }
 }
 
@@ -322,20 +339,27 @@ pub async fn auth_endpoint(
     };
     let token = dpop_authorization(headers);
     let proof = check
-        .proof(headers, &Method::POST, uri, token)
-        .await
-        .map_err(|r| check.reject(r))?
-        .map(|p| p.jkt);
+        .verify(headers, &Method::POST, uri, token)
+        .map_err(|r| check.reject(r))?;
     let required = check.mode == DpopMode::Required;
-    let decided = match (binding, proof) {
-        (Binding::NewFamily, Some(jkt)) => Ok(Some(jkt)),
-        (Binding::Family(Some(bound)), Some(jkt)) if bound == jkt => Ok(Some(jkt)),
+    let jkt = proof.as_ref().map(|p| p.jkt.as_str());
+    let decided = match (binding, jkt) {
+        (Binding::NewFamily, Some(_)) => Ok(true),
+        (Binding::Family(Some(bound)), Some(jkt)) if bound == jkt => Ok(true),
         (Binding::Family(Some(_)), Some(_)) => Err(DpopError::KeyMismatch),
         (Binding::Family(Some(_)), None) => Err(DpopError::Missing),
         (_, _) if required => Err(DpopError::Missing),
-        (_, _) => Ok(None),
+        (_, _) => Ok(false),
     };
-    decided.map_err(|e| check.reject(DpopReject::Proof(e)))
+    match (decided, proof) {
+        // Only a proof the request goes on with is remembered (and takes room in the cache).
+        (Ok(true), Some(p)) => {
+            check.remember(&p).await.map_err(|r| check.reject(r))?;
+            Ok(Some(p.jkt))
+        }
+        (Ok(_), _) => Ok(None),
+        (Err(e), _) => Err(check.reject(DpopReject::Proof(e))),
+    }
 }
 
 /// Adds the current `DPoP-Nonce` to a response, when nonces are demanded.
@@ -362,6 +386,9 @@ pub enum DpopReject {
     /// The access token is not usable this way (a bound token as `Bearer`, `Bearer` where DPoP
     /// is required, an invalid token under `DPoP`); `true` when a token was presented.
     Token(bool),
+    /// The replay cache is full of live proofs for this many seconds: refused, never accepted
+    /// (A2). `503` with `Retry-After`.
+    Full(u64),
     /// The replay cache could not answer: refused, never accepted (fail closed).
     Unavailable(String),
 }
@@ -371,6 +398,7 @@ impl IntoResponse for DpopReject {
         let (code, reason): (&'static str, Cow<'static, str>) = match &self {
             DpopReject::Proof(e) => (e.code(), Cow::Borrowed(e.reason())),
             DpopReject::Token(_) => ("invalid_token", Cow::Borrowed("token")),
+            DpopReject::Full(secs) => return AppError::Unavailable(*secs).into_response(),
             DpopReject::Unavailable(e) => {
                 return AppError::Internal(format!("DPoP replay cache: {e}")).into_response()
             }

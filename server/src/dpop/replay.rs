@@ -8,24 +8,27 @@
 //! use" (A2: nothing makes room by forgetting what it must remember).
 
 use async_trait::async_trait;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use super::proof::VerifiedProof;
 use crate::secret::hex;
 use crate::store::redis::LazyConnection;
 
-/// Default bound of [`MemoryReplayCache`]: 100,000 proofs (about 10 MB). With the default
-/// ±60 s window a proof is remembered for at most 121 s, so this sustains some 800 proofs per
-/// second before the cache refuses new ones.
-pub const DEFAULT_REPLAY_CAPACITY: usize = 100_000;
+/// Default bound of [`MemoryReplayCache`]: 500,000 proofs. With the default ±60 s window a
+/// proof is remembered for at most 121 s, so this sustains about 4,100 proofs per second, about
+/// what one core verifies (BENCHMARKS.md §0e), in some 30 MB at the most (a full cache measured
+/// there). `--dpop-replay-capacity` changes it.
+pub const DEFAULT_REPLAY_CAPACITY: usize = 500_000;
 
-/// The cache could not decide; the caller answers 500/503, never accepts the proof.
+/// The cache could not decide; the caller answers 503/500, never accepts the proof.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
-    /// The in-memory cache holds its capacity of proofs that are all still acceptable.
-    #[error("replay cache full")]
-    Full,
+    /// The in-memory cache holds its capacity of proofs that are all still acceptable; the
+    /// oldest is forgotten in this many seconds (at least 1).
+    #[error("replay cache full for {0} s")]
+    Full(u64),
     /// Redis failed or is unreachable.
     #[error("replay cache: {0}")]
     Redis(#[from] redis::RedisError),
@@ -55,15 +58,21 @@ fn ttl_ms(proof: &VerifiedProof, now_ms: i64) -> i64 {
 pub struct MemoryReplayCache {
     capacity: usize,
     inner: Mutex<Inner>,
+    /// Set while the cache refuses for want of room, so that the log says so once per episode
+    /// and not once per request.
+    full: AtomicBool,
 }
 
+/// An entry is 16 bytes, twice: the first half of the proof's replay key (SHA-256 of its key
+/// thumbprint and `jti`; 128 bits make a chance collision among a million live proofs about
+/// 2^-88), in the set and in the list of the second it expires in.
 #[derive(Debug, Default)]
 struct Inner {
-    /// Replay key → expiry (Unix ms).
-    seen: HashMap<[u8; 32], i64>,
-    /// The same entries ordered by expiry, so purging costs O(log n) per expired entry instead
-    /// of a scan of the whole map on every insert.
-    by_expiry: BTreeSet<(i64, [u8; 32])>,
+    seen: HashSet<u128>,
+    /// The same keys grouped by the second (Unix) at whose start they may be forgotten, so
+    /// that purging pops whole seconds, oldest first: a proof is remembered up to a second
+    /// longer than it must be, never shorter.
+    by_expiry: BTreeMap<i64, Vec<u128>>,
 }
 
 impl MemoryReplayCache {
@@ -72,6 +81,7 @@ impl MemoryReplayCache {
         Self {
             capacity,
             inner: Mutex::new(Inner::default()),
+            full: AtomicBool::new(false),
         }
     }
 
@@ -103,26 +113,57 @@ impl Default for MemoryReplayCache {
 #[async_trait]
 impl ReplayCache for MemoryReplayCache {
     async fn first_use(&self, proof: &VerifiedProof, now_ms: i64) -> Result<bool, ReplayError> {
-        let key = proof.replay_key();
-        let expiry = now_ms.saturating_add(ttl_ms(proof, now_ms));
-        // A std Mutex: the section is short and never awaits (as mini-redis's `db.rs` argues).
-        let mut inner = self.lock();
-        while let Some(&(exp, k)) = inner.by_expiry.first() {
-            if exp > now_ms {
-                break;
+        let full = proof.replay_key();
+        let mut half = [0u8; 16];
+        half.copy_from_slice(&full[..16]);
+        let key = u128::from_be_bytes(half);
+        let expiry_ms = now_ms.saturating_add(ttl_ms(proof, now_ms));
+        // The second at whose start the proof may be forgotten (rounded up).
+        let expiry_s = expiry_ms.div_euclid(1000) + i64::from(expiry_ms.rem_euclid(1000) != 0);
+        let retry = {
+            // A std Mutex: the section is short and never awaits (as mini-redis's `db.rs`
+            // argues).
+            let mut inner = self.lock();
+            while let Some(entry) = inner.by_expiry.first_entry() {
+                if entry.key().saturating_mul(1000) > now_ms {
+                    break;
+                }
+                for k in entry.remove() {
+                    inner.seen.remove(&k);
+                }
             }
-            inner.by_expiry.pop_first();
-            inner.seen.remove(&k);
+            if inner.seen.contains(&key) {
+                return Ok(false);
+            }
+            if inner.seen.len() < self.capacity {
+                inner.seen.insert(key);
+                inner.by_expiry.entry(expiry_s).or_default().push(key);
+                None
+            } else {
+                // Full of proofs that must all be remembered (A2): nothing is forgotten early.
+                let oldest_s = inner.by_expiry.first_key_value().map_or(expiry_s, |e| *e.0);
+                let wait_ms = oldest_s.saturating_mul(1000).saturating_sub(now_ms);
+                Some(u64::try_from((wait_ms + 999).div_euclid(1000)).map_or(1, |s| s.max(1)))
+            }
+        };
+        match retry {
+            None => {
+                if self.full.load(Ordering::Relaxed) && self.full.swap(false, Ordering::Relaxed) {
+                    tracing::warn!("DPoP replay cache has room again");
+                }
+                Ok(true)
+            }
+            Some(secs) => {
+                if !self.full.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        capacity = self.capacity,
+                        "DPoP replay cache full: new proofs get 503 until the oldest expire \
+                         (raise --dpop-replay-capacity, or share a Redis cache)"
+                    );
+                }
+                Err(ReplayError::Full(secs))
+            }
         }
-        if inner.seen.contains_key(&key) {
-            return Ok(false);
-        }
-        if inner.seen.len() >= self.capacity {
-            return Err(ReplayError::Full);
-        }
-        inner.seen.insert(key, expiry);
-        inner.by_expiry.insert((expiry, key));
-        Ok(true)
     }
 }
 
@@ -235,9 +276,14 @@ mod tests {
         let iat = 1_700_000_000;
         assert!(c.first_use(&proof("k", "a", iat), NOW_MS).await.unwrap());
         assert!(c.first_use(&proof("k", "b", iat), NOW_MS).await.unwrap());
+        // Full until a and b may be forgotten, at iat + 61 s.
         assert!(matches!(
             c.first_use(&proof("k", "c", iat), NOW_MS).await,
-            Err(ReplayError::Full)
+            Err(ReplayError::Full(61))
+        ));
+        assert!(matches!(
+            c.first_use(&proof("k", "c", iat), NOW_MS + 60_500).await,
+            Err(ReplayError::Full(1))
         ));
         // A replay is still recognised when full.
         assert!(!c.first_use(&proof("k", "a", iat), NOW_MS).await.unwrap());
