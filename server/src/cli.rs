@@ -241,8 +241,9 @@ pub struct Cli {
     pub dpop_iat_window: Duration,
     /// How many DPoP proofs one instance remembers (each for the iat window either way, plus a
     /// second), when the store is SQLite; with Redis they are kept there. When full, new proofs
-    /// are answered 503 with Retry-After until the oldest may be forgotten: the default
-    /// sustains about 4,100 proofs per second with the default window.
+    /// are answered 503 with Retry-After until the oldest may be forgotten. The default
+    /// sustains at least 4,100 proofs per second with the default window (some 8,200 from
+    /// clients whose clocks are right), in at most 34 MB.
     #[arg(long, env = "AUTHFETCH_DPOP_REPLAY_CAPACITY", default_value_t = crate::dpop::DEFAULT_REPLAY_CAPACITY)]
     pub dpop_replay_capacity: usize,
     /// Subcommand (default: serve).

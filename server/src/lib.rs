@@ -357,13 +357,16 @@ pub fn app(state: AppState) -> Router {
         .layer(h(header::REFERRER_POLICY, "no-referrer"))
         .layer(h(header::X_FRAME_OPTIONS, "DENY"))
         // The request span names the path, not the query: the OIDC callback's query holds the
-        // authorization code and `state`, which are not for logs.
+        // authorization code and `state`, which are not for logs. No line per 5xx from the
+        // layer: a 500 is logged with its cause where it is made (`AppError::Internal`, the
+        // panic catcher above), and a 503 of a full DPoP replay cache once per episode; a line
+        // per refused request would flood the log exactly when the server is busiest.
         .layer(
-            tower_http::trace::TraceLayer::new_for_http().make_span_with(
-                |req: &axum::http::Request<axum::body::Body>| {
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(|req: &axum::http::Request<axum::body::Body>| {
                     tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
-                },
-            ),
+                })
+                .on_failure(()),
         )
 }
 

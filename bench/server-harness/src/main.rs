@@ -21,14 +21,27 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let unlimited = Limit { max: u32::MAX, window: Duration::from_secs(60) };
-    config.rate_limits =
-        RateLimits { login_per_ip: unlimited, login_per_account: unlimited, refresh_per_ip: unlimited };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let unlimited = Limit {
+        max: u32::MAX,
+        window: Duration::from_secs(60),
+    };
+    config.rate_limits = RateLimits {
+        login_per_ip: unlimited,
+        login_per_account: unlimited,
+        refresh_per_ip: unlimited,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let listen = cli.listen.clone();
     let res = rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-        authfetch_server::serve(config, listener).await.map_err(|e| e.to_string())
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        authfetch_server::serve(config, listener)
+            .await
+            .map_err(|e| e.to_string())
     });
     match res {
         Ok(()) => ExitCode::SUCCESS,
