@@ -15,6 +15,16 @@ pub const REFRESH_TOKEN_BYTES: usize = 32;
 /// Length of a refresh token on the wire: 32 bytes as unpadded base64url.
 pub const REFRESH_TOKEN_LEN: usize = 43;
 
+/// 32 bytes in canonical unpadded base64url: exactly 43 characters, padding and non-zero
+/// trailing bits refused (the decoder's default), so each value has one spelling. The form of
+/// refresh tokens and of RFC 7638 SHA-256 thumbprints (`dpop_jkt`).
+pub(crate) fn decode_b64url_32(s: &str) -> Option<[u8; REFRESH_TOKEN_BYTES]> {
+    if s.len() != REFRESH_TOKEN_LEN {
+        return None;
+    }
+    URL_SAFE_NO_PAD.decode(s).ok()?.try_into().ok()
+}
+
 /// An opaque refresh token (the value of the refresh cookie).
 #[derive(Clone, PartialEq, Eq)]
 pub struct RefreshToken([u8; REFRESH_TOKEN_BYTES]);
@@ -30,12 +40,7 @@ impl RefreshToken {
     /// Parses the cookie form: exactly 43 characters of canonical unpadded base64url.
     /// Anything else is `None` (and is treated as an unknown token by the caller).
     pub fn parse(s: &str) -> Option<Self> {
-        if s.len() != REFRESH_TOKEN_LEN {
-            return None;
-        }
-        let v = URL_SAFE_NO_PAD.decode(s).ok()?;
-        let b: [u8; REFRESH_TOKEN_BYTES] = v.try_into().ok()?;
-        Some(Self(b))
+        decode_b64url_32(s).map(Self)
     }
 
     /// The cookie value. Handle with care: this is the credential.

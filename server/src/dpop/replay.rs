@@ -115,9 +115,9 @@ impl Default for MemoryReplayCache {
 #[async_trait]
 impl ReplayCache for MemoryReplayCache {
     async fn first_use(&self, proof: &VerifiedProof, now_ms: i64) -> Result<bool, ReplayError> {
-        let full = proof.replay_key();
+        let digest = proof.replay_key();
         let mut half = [0u8; 16];
-        half.copy_from_slice(&full[..16]);
+        half.copy_from_slice(&digest[..16]);
         let key = u128::from_be_bytes(half);
         let expiry_ms = now_ms.saturating_add(ttl_ms(proof, now_ms));
         // The second at whose start the proof may be forgotten (rounded up).

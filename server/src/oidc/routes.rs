@@ -67,15 +67,11 @@ pub struct StartParams {
     pub dpop_jkt: Option<String>,
 }
 
-/// A JWK SHA-256 thumbprint as RFC 7638 writes it: 32 bytes in canonical unpadded base64url
-/// (43 characters). The decoder refuses padding and non-zero trailing bits, so one thumbprint has
-/// exactly one spelling, the one the proof's key hashes to.
+/// A JWK SHA-256 thumbprint as RFC 7638 writes it: 32 bytes in canonical unpadded base64url,
+/// parsed as refresh tokens are, so one thumbprint has exactly one spelling, the one the proof's
+/// key hashes to.
 fn is_jkt(s: &str) -> bool {
-    use base64::Engine as _;
-    s.len() == 43
-        && base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(s)
-            .is_ok_and(|b| b.len() == 32)
+    crate::secret::decode_b64url_32(s).is_some()
 }
 
 async fn start(
